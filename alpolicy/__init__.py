@@ -1,0 +1,46 @@
+"""alpolicy: decide which raw images deserve a human labeler's time.
+
+Public API::
+
+    import alpolicy
+
+    policy = alpolicy.Policy.from_file("policy.json")      # or .from_dict / .from_conditionals
+    decision = policy.evaluate(roboflow_inference_json)
+    decision.qualifies, decision.reasons, decision.witnesses
+
+Plugins implement hooks marked with :data:`alpolicy.hookimpl` (see :mod:`alpolicy.hookspecs`).
+"""
+
+from .decision import Decision, Verdict
+from .errors import AlpolicyError, PluginError, PolicyError, Problem, UsageError
+from .hookspecs import hookimpl
+from .policy import Policy
+from .prediction import Detection, Prediction, PredictionFormatError
+from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, Stage
+from .rules.base import DetectionRule, ImageRule, ParameterError, load_schema
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlpolicyError",
+    "Decision",
+    "DestinationSpec",
+    "Detection",
+    "DetectionRule",
+    "ImageRule",
+    "InferenceBackendSpec",
+    "ParameterError",
+    "PluginError",
+    "Policy",
+    "PolicyError",
+    "Prediction",
+    "PredictionFormatError",
+    "Problem",
+    "Registry",
+    "RuleSpec",
+    "Stage",
+    "UsageError",
+    "Verdict",
+    "hookimpl",
+    "load_schema",
+]

@@ -1,0 +1,75 @@
+"""The ``alpolicy`` command line: argparse sub-commands, one module per group.
+
+User mistakes end in one ``alpolicy: error: ...`` line (exit 2) rather than a traceback; every
+sub-command module exposes ``add_parsers(subparsers)`` and handler functions taking ``args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ..errors import AlpolicyError, PolicyError
+from . import policy_commands
+
+DESCRIPTION = """\
+Decide which raw images deserve a labeler's time: run a detection model over a folder of
+frames, evaluate a policy of rules, send the images that qualify (with their predictions as
+pre-labels) to a labeling destination.
+"""
+
+EPILOG = """\
+examples:
+  alpolicy validate policy.json              check a policy file, every problem with its JSON path
+  alpolicy explain policy.json pred.json     why one image would (not) be sent
+  alpolicy rules                             the rules you can use in a policy
+  alpolicy plugins                           installed plugins and what they register
+  alpolicy schema > policy.schema.json       the policy JSON Schema, for your editor
+
+Run `alpolicy COMMAND --help` for the options of a command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alpolicy",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    policy_commands.add_parsers(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except PolicyError as error:
+        print(f"alpolicy: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except AlpolicyError as error:
+        print(f"alpolicy: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("alpolicy: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `alpolicy rules | head`
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

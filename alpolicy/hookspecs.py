@@ -1,0 +1,51 @@
+"""The plugin contract: pluggy markers for the project name ``alpolicy`` and the hooks.
+
+Every hook is a *register callback*: it is called once, when the registry is built, with a
+``register`` function the plugin calls for each thing it provides. The per-image hot loop never
+goes through pluggy: the registry turns registrations into plain objects up front.
+
+A plugin is any module with functions decorated by :data:`hookimpl`, installed under the entry
+point group ``alpolicy``::
+
+    [project.entry-points.alpolicy]
+    my_rules = "my_package.plugin"
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
+    from .registry import DestinationSpec, InferenceBackendSpec, RuleSpec
+
+PROJECT_NAME = "alpolicy"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def alpolicy_rules(register: "Callable[[RuleSpec], None]") -> None:
+    """Register policy rules: call ``register(RuleSpec(...))`` once per rule.
+
+    A rule has a unique name, a stage (``detection``, ``image`` or ``sampling``), a JSON Schema for
+    its parameters and a factory that turns validated parameters into the object evaluated per image.
+    """
+
+
+@hookspec
+def alpolicy_inference_backends(register: "Callable[[InferenceBackendSpec], None]") -> None:
+    """Register inference backends: call ``register(InferenceBackendSpec(...))`` once per scheme.
+
+    A backend is chosen by the scheme of a model spec, e.g. ``roboflow:project/3`` or ``onnx:model.onnx``.
+    """
+
+
+@hookspec
+def alpolicy_destinations(register: "Callable[[DestinationSpec], None]") -> None:
+    """Register destinations: call ``register(DestinationSpec(...))`` once per scheme.
+
+    A destination is chosen by the scheme of a destination spec, e.g. ``folder:out/`` or ``roboflow:project``.
+    """

@@ -1,0 +1,292 @@
+"""Policies: load, validate as a whole, compile once into plain objects, evaluate per image.
+
+Compilation turns every rule object into the small object its factory returns and wraps image
+rules in ``all`` / ``any`` / ``not`` nodes. ``evaluate`` then only calls methods on those objects:
+no pluggy dispatch and no schema validation per image.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .decision import Decision
+from .errors import PolicyError, Problem
+from .plugins import get_registry
+from .prediction import Detection, Prediction, PredictionFormatError
+from .registry import Registry, RuleSpec, Stage
+from .rules.base import DetectionRule, ImageRule, ParameterError
+from .validation import error_paths, json_path, schema_problems
+
+POLICY_VERSION = 1
+#: The image stage of a policy that has none: an image qualifies when one detection is a witness.
+DEFAULT_IMAGE_NODE: dict[str, Any] = {"rule": "witnesses", "min": 1}
+_COMPOSITIONS = ("all", "any", "not")
+
+
+@dataclass(slots=True, eq=False)
+class Leaf:
+    """A compiled rule object: the rule, its name, a label unique in the policy, and its place."""
+
+    rule: Any
+    name: str
+    label: str
+    tag: str | None
+    path: str
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        passed = self.rule.check(prediction, witnesses)
+        trace.append((self, passed))
+        return passed
+
+
+@dataclass(slots=True, eq=False)
+class AllNode:
+    children: tuple[Any, ...]
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        for child in self.children:
+            if not child.evaluate(prediction, witnesses, trace):
+                return False
+        return True
+
+
+@dataclass(slots=True, eq=False)
+class AnyNode:
+    children: tuple[Any, ...]
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        for child in self.children:
+            if child.evaluate(prediction, witnesses, trace):
+                return True
+        return False
+
+
+@dataclass(slots=True, eq=False)
+class NotNode:
+    child: Any
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        return not self.child.evaluate(prediction, witnesses, trace)
+
+
+class Policy:
+    """A validated, compiled policy. Build one with :meth:`from_file`, :meth:`from_dict` or
+    :meth:`from_conditionals`; evaluate images with :meth:`evaluate`."""
+
+    def __init__(self, document: Mapping[str, Any], *, registry: Registry | None = None, source: str | None = None) -> None:
+        self.registry = registry if registry is not None else get_registry()
+        self.source = source
+        document = _plain(document)
+        problems = schema_problems(document, self.registry)
+        compiler = _Compiler(self.registry, error_paths(document, self.registry) if problems else [])
+        if isinstance(document, dict):
+            compiler.compile(document)
+        problems.extend(compiler.problems)
+        if problems:
+            raise PolicyError(problems, source)
+        self._document: dict[str, Any] = document
+        self.detection_leaves: tuple[Leaf, ...] = tuple(compiler.detection)
+        self.image_root: Any = compiler.image_root
+        self.sampling_leaves: tuple[Leaf, ...] = tuple(compiler.sampling)
+        self.tags: tuple[str, ...] = tuple(document.get("tags", ()))
+        self._detection_tests = tuple(leaf.rule.accepts for leaf in self.detection_leaves)
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], *, registry: Registry | None = None) -> "Policy":
+        """A policy from a JSON-like dict (``{"version": 1, "detection": [...], ...}``)."""
+        return cls(document, registry=registry)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, registry: Registry | None = None) -> "Policy":
+        """A policy from a JSON file; a missing or malformed file is a :class:`PolicyError` too."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PolicyError([Problem("$", "no such file")], source) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise PolicyError([Problem("$", f"cannot read the file: {error}")], source) from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise PolicyError(
+                [Problem("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")], source
+            ) from None
+        return cls(document, registry=registry, source=source)
+
+    @classmethod
+    def from_conditionals(cls, conditionals: Mapping[str, Any] | None, *, registry: Registry | None = None) -> "Policy":
+        """The policy that makes exactly the Roboflow SDK's decisions for its ``conditionals`` dict."""
+        from .conditionals import conditionals_to_document
+
+        return cls(conditionals_to_document(conditionals), registry=registry, source="conditionals")
+
+    # ----------------------------------------------------------------- use
+    def evaluate(self, prediction: Prediction | Mapping[str, Any]) -> Decision:
+        """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON)."""
+        if type(prediction) is not Prediction:
+            prediction = Prediction.from_json(prediction, check=False)  # type: ignore[arg-type]
+        try:
+            return self._evaluate(prediction)
+        except (KeyError, TypeError) as error:
+            # Only malformed input gets here; find and name the culprit instead of a bare KeyError.
+            Prediction.from_json(prediction.to_json(), check=True)
+            raise PredictionFormatError(f"malformed prediction: {error!r}") from None
+
+    def _evaluate(self, prediction: Prediction) -> Decision:
+        tests = self._detection_tests
+        witnesses: list[Detection] = []
+        for detection in prediction.detections:
+            for test in tests:
+                if not test(detection, prediction):
+                    break
+            else:
+                witnesses.append(detection)
+        trace: list = []
+        qualifies = self.image_root.evaluate(prediction, witnesses, trace)
+        return Decision(qualifies, prediction, witnesses, trace, self)
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The policy as JSON (a copy)."""
+        return copy.deepcopy(self._document)
+
+    @property
+    def name(self) -> str | None:
+        return self._document.get("name")
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self._document, indent=indent, ensure_ascii=False)
+
+    def __repr__(self) -> str:
+        label = self.name or self.source or "policy"
+        return f"<Policy {label}: {len(self.detection_leaves)} detection rule(s), sampling {len(self.sampling_leaves)}>"
+
+
+def _plain(document: Any) -> Any:
+    """A JSON-shaped deep copy: tuples become lists so that Python callers can pass tuples."""
+    if isinstance(document, Mapping):
+        return {key: _plain(value) for key, value in document.items()}
+    if isinstance(document, (list, tuple)):
+        return [_plain(value) for value in document]
+    return document
+
+
+class _Compiler:
+    """Walks a (schema-checked) document, builds leaves and nodes, and collects semantic problems.
+
+    Rule objects under a schema error are skipped so that every problem is reported once.
+    """
+
+    def __init__(self, registry: Registry, broken: Sequence[tuple[str | int, ...]]) -> None:
+        self.registry = registry
+        self.broken = broken
+        self.problems: list[Problem] = []
+        self.detection: list[Leaf] = []
+        self.sampling: list[Leaf] = []
+        self.image_root: Any = None
+        self._name_count: dict[str, int] = {}
+
+    def compile(self, document: dict[str, Any]) -> None:
+        rule_objects = self._rule_objects(document)
+        for obj, _path in rule_objects:
+            name = obj.get("rule")
+            if isinstance(name, str):
+                self._name_count[name] = self._name_count.get(name, 0) + 1
+        detection = document.get("detection", [])
+        if isinstance(detection, list):
+            for index, obj in enumerate(detection):
+                leaf = self._leaf(obj, ("detection", index), Stage.DETECTION)
+                if leaf is not None:
+                    self.detection.append(leaf)
+        image = document.get("image", DEFAULT_IMAGE_NODE)
+        self.image_root = self._node(image, ("image",) if "image" in document else ())
+        sampling = document.get("sampling", [])
+        if isinstance(sampling, list):
+            for index, obj in enumerate(sampling):
+                leaf = self._leaf(obj, ("sampling", index), Stage.SAMPLING)
+                if leaf is not None:
+                    self.sampling.append(leaf)
+
+    def _rule_objects(self, document: dict[str, Any]) -> list[tuple[dict, tuple]]:
+        found: list[tuple[dict, tuple]] = []
+
+        def walk(value: Any, path: tuple) -> None:
+            if isinstance(value, dict):
+                if "rule" in value:
+                    found.append((value, path))
+                for key, child in value.items():
+                    walk(child, path + (key,))
+            elif isinstance(value, list):
+                for index, child in enumerate(value):
+                    walk(child, path + (index,))
+
+        walk(document, ())
+        return found
+
+    def _is_broken(self, path: tuple) -> bool:
+        """True when a schema error lies at or inside ``path``."""
+        return any(error[: len(path)] == path for error in self.broken)
+
+    def _leaf(self, obj: Any, path: tuple, stage: Stage) -> Leaf | None:
+        if not isinstance(obj, dict) or self._is_broken(path):
+            return None
+        spec: RuleSpec | None = self.registry.rules.get(obj.get("rule"))
+        if spec is None or spec.stage is not stage:
+            return None
+        params = {key: value for key, value in obj.items() if key not in ("rule", "tag", "note")}
+        where = json_path(path)
+        try:
+            rule = spec.factory(params)
+        except ParameterError as error:
+            target = json_path(path + (error.key,)) if error.key else where
+            self.problems.append(Problem(target, error.message))
+            return None
+        except (ValueError, TypeError) as error:
+            self.problems.append(Problem(where, f"rule {spec.name!r} rejected its parameters: {error}"))
+            return None
+        expected = {Stage.DETECTION: DetectionRule, Stage.IMAGE: ImageRule}.get(stage)
+        if expected is not None and not _implements(rule, expected):
+            self.problems.append(
+                Problem(where, f"plugin {spec.plugin!r}: rule {spec.name!r} built {type(rule).__name__}, which is not a {expected.__name__}")
+            )
+            return None
+        label = spec.name if self._name_count.get(spec.name, 0) <= 1 else f"{spec.name} at {where}"
+        return Leaf(rule, spec.name, label, obj.get("tag"), where)
+
+    def _node(self, obj: Any, path: tuple) -> Any:
+        if not isinstance(obj, dict):
+            return None
+        if "rule" in obj:
+            return self._leaf(obj, path, Stage.IMAGE)
+        present = [key for key in _COMPOSITIONS if key in obj]
+        if len(present) > 1:
+            self.problems.append(
+                Problem(json_path(path), f"use one of all / any / not per object, not {' and '.join(present)}: nest them instead")
+            )
+            return None
+        if not present:
+            return None
+        key = present[0]
+        if key == "not":
+            child = self._node(obj["not"], path + ("not",))
+            return NotNode(child) if child is not None else None
+        children = obj[key]
+        if not isinstance(children, list):
+            return None
+        nodes = [self._node(child, path + (key, index)) for index, child in enumerate(children)]
+        if any(node is None for node in nodes):
+            return None
+        return AllNode(tuple(nodes)) if key == "all" else AnyNode(tuple(nodes))
+
+
+def _implements(rule: Any, protocol: type) -> bool:
+    """Duck-typed check, so plugin rules need not subclass our ABCs."""
+    methods = ("accepts", "explain") if protocol is DetectionRule else ("check", "explain")
+    return isinstance(rule, protocol) or all(callable(getattr(rule, method, None)) for method in methods)

@@ -1,0 +1,115 @@
+"""What plugins register, and the registry that holds it.
+
+The registry is built once from the plugin manager (see :mod:`alpolicy.plugins`) and is then a
+plain, read-only lookup table; policies compile against it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Iterable, Mapping
+
+
+class Stage(str, Enum):
+    """The three stages of a policy (see the README's "Policy semantics")."""
+
+    DETECTION = "detection"  # decides which detections count ("witnesses")
+    IMAGE = "image"  # judges the image as a whole; composes with all / any / not
+    SAMPLING = "sampling"  # stateful, in stream order, over images that passed the first two
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule as a plugin registers it.
+
+    ``schema`` is a JSON Schema (Draft 2020-12) for the rule's parameters: the keys of a rule
+    object other than ``rule``, ``tag`` and ``note``. It should describe ``properties`` and may use
+    ``required``; unknown keys are rejected by the policy envelope, so it need not say
+    ``additionalProperties``. ``factory(params)`` receives the validated parameters and returns the
+    object evaluated per image; it may raise :class:`alpolicy.rules.ParameterError` for checks a
+    schema cannot express (``min <= max``).
+    """
+
+    name: str
+    stage: Stage
+    schema: Mapping[str, Any]
+    factory: Callable[[dict[str, Any]], Any]
+    summary: str
+    #: Filled in by the registry: the plugin that registered the rule.
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage", Stage(self.stage))
+
+
+@dataclass(frozen=True)
+class InferenceBackendSpec:
+    """An inference backend, chosen by the scheme of a model spec (``scheme:rest``)."""
+
+    scheme: str
+    factory: Callable[..., Any]
+    summary: str
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class DestinationSpec:
+    """A destination (uploader), chosen by the scheme of a destination spec (``scheme:rest``)."""
+
+    scheme: str
+    factory: Callable[..., Any]
+    summary: str
+    plugin: str = ""
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin, for ``alpolicy plugins``."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    rules: list[str] = field(default_factory=list)
+    backends: list[str] = field(default_factory=list)
+    destinations: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "distribution": self.distribution,
+            "rules": self.rules,
+            "inference_backends": self.backends,
+            "destinations": self.destinations,
+        }
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins provide, keyed by name (rules) or scheme (backends, destinations)."""
+
+    rules: dict[str, RuleSpec] = field(default_factory=dict)
+    backends: dict[str, InferenceBackendSpec] = field(default_factory=dict)
+    destinations: dict[str, DestinationSpec] = field(default_factory=dict)
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    #: Things derived from the registry and built once (the composed policy validator).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def rules_of(self, stage: Stage) -> list[RuleSpec]:
+        return [spec for spec in self.rules.values() if spec.stage is stage]
+
+    def rule(self, name: str) -> RuleSpec:
+        try:
+            return self.rules[name]
+        except KeyError:
+            raise KeyError(f"unknown rule {name!r}{did_you_mean(name, self.rules)}") from None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,89 @@
+"""The objects a rule factory returns, one protocol per stage.
+
+Rules are compiled once per policy into these small objects; the per-image loop calls their
+methods directly (no pluggy dispatch, no schema validation). ``explain`` is only called when a
+user asks *why*, so the hot path never formats strings.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from importlib import resources
+from typing import Any, Iterable, Sequence
+
+from ..prediction import Detection, Prediction
+
+
+class ParameterError(ValueError):
+    """Raised by a rule factory for a parameter problem a JSON Schema cannot express.
+
+    ``key`` names the offending parameter (or ``None`` for the rule as a whole); the policy
+    loader turns it into a :class:`alpolicy.Problem` at that parameter's JSON path.
+    """
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+class DetectionRule(ABC):
+    """Decides whether one detection counts. A witness is a detection every detection rule accepts."""
+
+    @abstractmethod
+    def accepts(self, detection: Detection, prediction: Prediction) -> bool:
+        """True when the detection passes this rule."""
+
+    @abstractmethod
+    def explain(self, detection: Detection, prediction: Prediction, accepted: bool) -> str:
+        """The verdict in words, e.g. ``confidence 0.41 within [0.00, 0.60]``."""
+
+
+class ImageRule(ABC):
+    """Judges an image from all its detections and its witnesses."""
+
+    @abstractmethod
+    def check(self, prediction: Prediction, witnesses: Sequence[Detection]) -> bool:
+        """True when the image passes this rule."""
+
+    @abstractmethod
+    def explain(self, prediction: Prediction, witnesses: Sequence[Detection], passed: bool) -> str:
+        """The verdict in words, e.g. ``3 detections, at least 1 required``."""
+
+    def score(self, prediction: Prediction, witnesses: Sequence[Detection]) -> float | None:
+        """An optional priority score (higher = more worth labeling); ``None`` if the rule has none."""
+        return None
+
+
+def load_schema(package: str, name: str) -> dict[str, Any]:
+    """Load a JSON Schema shipped as package data (``importlib.resources``), e.g. a plugin's own."""
+    return json.loads(resources.files(package).joinpath(name).read_text(encoding="utf-8"))
+
+
+def builtin_schema(rule_name: str) -> dict[str, Any]:
+    """The schema of a built-in rule: ``schemas/rules/<name>.schema.json``."""
+    return load_schema("alpolicy.schemas", f"rules/{rule_name}.schema.json")
+
+
+def format_number(value: float) -> str:
+    """Print bounds compactly: ``inf`` as ∞, integers without a fraction."""
+    if value == float("inf"):
+        return "∞"
+    if value == float("-inf"):
+        return "-∞"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:g}"
+
+
+def format_names(names: Iterable[str]) -> str:
+    return "[" + ", ".join(sorted(names)) + "]"
+
+
+def check_bounds(low: float, high: float, *, low_key: str = "min", high_key: str = "max") -> None:
+    """Reject ``min > max`` (a schema cannot compare two fields)."""
+    if low > high:
+        raise ParameterError(
+            low_key, f"{format_number(low)} is greater than {high_key} {format_number(high)}"
+        )
