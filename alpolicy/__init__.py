@@ -14,6 +14,7 @@ Plugins implement hooks marked with :data:`alpolicy.hookimpl` (see :mod:`alpolic
 from .decision import Decision, Verdict
 from .errors import AlpolicyError, PluginError, PolicyError, Problem, UsageError
 from .hookspecs import hookimpl
+from .plugins import get_registry
 from .policy import Policy
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, Stage
@@ -41,6 +42,7 @@ __all__ = [
     "Stage",
     "UsageError",
     "Verdict",
+    "get_registry",
     "hookimpl",
     "load_schema",
 ]

@@ -14,7 +14,7 @@ import importlib.metadata
 import os
 import re
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pluggy
 from jsonschema import Draft202012Validator
@@ -55,19 +55,32 @@ def reset_registry() -> None:
         _registry = None
 
 
-def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManager:
-    """A plugin manager with the built-ins and (unless disabled) the installed entry points."""
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering which distribution each entry-point plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+
+
+def make_plugin_manager(
+    *, load_entry_points: bool = True, extra: Sequence[tuple[str, object]] = ()
+) -> PluginManager:
+    """A plugin manager with the built-ins, the installed entry points (unless disabled) and
+    ``extra`` ``(name, plugin)`` pairs registered in code (for tests and embedding programs)."""
+    manager = PluginManager()
     manager.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:
         _register(manager, importlib.import_module(module_name), module_name)
     if load_entry_points:
         _load_entry_points(manager)
+    for name, plugin in extra:
+        _register(manager, plugin, name)
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
         raise PluginError(
-            f"plugin {error.plugin_name!r} implements a hook alpolicy does not have: {error}; "
+            f"plugin {manager.get_name(error.plugin)!r} implements a hook alpolicy does not have: {error}; "
             f"known hooks: {', '.join(_hook_names())}"
         ) from None
     return manager
@@ -93,7 +106,7 @@ def _selected_plugins() -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-def _load_entry_points(manager: pluggy.PluginManager) -> None:
+def _load_entry_points(manager: PluginManager) -> None:
     selected = _selected_plugins()
     seen: dict[str, str] = {}
     found: set[str] = set()
@@ -119,6 +132,8 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
                 f"{type(error).__name__}: {error}"
             ) from None
         _register(manager, module, entry_point.name)
+        if dist is not None:
+            manager.distributions[entry_point.name] = (dist_name, dist.version)
     missing = sorted((selected or set()) - found)
     if missing:
         raise PluginError(
@@ -128,10 +143,10 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
 
 
 def _plugin_info(manager: pluggy.PluginManager, name: str) -> PluginInfo:
-    distinfo = dict((id(plugin), dist) for plugin, dist in manager.list_plugin_distinfo())
-    dist = distinfo.get(id(manager.get_plugin(name)))
-    if dist is not None:
-        return PluginInfo(name, dist.version, dist.metadata["Name"])
+    distributions = getattr(manager, "distributions", {})
+    if name in distributions:
+        dist_name, version = distributions[name]
+        return PluginInfo(name, version, dist_name)
     if name in DEFAULT_PLUGINS:
         return PluginInfo(name, _own_version(), "alpolicy")
     return PluginInfo(name, None, None)
@@ -163,8 +178,7 @@ def build_registry(manager: pluggy.PluginManager) -> Registry:
 
 def _collect(manager: pluggy.PluginManager, hook_name: str, add: Callable[[Any, str], None]) -> None:
     hook = getattr(manager.hook, hook_name)
-    # pluggy returns implementations last-registered-first; built-ins first reads better.
-    for impl in reversed(hook.get_hookimpls()):
+    for impl in hook.get_hookimpls():  # registration order: built-ins first
         plugin = impl.plugin_name
 
         def register(spec: Any, _plugin: str = plugin) -> None:

@@ -20,7 +20,7 @@ from .plugins import get_registry
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import Registry, RuleSpec, Stage
 from .rules.base import DetectionRule, ImageRule, ParameterError
-from .validation import error_paths, json_path, schema_problems
+from .validation import error_paths, json_path, path_order, schema_problems
 
 POLICY_VERSION = 1
 #: The image stage of a policy that has none: an image qualifies when one detection is a witness.
@@ -88,7 +88,7 @@ class Policy:
             compiler.compile(document)
         problems.extend(compiler.problems)
         if problems:
-            raise PolicyError(problems, source)
+            raise PolicyError(sorted(problems, key=path_order), source)
         self._document: dict[str, Any] = document
         self.detection_leaves: tuple[Leaf, ...] = tuple(compiler.detection)
         self.image_root: Any = compiler.image_root
@@ -253,8 +253,10 @@ class _Compiler:
             return None
         expected = {Stage.DETECTION: DetectionRule, Stage.IMAGE: ImageRule}.get(stage)
         if expected is not None and not _implements(rule, expected):
+            methods = " and ".join(f"{name}()" for name in _METHODS[stage])
             self.problems.append(
-                Problem(where, f"plugin {spec.plugin!r}: rule {spec.name!r} built {type(rule).__name__}, which is not a {expected.__name__}")
+                Problem(where, f"plugin {spec.plugin!r}: rule {spec.name!r} built {type(rule).__name__!r}, "
+                        f"which lacks the {stage.value}-rule methods {methods}")
             )
             return None
         label = spec.name if self._name_count.get(spec.name, 0) <= 1 else f"{spec.name} at {where}"
@@ -286,7 +288,10 @@ class _Compiler:
         return AllNode(tuple(nodes)) if key == "all" else AnyNode(tuple(nodes))
 
 
+_METHODS = {Stage.DETECTION: ("accepts", "explain"), Stage.IMAGE: ("check", "explain")}
+
+
 def _implements(rule: Any, protocol: type) -> bool:
     """Duck-typed check, so plugin rules need not subclass our ABCs."""
-    methods = ("accepts", "explain") if protocol is DetectionRule else ("check", "explain")
+    methods = _METHODS[Stage.DETECTION if protocol is DetectionRule else Stage.IMAGE]
     return isinstance(rule, protocol) or all(callable(getattr(rule, method, None)) for method in methods)

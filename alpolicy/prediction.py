@@ -30,6 +30,7 @@ Detection = TypedDict(
 )
 
 _REQUIRED_DETECTION_KEYS = ("x", "y", "width", "height", "confidence", "class")
+_OWN_KEYS = frozenset({"image", "predictions", "model_id"})
 
 
 class PredictionFormatError(ValueError):
@@ -56,25 +57,24 @@ class Prediction:
         """
         if isinstance(document, Prediction):
             return document
-        if not isinstance(document, Mapping):
+        if type(document) is not dict and not isinstance(document, Mapping):
             raise PredictionFormatError(f"a prediction must be a JSON object, not {type(document).__name__}")
         image = document.get("image")
-        if not isinstance(image, Mapping) or not {"width", "height"} <= image.keys():
-            raise PredictionFormatError('a prediction needs "image": {"width": W, "height": H}')
+        try:
+            width, height = int(image["width"]), int(image["height"])  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            raise PredictionFormatError('a prediction needs "image": {"width": W, "height": H}') from None
         detections = document.get("predictions", [])
-        if not isinstance(detections, list):
+        if type(detections) is not list:
             raise PredictionFormatError('"predictions" must be a list of detections')
         if check:
             for index, detection in enumerate(detections):
                 _check_detection(detection, index)
-        extra = {k: v for k, v in document.items() if k not in ("image", "predictions", "model_id")}
-        return cls(
-            width=int(image["width"]),
-            height=int(image["height"]),
-            detections=detections,
-            model_id=document.get("model_id"),
-            extra=extra,
+        # Only the common two keys? Skip building `extra` (this runs once per image).
+        extra = (
+            {k: v for k, v in document.items() if k not in _OWN_KEYS} if len(document) > 2 else {}
         )
+        return cls(width, height, detections, document.get("model_id"), extra)
 
     def to_json(self) -> dict[str, Any]:
         """The Roboflow inference JSON for this prediction (what destinations store as pre-labels)."""

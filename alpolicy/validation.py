@@ -47,7 +47,7 @@ def envelope_schema() -> dict[str, Any]:
 def stage_schema(stage: Stage, specs: list[RuleSpec]) -> dict[str, Any]:
     """The schema of one rule object of a stage: known name, then that rule's own parameters."""
     names = [spec.name for spec in specs]
-    return {
+    schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": stage_uri(stage),
         "title": f"{stage.value} rule",
@@ -58,15 +58,17 @@ def stage_schema(stage: Stage, specs: list[RuleSpec]) -> dict[str, Any]:
             "tag": {"$ref": f"{ENVELOPE_ID}#/$defs/tag", "description": "Tag added when this rule selects an image."},
             "note": {"type": "string", "description": "Free text for reviewers; ignored."},
         },
-        "allOf": [
+        "unevaluatedProperties": False,
+    }
+    if names:  # allOf must not be empty (a stage may have no rules installed)
+        schema["allOf"] = [
             {
                 "if": {"properties": {"rule": {"const": name}}, "required": ["rule"]},
                 "then": {"$ref": rule_uri(name)},
             }
             for name in names
-        ],
-        "unevaluatedProperties": False,
-    }
+        ]
+    return schema
 
 
 def _resources(registry: Registry) -> ResourceRegistry:
@@ -115,6 +117,17 @@ def json_path(parts: Iterable[str | int]) -> str:
         else:
             text += f"[{json.dumps(part)}]"
     return text
+
+
+_PATH_PART = re.compile(r'\[(\d+)\]|\.([^.\[]+)|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def path_order(problem: Problem) -> tuple:
+    """Sort key: problems in path order (array items by index), stable for equal paths."""
+    key = []
+    for index, name, quoted in _PATH_PART.findall(problem.path):
+        key.append((0, int(index), "") if index else (1, 0, name or json.loads(quoted)))
+    return tuple(key)
 
 
 def schema_problems(document: Any, registry: Registry) -> list[Problem]:

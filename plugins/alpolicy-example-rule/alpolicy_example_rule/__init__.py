@@ -1,0 +1,1 @@
+"""An example alpolicy plugin: one detection rule, ``aspect_ratio``, with its JSON Schema."""

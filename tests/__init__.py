@@ -1,0 +1,1 @@
+"""alpolicy test suite."""

@@ -1,0 +1,169 @@
+"""The plugin system: built-ins through the same hooks, duplicates, misspelt hooks, selection."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import alpolicy
+from alpolicy import DestinationSpec, InferenceBackendSpec, PluginError, Policy, RuleSpec, Stage, hookimpl, hookspecs
+from alpolicy.plugins import DEFAULT_PLUGINS, build_registry, make_plugin_manager
+from alpolicy.rules.image import make_witnesses
+
+from .helpers import det, pred
+
+
+def registry_with(*plugins: tuple[str, object]):
+    return build_registry(make_plugin_manager(load_entry_points=False, extra=plugins))
+
+
+class RulePlugin:
+    def __init__(self, *specs: RuleSpec) -> None:
+        self.specs = specs
+
+    @hookimpl
+    def alpolicy_rules(self, register):
+        for spec in self.specs:
+            register(spec)
+
+
+def spec(name: str, stage: Stage = Stage.IMAGE, schema: dict | None = None) -> RuleSpec:
+    return RuleSpec(name, stage, schema or {"type": "object", "properties": {"min": {"type": "integer"}}}, make_witnesses, "test")
+
+
+# One test per hook: test_plugin_hooks_have_tests below fails when a hook has none.
+def test_hook_alpolicy_rules():
+    registry = registry_with(("mine", RulePlugin(spec("at_least"))))
+    assert registry.rules["at_least"].plugin == "mine"
+    assert registry.plugins["mine"].rules == ["at_least"]
+    policy = Policy.from_dict({"version": 1, "image": {"rule": "at_least", "min": 3}}, registry=registry)
+    # With no detection rules every detection is a witness: 2 < 3, then 3 >= 3.
+    assert policy.evaluate(pred(det(), det())).qualifies is False
+    assert policy.evaluate(pred(det(), det(), det())).qualifies is True
+
+
+def test_hook_alpolicy_inference_backends():
+    class Backends:
+        @hookimpl
+        def alpolicy_inference_backends(self, register):
+            register(InferenceBackendSpec("fake", lambda spec, **options: None, "a test backend"))
+
+    registry = registry_with(("backends", Backends()))
+    assert registry.backends["fake"].plugin == "backends"
+    assert registry.plugins["backends"].backends == ["fake"]
+
+
+def test_hook_alpolicy_destinations():
+    class Destinations:
+        @hookimpl
+        def alpolicy_destinations(self, register):
+            register(DestinationSpec("bucket", lambda spec, **options: None, "a test destination"))
+
+    registry = registry_with(("dest", Destinations()))
+    assert registry.destinations["bucket"].plugin == "dest"
+
+
+def test_plugin_hooks_have_tests():
+    """Every hook in hookspecs has a ``test_hook_<name>`` here (datasette's meta-test)."""
+    hooks = [name for name, value in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("alpolicy_")]
+    assert hooks, "no hooks found"
+    tests = set(globals())
+    missing = [hook for hook in hooks if f"test_hook_{hook}" not in tests]
+    assert not missing, f"hooks without a test: {missing}"
+
+
+def test_builtins_are_registered_through_the_same_hooks():
+    registry = registry_with()
+    assert set(DEFAULT_PLUGINS) <= set(registry.plugins)
+    assert registry.rules["confidence"].plugin == "alpolicy.rules.detection"
+    assert registry.rules["witnesses"].plugin == "alpolicy.rules.image"
+
+
+def test_a_duplicate_rule_name_names_both_plugins():
+    with pytest.raises(PluginError) as caught:
+        registry_with(("shadow", RulePlugin(spec("confidence", Stage.DETECTION))))
+    assert str(caught.value) == (
+        "rule 'confidence' is registered twice: by plugin 'alpolicy.rules.detection' and by plugin 'shadow'"
+    )
+
+
+def test_two_third_party_plugins_with_the_same_rule():
+    with pytest.raises(PluginError, match="by plugin 'one' and by plugin 'two'"):
+        registry_with(("one", RulePlugin(spec("dup"))), ("two", RulePlugin(spec("dup"))))
+
+
+def test_a_misspelt_hook_fails_loudly():
+    class Misspelt:
+        @hookimpl
+        def alpolicy_rule(self, register):  # missing the "s"
+            pass
+
+    with pytest.raises(PluginError, match="plugin 'typo' implements a hook alpolicy does not have.*alpolicy_rules"):
+        registry_with(("typo", Misspelt()))
+
+
+def test_a_hook_with_a_wrong_argument_name_fails_loudly():
+    class WrongArgument:
+        @hookimpl
+        def alpolicy_rules(self, registr):
+            pass
+
+    with pytest.raises(PluginError, match="plugin 'wrong' is invalid"):
+        registry_with(("wrong", WrongArgument()))
+
+
+def test_invalid_registrations_name_the_plugin():
+    with pytest.raises(PluginError, match="plugin 'bad' registered rule 'Bad-Name'"):
+        registry_with(("bad", RulePlugin(spec("Bad-Name"))))
+    with pytest.raises(PluginError, match="plugin 'bad': rule 'broken' has an invalid JSON Schema"):
+        registry_with(("bad", RulePlugin(spec("broken", schema={"type": "no-such-type"}))))
+
+    class NotASpec:
+        @hookimpl
+        def alpolicy_rules(self, register):
+            register({"name": "x"})
+
+    with pytest.raises(PluginError, match="expected alpolicy.RuleSpec"):
+        registry_with(("bad", NotASpec()))
+
+
+def test_an_exception_inside_a_hook_names_the_plugin():
+    class Crashes:
+        @hookimpl
+        def alpolicy_rules(self, register):
+            raise RuntimeError("boom")
+
+    with pytest.raises(PluginError, match="plugin 'crashy' failed in alpolicy_rules: RuntimeError: boom"):
+        registry_with(("crashy", Crashes()))
+
+
+def test_a_plugin_rule_is_validated_exactly_like_a_builtin():
+    schema = {"type": "object", "properties": {"min": {"type": "integer", "minimum": 0}}, "required": ["min"]}
+    registry = registry_with(("mine", RulePlugin(spec("at_least", schema=schema))))
+    with pytest.raises(alpolicy.PolicyError) as caught:
+        Policy.from_dict({"version": 1, "image": {"all": [{"rule": "at_least", "min": -1, "mxa": 1}, {"rule": "at_least"}]}}, registry=registry)
+    assert caught.value.messages == [
+        "$.image.all[0].min: -1 is less than the minimum of 0",
+        "$.image.all[0].mxa: unknown parameter 'mxa' for rule 'at_least'; expected one of: min, note, rule, tag",
+        "$.image.all[1]: 'min' is a required property",
+    ]
+
+
+def test_a_rule_object_without_the_stage_methods_is_reported():
+    bad = RuleSpec("lazy", Stage.IMAGE, {"type": "object"}, lambda params: object(), "returns nothing useful")
+    registry = registry_with(("lazy", RulePlugin(bad)))
+    with pytest.raises(alpolicy.PolicyError, match=r"rule 'lazy' built 'object', which lacks the image-rule methods check\(\) and explain\(\)"):
+        Policy.from_dict({"version": 1, "image": {"rule": "lazy"}}, registry=registry)
+
+
+def test_load_plugins_env_naming_an_absent_plugin(monkeypatch):
+    monkeypatch.setenv("ALPOLICY_LOAD_PLUGINS", "not-installed-anywhere")
+    with pytest.raises(PluginError, match="ALPOLICY_LOAD_PLUGINS names 'not-installed-anywhere', which is not installed"):
+        make_plugin_manager()
+
+
+def test_load_plugins_env_empty_loads_only_builtins(monkeypatch):
+    monkeypatch.setenv("ALPOLICY_LOAD_PLUGINS", "")
+    registry = build_registry(make_plugin_manager())
+    assert set(registry.plugins) == set(DEFAULT_PLUGINS)
