@@ -1,0 +1,1 @@
+"""Real loopback HTTP servers that stand in for remote services in tests."""
