@@ -12,9 +12,12 @@ Plugins implement hooks marked with :data:`alpolicy.hookimpl` (see :mod:`alpolic
 """
 
 from .decision import Decision, Verdict
-from .errors import AlpolicyError, PluginError, PolicyError, Problem, UsageError
+from .errors import AlpolicyError, AuthError, PluginError, PolicyError, Problem, ServiceError, UsageError
 from .hookspecs import hookimpl
+from .pipeline import RunOptions, run
 from .plugins import get_registry
+from .run_report import RunReport
+from .sdk import active_learning
 from .policy import Policy
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, Stage
@@ -24,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlpolicyError",
+    "AuthError",
     "Decision",
     "DestinationSpec",
     "Detection",
@@ -38,11 +42,16 @@ __all__ = [
     "PredictionFormatError",
     "Problem",
     "Registry",
+    "RunOptions",
+    "RunReport",
     "RuleSpec",
+    "ServiceError",
     "Stage",
     "UsageError",
     "Verdict",
+    "active_learning",
     "get_registry",
     "hookimpl",
     "load_schema",
+    "run",
 ]

@@ -53,3 +53,11 @@ class PluginError(AlpolicyError):
 
 class UsageError(AlpolicyError):
     """The command line or call arguments are wrong (a missing folder, a bad model spec...)."""
+
+
+class AuthError(AlpolicyError):
+    """A service refused the credentials (401/403): nothing further can succeed, the run stops."""
+
+
+class ServiceError(AlpolicyError):
+    """A remote service failed for a request even after retries (timeouts, 5xx, resets)."""

@@ -30,6 +30,10 @@ LOAD_PLUGINS_ENV = "ALPOLICY_LOAD_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.rules.detection",
     "alpolicy.rules.image",
+    "alpolicy.backends.roboflow",
+    "alpolicy.backends.replay",
+    "alpolicy.destinations.roboflow",
+    "alpolicy.destinations.folder",
 )
 
 _RULE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")

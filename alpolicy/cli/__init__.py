@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from ..errors import AlpolicyError, PolicyError
-from . import policy_commands
+from . import policy_commands, run_command
 
 DESCRIPTION = """\
 Decide which raw images deserve a labeler's time: run a detection model over a folder of
@@ -21,6 +21,7 @@ pre-labels) to a labeling destination.
 
 EPILOG = """\
 examples:
+  alpolicy run frames/ --model roboflow:proj/3 --to roboflow:proj-al   triage a folder (SDK defaults)
   alpolicy validate policy.json              check a policy file, every problem with its JSON path
   alpolicy explain policy.json pred.json     why one image would (not) be sent
   alpolicy rules                             the rules you can use in a policy
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_command.add_parsers(subparsers)
     policy_commands.add_parsers(subparsers)
     return parser
 

@@ -127,7 +127,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_API_KEY = "rf_test_key"
 DEFAULT_CLASSES: tuple[str, ...] = ("car", "person", "bicycle")
-ROUTES: tuple[str, ...] = ("infer", "upload", "annotate")
+ROUTES: tuple[str, ...] = ("infer", "upload", "annotate", "root")
 FAULT_KINDS: tuple[str, ...] = ("down", "reset", "throttle", "error", "lose_response", "slow")
 SPLITS = frozenset({"train", "valid", "test"})
 
@@ -575,12 +575,14 @@ class FakeRoboflow:
         port: int = 0,
     ) -> None:
         self.api_key = api_key
+        self.workspace = "test-workspace"
         self.classes = tuple(classes)
         #: Seconds slept per request on each route; may be changed while serving.
         self.latency: dict[str, float] = {
             "infer": float(inference_latency),
             "upload": float(upload_latency),
             "annotate": float(annotate_latency),
+            "root": 0.0,
         }
         self.auto_create_projects = auto_create_projects
         self.reject_reannotation = reject_reannotation
@@ -843,6 +845,8 @@ class FakeRoboflow:
     def _route(self, request: Request) -> tuple[str, Callable[[Request], Response]] | None:
         """Which real route a request is for, if any."""
         seg = request.segments
+        if not seg:
+            return "root", self._handle_root
         if len(seg) == 3 and seg[0] == "dataset" and seg[2] == "upload":
             return "upload", self._handle_upload
         if len(seg) == 4 and seg[0] == "dataset" and seg[2] == "annotate":
@@ -898,8 +902,9 @@ class FakeRoboflow:
             )
             return
         route, route_handler = matched
-        if request.method != "POST":
-            handler.send_json(Response(405, {"message": "Method Not Allowed"}, {"Allow": "POST"}))
+        allowed = "GET" if route == "root" else "POST"
+        if request.method != allowed:
+            handler.send_json(Response(405, {"message": "Method Not Allowed"}, {"Allow": allowed}))
             return
         fault = self._admit(route)
         early = self._early_fault_response(route, fault)
@@ -983,6 +988,11 @@ class FakeRoboflow:
         except ImageDecodeError as error:
             raise _inference_error(400, f"Could not load input image. Cause: {error}") from None
         return Response(200, answer)
+
+    def _handle_root(self, request: Request) -> Response:
+        """``GET /?api_key=…``: the API root the SDK calls to check a key (``Roboflow.__init__``)."""
+        self._check_api_key(request)
+        return Response(200, {"welcome": "Welcome to the Roboflow API.", "workspace": self.workspace})
 
     def _check_api_key(self, request: Request) -> None:
         if request.param("api_key") != self.api_key:
@@ -1168,6 +1178,14 @@ class _Server(ThreadingHTTPServer):
     ) -> None:
         self.fake = fake
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanishes mid-request (killed with SIGKILL in the resume tests) is
+        expected here, not an error worth a traceback; anything else still prints one."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

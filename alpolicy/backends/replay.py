@@ -1,0 +1,266 @@
+"""Predictions stored earlier, replayed without calling any model (``replay:DIR``, ``replay:FILE.json``).
+
+Why: trying a policy on a folder should not cost a model call per image each time the policy
+changes, and predictions made elsewhere (another tool, an earlier run) are worth reusing.
+
+Three sources:
+
+* ``replay:DIR``: one Roboflow inference JSON per image (``{"image": {"width", "height"},
+  "predictions": [...]}``), looked up as ``DIR/<image stem>.json``, then ``DIR/<image name>.json``
+  (``frame.jpg.json``; use it when ``frame.jpg`` and ``frame.png`` sit side by side). The
+  ``predictions/`` folder a ``folder:`` destination writes is such a DIR.
+* ``replay:sidecar``: the same lookups beside each image (``replay:./sidecar`` names a folder
+  called ``sidecar``).
+* ``replay:FILE.json``: a COCO dataset file (``images``, ``categories``, ``annotations`` with
+  ``bbox`` ``[x_min, y_min, w, h]`` and ``score``: COCO results merged into the dataset file, what
+  most tools export). Images are matched by the base name of ``file_name``; ``confidence`` is the
+  ``score`` (1.0 when absent), ``class``/``class_id`` the category name/id. Read once, at start.
+
+Relative paths are resolved against the current directory when the backend is built. A stored
+prediction's own ``model_id`` is kept; otherwise the prediction carries ``replay:TARGET``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any, Callable, Protocol
+
+from ..errors import UsageError
+from ..hookspecs import hookimpl
+from ..images import ImageFile
+from ..prediction import Prediction, PredictionFormatError
+from ..registry import InferenceBackendSpec
+from . import ImageError, ModelOptions
+
+SIDECAR = "sidecar"
+
+
+class _Source(Protocol):
+    def predict(self, image: ImageFile) -> Prediction: ...
+
+
+class ReplayBackend:
+    """Thread-safe: every source is read-only once built."""
+
+    def __init__(self, target: str, options: ModelOptions) -> None:
+        self.model_id = f"replay:{target}"
+        self.source = _open_source(target)
+
+    def predict(self, image: ImageFile) -> Prediction:
+        prediction = self.source.predict(image)
+        if prediction.model_id is None:
+            prediction.model_id = self.model_id
+        return prediction
+
+    def close(self) -> None:
+        pass
+
+
+def _open_source(target: str) -> _Source:
+    if target == SIDECAR:
+        return JsonFolder(None)
+    path = os.path.abspath(os.path.expanduser(target))
+    if os.path.isdir(path):
+        return JsonFolder(path)
+    if os.path.isfile(path):
+        return CocoFile.load(path)
+    raise UsageError(
+        f"replay: {path} does not exist; give a folder of prediction JSON files (replay:DIR), "
+        f"a COCO file (replay:FILE.json) or replay:{SIDECAR}"
+    )
+
+
+# -- one JSON per image ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JsonFolder:
+    """``<stem>.json`` then ``<name>.json`` in ``folder``, or beside the image when ``folder`` is None."""
+
+    folder: str | None
+
+    def predict(self, image: ImageFile) -> Prediction:
+        folder = self.folder or os.path.dirname(os.path.abspath(image.path))
+        for candidate in (f"{PurePath(image.name).stem}.json", f"{image.name}.json"):
+            path = os.path.join(folder, candidate)
+            try:
+                with open(path, "rb") as handle:
+                    content = handle.read()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            except OSError as error:
+                raise ImageError(f"cannot read the stored prediction {path}: {error.strerror or error}") from None
+            return _parse(path, content)
+        where = folder if self.folder else f"{folder} (beside the image)"
+        raise ImageError(f"no stored prediction for {image.name} in {where}")
+
+
+def _parse(path: str, content: bytes) -> Prediction:
+    try:
+        document = json.loads(content)
+    except json.JSONDecodeError as error:
+        raise ImageError(f"{path}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
+    except ValueError as error:  # undecodable bytes
+        raise ImageError(f"{path}: not valid JSON ({error})") from None
+    try:
+        return Prediction.from_json(document, check=True)
+    except (PredictionFormatError, ValueError) as error:
+        raise ImageError(f"{path}: not a Roboflow inference prediction: {error}") from None
+
+
+# -- COCO ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    id: Any
+    file_name: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class CocoFile:
+    """A COCO file indexed by image base name; annotations are checked per image, when replayed,
+    so that one bad box fails its image only."""
+
+    path: str
+    images: dict[str, list[CocoImage]]
+    categories: dict[Any, str]
+    annotations: dict[Any, list[Any]]
+
+    @classmethod
+    def load(cls, path: str) -> "CocoFile":
+        try:
+            with open(path, "rb") as handle:
+                document = json.load(handle)
+        except OSError as error:
+            raise UsageError(f"replay: cannot read {path}: {error.strerror or error}") from None
+        except ValueError as error:
+            raise UsageError(f"replay: {path} is not valid JSON: {error}") from None
+        _check_coco_shape(path, document)
+        categories = {}
+        for index, category in enumerate(document.get("categories") or []):
+            if not isinstance(category, dict) or "id" not in category or not isinstance(category.get("name"), str):
+                raise UsageError(f"replay: {path}: categories[{index}] needs an id and a name")
+            categories[_hashable(category["id"])] = category["name"]
+        images: dict[str, list[CocoImage]] = defaultdict(list)
+        for index, entry in enumerate(document["images"]):
+            image = _coco_image(path, index, entry)
+            images[_base_name(image.file_name)].append(image)
+        annotations: dict[Any, list[Any]] = defaultdict(list)
+        for index, annotation in enumerate(document.get("annotations") or []):
+            if not isinstance(annotation, dict) or "image_id" not in annotation:
+                raise UsageError(f"replay: {path}: annotations[{index}] needs an image_id")
+            annotations[_hashable(annotation["image_id"])].append(annotation)
+        return cls(path, dict(images), categories, dict(annotations))
+
+    def predict(self, image: ImageFile) -> Prediction:
+        entry = self._find(image)
+        detections = [self._detection(entry, annotation) for annotation in self.annotations.get(_hashable(entry.id), [])]
+        document = {"image": {"width": entry.width, "height": entry.height}, "predictions": detections}
+        try:
+            return Prediction.from_json(document, check=True)
+        except (PredictionFormatError, ValueError) as error:
+            raise ImageError(f"{self.path}: annotations of {entry.file_name}: {error}") from None
+
+    def _find(self, image: ImageFile) -> CocoImage:
+        """By base name; several images of that name are told apart by the end of their path."""
+        entries = self.images.get(image.name)
+        if not entries:
+            raise ImageError(f"no stored prediction for {image.name} in {self.path}")
+        if len(entries) == 1:
+            return entries[0]
+        path = "/" + _posix(os.path.abspath(image.path))
+        matching = [e for e in entries if path.endswith("/" + _posix(e.file_name))]
+        if len(matching) == 1:
+            return matching[0]
+        raise ImageError(
+            f"{self.path} has {len(entries)} images named {image.name} and none matches {image.path} alone"
+        )
+
+    def _detection(self, entry: CocoImage, annotation: dict[str, Any]) -> dict[str, Any]:
+        where = f"{self.path}: annotation {annotation.get('id', '?')} of {entry.file_name}"
+        bbox = annotation.get("bbox")
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ):
+            raise ImageError(f"{where}: bbox must be [x_min, y_min, width, height], not {bbox!r}")
+        category_id = annotation.get("category_id")
+        name = self.categories.get(_hashable(category_id))
+        if name is None:
+            raise ImageError(f"{where}: category_id {category_id!r} is not in categories")
+        x, y, w, h = bbox
+        detection = {
+            "x": x + w / 2,
+            "y": y + h / 2,
+            "width": w,
+            "height": h,
+            "confidence": annotation.get("score", 1.0),
+            "class": name,
+            "class_id": category_id,
+        }
+        if "id" in annotation:
+            detection["detection_id"] = str(annotation["id"])
+        return detection
+
+
+def _check_coco_shape(path: str, document: Any) -> None:
+    if isinstance(document, list):
+        raise UsageError(
+            f"replay: {path} is a list (COCO results?); replay needs a COCO dataset file with images, "
+            "categories and annotations: merge the results into the dataset's annotations"
+        )
+    if isinstance(document, dict) and "predictions" in document and "image" in document:
+        raise UsageError(
+            f"replay: {path} is one Roboflow prediction; put one such file per image in a folder "
+            "and use replay:FOLDER"
+        )
+    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
+        raise UsageError(f"replay: {path} is not a COCO file (no \"images\" list)")
+
+
+def _coco_image(path: str, index: int, entry: Any) -> CocoImage:
+    try:
+        if not isinstance(entry, dict) or not isinstance(entry["file_name"], str):
+            raise KeyError("file_name")
+        return CocoImage(entry["id"], entry["file_name"], int(entry["width"]), int(entry["height"]))
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"replay: {path}: images[{index}] needs id, file_name, width and height") from None
+
+
+def _base_name(file_name: str) -> str:
+    return _posix(file_name).rsplit("/", 1)[-1]
+
+
+def _posix(path: str) -> str:
+    """``.\\a\\b.jpg`` -> ``a/b.jpg``: COCO files made on Windows use backslashes."""
+    path = path.replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return path.lstrip("/")
+
+
+def _hashable(value: Any) -> Any:
+    """COCO ids are ints by convention; a list or dict id would not index a dict."""
+    return value if isinstance(value, (int, str, float)) or value is None else json.dumps(value)
+
+
+def make_backend(target: str, options: ModelOptions) -> ReplayBackend:
+    return ReplayBackend(target, options)
+
+
+@hookimpl
+def alpolicy_inference_backends(register: Callable[[InferenceBackendSpec], None]) -> None:
+    register(
+        InferenceBackendSpec(
+            "replay", make_backend,
+            "Predictions stored earlier: replay:DIR (one JSON per image) or replay:coco.json",
+        )
+    )

@@ -1,0 +1,107 @@
+"""Roboflow inference, hosted or on a self-hosted Inference server (``roboflow:PROJECT/VERSION``).
+
+The documented legacy route both answer: ``POST {base}/{project}/{version}?api_key=…&confidence=…
+&overlap=…&format=json`` with the image file base64-encoded as the body. The bytes are sent as
+they are on disk (no re-encode: no quality loss, EXIF orientation kept for the server to apply),
+so boxes come back in the pixels of the oriented original.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Callable
+
+from ..errors import UsageError
+from ..hookspecs import hookimpl
+from ..http import HttpClient, RetryPolicy, server_message
+from ..images import ImageDecodeError, ImageFile
+from ..prediction import Prediction, PredictionFormatError
+from ..registry import InferenceBackendSpec
+from ..secrets import register as register_secret
+from . import ImageError, ModelOptions
+
+HOSTED_INFERENCE_URL = "https://serverless.roboflow.com"
+INFERENCE_URL_ENV = "ROBOFLOW_INFERENCE_URL"
+API_KEY_ENV = "ROBOFLOW_API_KEY"
+
+
+def api_key_from(options_key: str | None, purpose: str) -> str:
+    """The API key from the argument or ``ROBOFLOW_API_KEY``; a clear error when neither is set."""
+    key = options_key or os.environ.get(API_KEY_ENV)
+    if not key:
+        raise UsageError(f"{purpose} needs a Roboflow API key: set {API_KEY_ENV} or pass --api-key")
+    register_secret(key)
+    return key
+
+
+def parse_model_target(target: str) -> tuple[str, str]:
+    project, sep, version = target.strip("/").rpartition("/")
+    if not sep or not project or not version.isdigit():
+        raise UsageError(f"roboflow model {target!r} should be PROJECT/VERSION, e.g. roboflow:vehicles/3")
+    return project, version
+
+
+class RoboflowInference:
+    """Thread-safe: one pooled HTTP session shared by the pipeline's threads."""
+
+    def __init__(self, target: str, options: ModelOptions) -> None:
+        self.project, self.version = parse_model_target(target)
+        self.api_key = api_key_from(options.api_key, "roboflow inference")
+        base = options.inference_url or os.environ.get(INFERENCE_URL_ENV) or HOSTED_INFERENCE_URL
+        self.url = f"{base.rstrip('/')}/{self.project}/{self.version}"
+        self.model_id = f"{self.project}/{self.version}"
+        self.params = {
+            "api_key": self.api_key,
+            "confidence": _percent(options.confidence),
+            "overlap": _percent(options.overlap),
+            "format": "json",
+        }
+        self.client = HttpClient(
+            timeout=options.timeout, retry=RetryPolicy(attempts=options.attempts, backoff=options.retry_backoff), service="inference server"
+        )
+
+    def predict(self, image: ImageFile) -> Prediction:
+        try:
+            image.check()  # refuse non-images and bombs locally, before spending a request
+            body = base64.b64encode(image.read_bytes())
+        except ImageDecodeError as error:
+            raise ImageError(str(error)) from None
+        response = self.client.request(
+            "POST", self.url, what="inference", params=self.params, data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if response.status_code == 404:
+            raise UsageError(
+                f"the inference server has no model {self.model_id!r} (HTTP 404): check the project and version"
+            )
+        if response.status_code >= 400:
+            raise ImageError(f"the inference server rejected the image (HTTP {response.status_code}): {server_message(response)}")
+        try:
+            document = response.json()
+            prediction = Prediction.from_json(document)
+        except (ValueError, PredictionFormatError) as error:
+            raise ImageError(f"the inference server answered something that is not a prediction: {error}") from None
+        prediction.model_id = self.model_id
+        return prediction
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _percent(value: float) -> str:
+    return f"{value:g}"
+
+
+def make_backend(target: str, options: ModelOptions) -> RoboflowInference:
+    return RoboflowInference(target, options)
+
+
+@hookimpl
+def alpolicy_inference_backends(register: Callable[[InferenceBackendSpec], None]) -> None:
+    register(
+        InferenceBackendSpec(
+            "roboflow", make_backend,
+            "Roboflow hosted inference or a local Inference server: roboflow:PROJECT/VERSION",
+        )
+    )

@@ -1,0 +1,112 @@
+"""``alpolicy run``: triage a folder with a model and a policy, send what qualifies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..backends import ModelOptions
+from ..destinations import DestinationOptions
+from ..errors import UsageError
+from ..images import normalise_extensions
+from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, RunOptions, run
+from ..policy import Policy
+from .policy_commands import load_policy_argument
+
+EPILOG = """\
+examples:
+  # the SDK's active_learning(), concurrent and resumable (key from ROBOFLOW_API_KEY)
+  alpolicy run frames/ --model roboflow:vehicles/3 --to roboflow:vehicles-al \\
+      --conditionals '{"confidence_interval": [30, 60]}'
+
+  # a local Inference server, a policy file, a dry run first
+  alpolicy run frames/ --model roboflow:vehicles/3 --inference-url http://localhost:9001 \\
+      --policy policy.json --to roboflow:vehicles-al --dry-run
+
+  # predictions you already have, into a folder (COCO + Label Studio tasks)
+  alpolicy run frames/ --model replay:predictions/ --policy policy.json --to folder:queue/
+
+  # re-triage with a new policy from the journal's stored predictions (no model call)
+  alpolicy run frames/ --reuse-predictions --policy stricter.json --to folder:queue2/
+
+Interrupt with Ctrl-C at any time and run the same command again: finished images are skipped
+and nothing is uploaded twice. Exit status: 0 done, 1 some images failed or stayed pending,
+2 usage or policy error.
+"""
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="triage a folder: infer, decide, send what qualifies",
+        description="Run a detection model over the images of SOURCE, evaluate a policy on each "
+        "prediction, and send the images that qualify, with their predictions as pre-labels, to "
+        "a destination. Progress goes to stderr, the summary to stdout, every decision to a "
+        "JSON-lines log.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", metavar="SOURCE", help="folder of images")
+    what = parser.add_argument_group("model, policy and destination")
+    what.add_argument("--model", metavar="SPEC", help="roboflow:PROJECT/VERSION, replay:DIR, onnx:MODEL.onnx (with the onnx plugin)")
+    policy = what.add_mutually_exclusive_group()
+    policy.add_argument("--policy", metavar="FILE", help="policy JSON file (see `alpolicy rules`)")
+    policy.add_argument("--conditionals", metavar="JSON", help="Roboflow SDK conditionals as a JSON object (default: {})")
+    what.add_argument("--to", metavar="SPEC", dest="destination", help="roboflow:PROJECT or folder:DIR")
+    images = parser.add_argument_group("images")
+    images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
+    images.add_argument("--recursive", action="store_true", help="include sub-folders")
+    behaviour = parser.add_argument_group("run")
+    behaviour.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
+    behaviour.add_argument("--dry-run", action="store_true", help="do everything but send")
+    behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal; --model optional")
+    behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
+    behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: next to the journal)")
+    behaviour.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag every image sent (repeatable)")
+    behaviour.add_argument("--no-progress", action="store_true", help="no progress output")
+    behaviour.add_argument("--json", action="store_true", help="print the run report as JSON instead of the summary")
+    remote = parser.add_argument_group("services")
+    remote.add_argument("--api-key", metavar="KEY", help="Roboflow API key (prefer $ROBOFLOW_API_KEY: arguments show in `ps`)")
+    remote.add_argument("--inference-url", metavar="URL", help="inference server (default: $ROBOFLOW_INFERENCE_URL or Roboflow hosted)")
+    remote.add_argument("--api-url", metavar="URL", help="Roboflow API (default: $ROBOFLOW_API_URL or https://api.roboflow.com)")
+    remote.add_argument("--confidence", type=float, default=40, metavar="PCT", help="minimum confidence the model server returns, percent (default 40)")
+    remote.add_argument("--overlap", type=float, default=30, metavar="PCT", help="NMS overlap threshold, percent (default 30)")
+    remote.add_argument("--split", default="train", choices=("train", "valid", "test"), help="Roboflow split for uploads")
+    remote.add_argument("--batch", metavar="NAME", help="Roboflow batch name (default: alpolicy)")
+    remote.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per request (default 60)")
+    parser.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.policy is None and args.conditionals is None:
+        policy = Policy.from_conditionals({})
+    else:
+        policy = load_policy_argument(args.policy, args.conditionals)
+    if args.destination is None and not args.dry_run:
+        raise UsageError("say where qualifying images go with --to (roboflow:PROJECT or folder:DIR), or use --dry-run")
+    if args.model is None and not args.reuse_predictions:
+        raise UsageError("say which model to run with --model (e.g. roboflow:PROJECT/VERSION), or use --reuse-predictions")
+    options = RunOptions(
+        concurrency=args.concurrency,
+        dry_run=args.dry_run,
+        reuse_predictions=args.reuse_predictions,
+        journal=args.journal,
+        decisions_log=args.decisions,
+        progress=False if args.no_progress or args.json else None,
+        tags=tuple(args.tag),
+        model_options=ModelOptions(
+            api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap, timeout=args.timeout
+        ),
+        destination_options=DestinationOptions(api_key=args.api_key, api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout),
+    )
+    report = run(
+        args.source, policy, model=args.model, destination=args.destination, options=options,
+        extensions=normalise_extensions(args.extension), recursive=args.recursive,
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print(report.summary())
+    sys.stdout.flush()
+    return report.exit_code

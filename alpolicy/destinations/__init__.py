@@ -1,0 +1,98 @@
+"""Destinations: where qualifying images go, with their predictions as pre-labels.
+
+The contract (see also the README's "Write a destination"):
+
+* ``send(delivery) -> Receipt`` uploads one image and its pre-labels and returns the remote id.
+* **Idempotent**: sending the same delivery twice must not create a second item. The journal
+  records an intent before each send, so after a crash the pipeline sends again anything whose
+  outcome it did not record; a destination makes that safe with a deterministic name or key
+  (``delivery.key``, a content hash) and by treating "already there" as success
+  (``Receipt(duplicate=True)``).
+* **Steps**: a destination that needs several requests (upload, then annotate) calls
+  ``delivery.checkpoint(remote_id)`` once the item exists remotely; on a resume the delivery then
+  carries ``remote_id`` and the destination finishes only the missing steps.
+* **Failures**: raise :class:`RetryableError` for what may succeed later (the image stays pending:
+  the next run sends it), :class:`PermanentError` for what never will (recorded as failed with
+  the reason), :class:`alpolicy.backends.AuthError` when credentials are refused (the run stops).
+* ``send`` is called from several threads at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from ..decision import Decision
+from ..errors import AlpolicyError
+from ..images import ImageFile
+from ..prediction import Prediction
+
+
+class RetryableError(AlpolicyError):
+    """The send may succeed later (server down, timeouts): the image stays pending."""
+
+
+class PermanentError(AlpolicyError):
+    """The send will never succeed as is (rejected image, invalid annotation): recorded as failed."""
+
+
+@dataclass
+class Delivery:
+    """Everything a destination receives for one image."""
+
+    image: ImageFile
+    prediction: Prediction
+    decision: Decision
+    #: Stable identity of the image content (sha256 hex): the idempotency key.
+    key: str
+    #: Tags saying why the image was chosen (policy tags, rules that fired, the model).
+    tags: list[str]
+    #: Free-form context for reviewers: score, reasons, model, source path.
+    metadata: dict[str, Any]
+    #: Set when an earlier attempt created the remote item (see the module docstring).
+    remote_id: str | None = None
+    checkpoint: Callable[[str], None] = field(default=lambda remote_id: None, repr=False)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a destination returns: the remote id (and a link, when there is one)."""
+
+    remote_id: str
+    url: str | None = None
+    duplicate: bool = False
+
+
+@dataclass
+class DestinationOptions:
+    """Settings every destination may use; destination-specific ones go in ``extra``."""
+
+    api_key: str | None = None
+    api_url: str | None = None
+    timeout: float = 60.0
+    attempts: int = 5
+    #: First backoff in seconds (doubled per attempt, full jitter, capped at 30 s).
+    retry_backoff: float = 0.5
+    #: Roboflow-style dataset split and batch name.
+    split: str = "train"
+    batch: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """What the pipeline needs from a destination."""
+
+    #: Identifies the destination in the journal (``roboflow:project``, ``folder:/abs/path``).
+    name: str
+
+    def check(self) -> None:
+        """Fail fast before any image is processed (e.g. refused credentials -> AuthError)."""
+        ...
+
+    def send(self, delivery: Delivery) -> Receipt:
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources (a folder destination writes its index files here)."""
+        ...

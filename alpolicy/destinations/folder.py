@@ -1,0 +1,582 @@
+"""A local folder of images with their pre-labels (``folder:DIR``): the default, no server needed.
+
+Layout::
+
+    DIR/
+      images/<name>                      the image, byte for byte as it was on disk
+      predictions/<stem>.json            its prediction as Roboflow inference JSON
+                                         (so ``replay:DIR/predictions`` replays a run)
+      annotations.coco.json              COCO detection: every image and box      } rebuilt by
+      labelstudio-tasks.json             Label Studio tasks with pre-labels       } close()
+      labelstudio-config.xml             a labeling config listing every class    }
+      .alpolicy/records/<sha256>.json    one record per image: what close() builds from
+
+Why records: ``send`` runs on many threads and a run may crash at any point, so the index files
+are never appended to. Each send writes its own record, last, atomically; ``close`` rebuilds the
+three index files from *every* record in the folder. Images from earlier runs into the same DIR are
+therefore kept, and a crash before ``close`` is repaired by the next run's ``close``.
+
+Names: an image keeps its base name unless a different content already has it (or has the same
+stem, compared case-insensitively, since ``predictions/<stem>.json`` and case-insensitive file
+systems must not mix two images up); it is then stored as ``<stem>-<first 8 hex of sha256><ext>``.
+The same content is always stored once, under the name it got first: sending it again (a resume
+after a crash) rewrites the record and answers the same receipt, with ``duplicate=True``.
+
+Every file is written atomically (a hidden temp file in the same folder, fsync, ``os.replace``):
+a reader, or a crash, never sees a partial file. One run at a time per DIR.
+
+COCO category ids are the sorted class names numbered from 1 (0 is "background" to many COCO
+tools, and model ``class_id`` values need not agree between the models of several runs); they are
+consistent within the file, and may shift when a later run adds a class.
+
+Label Studio: the task's image URL is ``options.extra["image_url_prefix"]`` (default empty) +
+``images/<name>`` (URL-quoted). Label Studio must be able to load that URL, e.g. serve DIR over
+HTTP (prefix ``http://host:port/``) or use local files storage with
+``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`` (prefix ``/data/local-files/?d=<DIR relative to
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT>/``). The region names default to ``label``/``image``
+(``labelstudio_from_name``/``labelstudio_to_name`` in ``extra``); ``labelstudio-config.xml`` uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO, Callable, Iterable
+from xml.sax.saxutils import quoteattr
+
+from ..errors import UsageError
+from ..hookspecs import hookimpl
+from ..prediction import Detection, Prediction, PredictionFormatError
+from ..registry import DestinationSpec
+from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
+
+log = logging.getLogger("alpolicy.folder")
+
+IMAGES = "images"
+PREDICTIONS = "predictions"
+RECORDS = os.path.join(".alpolicy", "records")
+COCO_FILE = "annotations.coco.json"
+TASKS_FILE = "labelstudio-tasks.json"
+CONFIG_FILE = "labelstudio-config.xml"
+RECORD_FORMAT = 1
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_RECORD_NAME = re.compile(r"^[0-9a-f]{64}\.json$")
+_CHUNK = 1 << 20
+#: Sends of the same content are serialised by one of these (bounded memory, unlike a lock per key).
+_STRIPES = 64
+
+
+class FolderDestination:
+    """Thread-safe: names are chosen under one lock, each content is written under its stripe lock.
+
+    Choosing a name may hash an earlier file of the same stem and size (to tell "the same image,
+    sent again" from "another image, same name"); that is rare and happens under the name lock.
+    """
+
+    def __init__(self, target: str, options: DestinationOptions) -> None:
+        if not target.strip():
+            raise UsageError("folder destination needs a folder, e.g. folder:out/")
+        self.root = os.path.abspath(os.path.expanduser(target))
+        self.name = f"folder:{self.root}"
+        extra = options.extra or {}
+        self.image_url_prefix = str(extra.get("image_url_prefix", ""))
+        self.from_name = str(extra.get("labelstudio_from_name", "label"))
+        self.to_name = str(extra.get("labelstudio_to_name", "image"))
+        self._lock = threading.Lock()
+        self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
+        self._ready = False
+        #: Case-folded stem -> stored file name, loaded from images/ on first send.
+        self._stems: dict[str, str] | None = None
+        #: Stored file name -> sha256, when known (written here, or hashed once to compare).
+        self._hashes: dict[str, str] = {}
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def image_path(self, name: str) -> str:
+        return self._path(IMAGES, name)
+
+    def record_path(self, sha256: str) -> str:
+        return self._path(RECORDS, f"{sha256}.json")
+
+    def prediction_path(self, name: str) -> str:
+        return self._path(PREDICTIONS, f"{PurePath(name).stem}.json")
+
+    # -- contract ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Create DIR and its sub-folders, and prove DIR is writable, before any image is processed."""
+        self._prepare()
+
+    def send(self, delivery: Delivery) -> Receipt:
+        sha = delivery.key
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise PermanentError(f"delivery key {sha!r} is not a sha256 hex digest of the image")
+        try:
+            self._prepare()
+        except UsageError as error:
+            raise PermanentError(str(error)) from None
+        with self._stripes[int(sha[:8], 16) % _STRIPES]:
+            name, stored = self._place(delivery)
+            if not stored:
+                self._store_image(delivery, name)
+            self._write_json(self.prediction_path(name), delivery.prediction.to_json(), f"{PREDICTIONS}/")
+            self._write_json(self.record_path(sha), _record(delivery, name), "its record in .alpolicy/")
+        return Receipt(name, url=Path(self.image_path(name)).as_uri(), duplicate=stored)
+
+    def close(self) -> None:
+        """Rebuild the COCO file, the Label Studio tasks and config from every record in DIR.
+
+        Creates nothing when DIR was never prepared: a run that fails before ``check`` (a missing
+        source folder) must not leave an empty output folder behind.
+        """
+        if not os.path.isdir(self._path(RECORDS)):
+            return
+        items = self._load_items()
+        created = datetime.now(timezone.utc)
+        classes = sorted({d["class"] for item in items for d in item.detections})
+        coco = coco_document(items, classes, created)
+        tasks = labelstudio_tasks(items, self.image_url_prefix, self.from_name, self.to_name)
+        config = labelstudio_config(classes, self.from_name, self.to_name)
+        self._write_json(self._path(COCO_FILE), coco, COCO_FILE, indent=None)
+        self._write_json(self._path(TASKS_FILE), tasks, TASKS_FILE, indent=None)
+        self._write(self._path(CONFIG_FILE), lambda h: h.write(config.encode("utf-8")), CONFIG_FILE)
+
+    # -- preparing the folder ----------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                raise UsageError(f"folder destination {self.root} is a file, not a folder")
+            try:
+                for folder in (IMAGES, PREDICTIONS, RECORDS):
+                    os.makedirs(self._path(folder), exist_ok=True)
+                _atomic_write(self._path(RECORDS, ".probe"), lambda handle: None)
+                os.unlink(self._path(RECORDS, ".probe"))
+            except OSError as error:
+                raise UsageError(
+                    f"folder destination {self.root} cannot be created or written: {_reason(error)}"
+                ) from None
+            self._ready = True
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def _place(self, delivery: Delivery) -> tuple[str, bool]:
+        """The stored name for this content, and whether the image is already stored under it."""
+        sha = delivery.key
+        known = _read_json(self.record_path(sha))
+        name = known.get("file_name") if isinstance(known, dict) else None
+        if isinstance(name, str) and _is_plain_name(name) and os.path.isfile(self.image_path(name)):
+            with self._lock:
+                if self._stems is not None:
+                    self._stems.setdefault(_stem_key(name), name)
+                self._hashes[name] = sha
+            return name, True
+        with self._lock:
+            try:
+                stems = self._load_stems()
+            except OSError as error:
+                raise PermanentError(f"cannot list {self.root}/{IMAGES}: {_reason(error)}") from None
+            for candidate in _candidates(delivery.image.name, sha):
+                owner = stems.get(_stem_key(candidate))
+                if owner is None:
+                    stems[_stem_key(candidate)] = candidate
+                    self._hashes[candidate] = sha
+                    return candidate, False
+                if self._holds(owner, sha, delivery.image.size):
+                    return owner, os.path.isfile(self.image_path(owner))
+        raise PermanentError(f"no free name for {delivery.image.name} in {self.root}/{IMAGES}")
+
+    def _load_stems(self) -> dict[str, str]:
+        """Call with the lock held. Lists images/ once; later names are added as they are chosen."""
+        if self._stems is None:
+            self._stems = {}
+            with os.scandir(self._path(IMAGES)) as entries:
+                for entry in entries:
+                    if not entry.name.startswith(".") and entry.is_file():
+                        self._stems.setdefault(_stem_key(entry.name), entry.name)
+        return self._stems
+
+    def _holds(self, name: str, sha: str, size: int) -> bool:
+        """Whether stored ``name`` has content ``sha``; a file of another size is not even hashed."""
+        known = self._hashes.get(name)
+        if known is None:
+            path = self.image_path(name)
+            try:
+                if os.path.getsize(path) != size:
+                    return False
+                known = _sha256_of(path)
+            except OSError:
+                return False
+            self._hashes[name] = known
+        return known == sha
+
+    def _release(self, name: str) -> None:
+        """Forget a name whose first write failed, so that it does not stay taken by nothing."""
+        with self._lock:
+            if self._stems is not None and not os.path.exists(self.image_path(name)):
+                if self._stems.get(_stem_key(name)) == name:
+                    del self._stems[_stem_key(name)]
+                self._hashes.pop(name, None)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _store_image(self, delivery: Delivery, name: str) -> None:
+        """Copy the source bytes, checking they still hash to the key (the file may have changed)."""
+        digest = hashlib.sha256()
+
+        def copy(handle: BinaryIO) -> None:
+            try:
+                source = open(delivery.image.path, "rb")
+            except OSError as error:
+                raise _SourceError(error) from None
+            with source:
+                while True:
+                    try:
+                        chunk = source.read(_CHUNK)
+                    except OSError as error:
+                        raise _SourceError(error) from None
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    handle.write(chunk)
+            if digest.hexdigest() != delivery.key:
+                raise _SourceChanged()
+
+        try:
+            self._write(self.image_path(name), copy, f"{IMAGES}/{name}")
+        except _SourceError as error:
+            self._release(name)
+            raise PermanentError(f"cannot read the image {delivery.image.path}: {_reason(error.error)}") from None
+        except _SourceChanged:
+            self._release(name)
+            raise RetryableError(f"{delivery.image.path} changed while it was being copied") from None
+        except BaseException:
+            self._release(name)
+            raise
+
+    def _write_json(self, path: str, document: Any, what: str, indent: int | None = 2) -> None:
+        separators = (",", ":") if indent is None else None
+        data = json.dumps(document, ensure_ascii=False, indent=indent, separators=separators, default=str)
+        self._write(path, lambda handle: handle.write(data.encode("utf-8")), what)
+
+    def _write(self, path: str, write: Callable[[BinaryIO], Any], what: str) -> None:
+        try:
+            _atomic_write(path, write)
+        except OSError as error:
+            raise PermanentError(f"cannot write {what} in {self.root}: {_reason(error)}") from None
+
+    # -- rebuilding the index files ----------------------------------------------------------
+
+    def _load_items(self) -> list["StoredImage"]:
+        """Every record whose image is still in images/, one per file name, sorted by name."""
+        items: dict[str, StoredImage] = {}
+        folder = self._path(RECORDS)
+        try:
+            entries = sorted(os.listdir(folder))
+        except OSError as error:
+            raise PermanentError(f"cannot list the records in {folder}: {_reason(error)}") from None
+        for entry in entries:
+            if not _RECORD_NAME.match(entry):
+                continue
+            path = os.path.join(folder, entry)
+            try:
+                item = StoredImage.from_record(_read_json(path, strict=True))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                log.warning("skipping the record %s: %s", path, error)
+                continue
+            if not os.path.isfile(self.image_path(item.file_name)):
+                log.info("skipping %s: the image is no longer in %s", item.file_name, self._path(IMAGES))
+                continue
+            items.setdefault(item.file_name, item)
+        return [items[name] for name in sorted(items)]
+
+
+class _SourceError(Exception):
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+class _SourceChanged(Exception):
+    pass
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+def _record(delivery: Delivery, name: str) -> dict[str, Any]:
+    prediction = delivery.prediction
+    return {
+        "format": RECORD_FORMAT,
+        "sha256": delivery.key,
+        "file_name": name,
+        "width": prediction.width,
+        "height": prediction.height,
+        "model_id": prediction.model_id,
+        "prediction": prediction.to_json(),
+        "tags": list(delivery.tags),
+        "metadata": delivery.metadata,
+        "score": delivery.decision.score,
+        "reasons": list(delivery.decision.reasons),
+        "source": os.path.abspath(delivery.image.path),
+    }
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One record, as close() needs it."""
+
+    file_name: str
+    width: int
+    height: int
+    detections: list[Detection]
+    model_id: str | None
+    score: float | None
+    reasons: list[str]
+    tags: list[str]
+    source: str | None
+    sha256: str
+
+    @classmethod
+    def from_record(cls, record: Any) -> "StoredImage":
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        name = record["file_name"]
+        if not isinstance(name, str) or not _is_plain_name(name):
+            raise ValueError(f"file_name {name!r} is not a plain file name")
+        try:
+            prediction = Prediction.from_json(record["prediction"], check=True)
+        except PredictionFormatError as error:
+            raise ValueError(f"prediction: {error}") from None
+        score = record.get("score")
+        return cls(
+            file_name=name,
+            width=int(record.get("width", prediction.width)),
+            height=int(record.get("height", prediction.height)),
+            detections=prediction.detections,
+            model_id=record.get("model_id", prediction.model_id),
+            score=float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+            reasons=[str(reason) for reason in record.get("reasons") or []],
+            tags=[str(tag) for tag in record.get("tags") or []],
+            source=record.get("source"),
+            sha256=str(record.get("sha256", "")),
+        )
+
+
+# -- COCO ------------------------------------------------------------------------------------
+
+
+def corner_box(detection: Detection, width: float, height: float) -> tuple[float, float, float, float]:
+    """Centre-based pixels -> ``(x_min, y_min, w, h)``, clipped to the image."""
+    x0 = max(0.0, detection["x"] - detection["width"] / 2)
+    y0 = max(0.0, detection["y"] - detection["height"] / 2)
+    x1 = min(float(width), detection["x"] + detection["width"] / 2)
+    y1 = min(float(height), detection["y"] + detection["height"] / 2)
+    return x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0)
+
+
+def coco_document(items: Iterable[StoredImage], classes: list[str], created: datetime) -> dict[str, Any]:
+    """COCO detection; image and annotation ids are positions in this file (it is rebuilt whole)."""
+    category_ids = {name: index for index, name in enumerate(classes, start=1)}
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image_id, item in enumerate(items, start=1):
+        images.append({"id": image_id, "file_name": f"{IMAGES}/{item.file_name}", "width": item.width, "height": item.height})
+        for detection in item.detections:
+            x, y, w, h = corner_box(detection, item.width, item.height)
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category_ids[detection["class"]],
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "segmentation": [],
+                "iscrowd": 0,
+                "score": detection["confidence"],
+            })
+    from .. import __version__
+
+    return {
+        "info": {
+            "description": "Pre-labels generated by alpolicy",
+            "contributor": "generated by alpolicy",
+            "version": __version__,
+            "year": created.year,
+            "date_created": created.isoformat(timespec="seconds"),
+        },
+        "licenses": [],
+        "categories": [{"id": category_ids[name], "name": name, "supercategory": "none"} for name in classes],
+        "images": images,
+        "annotations": annotations,
+    }
+
+
+# -- Label Studio ----------------------------------------------------------------------------
+
+
+def image_url(prefix: str, file_name: str) -> str:
+    return f"{prefix}{IMAGES}/{urllib.parse.quote(file_name)}"
+
+
+def labelstudio_tasks(items: Iterable[StoredImage], url_prefix: str, from_name: str, to_name: str) -> list[dict[str, Any]]:
+    """Tasks for Label Studio's JSON import, each with the model's boxes as one prediction."""
+    tasks = []
+    for item in items:
+        regions = []
+        if item.width > 0 and item.height > 0:  # a size-less record cannot be placed in percent
+            regions = [_region(item, i, detection, from_name, to_name) for i, detection in enumerate(item.detections)]
+        prediction: dict[str, Any] = {"model_version": item.model_id or "alpolicy", "result": regions}
+        score = item.score if item.score is not None else max((d["confidence"] for d in item.detections), default=None)
+        if score is not None:
+            prediction["score"] = score
+        tasks.append({
+            "data": {
+                "image": image_url(url_prefix, item.file_name),
+                "alpolicy_score": item.score,
+                "alpolicy_reasons": "; ".join(item.reasons),
+                "alpolicy_tags": ", ".join(item.tags),
+                "source": item.source,
+            },
+            "predictions": [prediction],
+        })
+    return tasks
+
+
+def _region(item: StoredImage, index: int, detection: Detection, from_name: str, to_name: str) -> dict[str, Any]:
+    """One rectangle: the top-left corner and size in percent of the original image."""
+    x, y, w, h = corner_box(detection, item.width, item.height)
+    return {
+        "id": hashlib.sha1(f"{item.sha256}/{item.file_name}/{index}".encode()).hexdigest()[:10],
+        "from_name": from_name,
+        "to_name": to_name,
+        "type": "rectanglelabels",
+        "original_width": item.width,
+        "original_height": item.height,
+        "image_rotation": 0,
+        "value": {
+            "x": _percent(x, item.width),
+            "y": _percent(y, item.height),
+            "width": _percent(w, item.width),
+            "height": _percent(h, item.height),
+            "rotation": 0,
+            "rectanglelabels": [detection["class"]],
+        },
+        "score": detection["confidence"],
+    }
+
+
+def _percent(value: float, total: int) -> float:
+    return min(100.0, max(0.0, value * 100.0 / total))
+
+
+def labelstudio_config(classes: list[str], from_name: str, to_name: str) -> str:
+    """A labeling config for the tasks above: create the project from it, then import the tasks."""
+    labels = "".join(f"    <Label value={quoteattr(name)}/>\n" for name in classes)
+    return (
+        "<View>\n"
+        f"  <Image name={quoteattr(to_name)} value=\"$image\"/>\n"
+        f"  <RectangleLabels name={quoteattr(from_name)} toName={quoteattr(to_name)}>\n"
+        f"{labels}"
+        "  </RectangleLabels>\n"
+        "</View>\n"
+    )
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def _atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
+    """Write via a hidden temp file in the same folder, fsync, then rename over ``path``.
+
+    The temp file is created with ``os.open(..., 0o666)`` rather than ``mkstemp`` so the umask
+    decides its permissions (``mkstemp``'s 0600 would hide images from a web server serving DIR).
+    """
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable (POSIX); best effort, not possible everywhere."""
+    if os.name == "nt":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_json(path: str, *, strict: bool = False) -> Any:
+    """The parsed file; ``None`` when absent or unreadable, unless ``strict``."""
+    try:
+        with open(path, "rb") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        if strict:
+            raise
+        return None
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _candidates(source_name: str, sha: str) -> list[str]:
+    """The base name, then ``<stem>-<sha8><ext>``, then (a name already taken by hand) the full hash."""
+    name = source_name.lstrip(".") or "image"
+    path = PurePath(name)
+    stem, ext = path.stem, path.suffix
+    return [name, f"{stem}-{sha[:8]}{ext}", f"{stem}-{sha}{ext}"]
+
+
+def _stem_key(name: str) -> str:
+    return PurePath(name).stem.casefold()
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def make_destination(target: str, options: DestinationOptions) -> FolderDestination:
+    return FolderDestination(target, options)
+
+
+@hookimpl
+def alpolicy_destinations(register: Callable[[DestinationSpec], None]) -> None:
+    register(DestinationSpec("folder", make_destination, "A folder: images + COCO + Label Studio tasks: folder:DIR"))

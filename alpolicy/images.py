@@ -1,0 +1,189 @@
+"""Image files as the pipeline sees them: identity for the journal, bytes, safe decoding.
+
+Decoding is guarded: a header is read first and an image whose pixel count exceeds the limit is
+refused before any pixel is decoded (decompression bombs), and every Pillow failure becomes an
+:class:`ImageDecodeError` with one line saying what is wrong with the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import AlpolicyError
+
+# alpolicy enforces its own pixel limit (below) with a one-line error per image; Pillow's
+# warning for the same condition would only add noise to the run's output.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+#: Pillow's own default limit (about 89.5 megapixels, a 1 GB RGBA bitmap).
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class ImageDecodeError(AlpolicyError):
+    """The file is not a readable image (empty, truncated, not an image, too large)."""
+
+
+@dataclass
+class ImageFile:
+    """One image on disk. ``key`` identifies this version of the file for the journal."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    _sha256: str | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> "ImageFile":
+        stat = os.stat(path)
+        return cls(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def key(self) -> str:
+        """Path + size + mtime: a changed file is a new image, an unchanged one is recognised."""
+        return f"{self.path}|{self.size}|{self.mtime_ns}"
+
+    def read_bytes(self) -> bytes:
+        try:
+            with open(self.path, "rb") as handle:
+                return handle.read()
+        except OSError as error:
+            raise ImageDecodeError(f"cannot read the file: {error.strerror or error}") from None
+
+    def sha256(self) -> str:
+        """Content hash: the idempotency key destinations use (same bytes, same remote item)."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            try:
+                with open(self.path, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError as error:
+                raise ImageDecodeError(f"cannot read the file: {error.strerror or error}") from None
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
+    def check(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+        """Parse the header only: the stored (unrotated) size. Refuses non-images and bombs."""
+        if self.size == 0:
+            raise ImageDecodeError("the file is empty")
+        with _open(self.path) as image:
+            _check_pixels(image, max_pixels)
+            return image.size
+
+    def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """Decode fully, EXIF orientation applied, as RGB: what a local model or a thumbnail needs."""
+        with _open(self.path) as image:
+            _check_pixels(image, max_pixels)
+            try:
+                image.load()
+                oriented = ImageOps.exif_transpose(image)
+                return oriented.convert("RGB") if oriented.mode != "RGB" else oriented.copy()
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                raise ImageDecodeError(f"cannot decode the image: {error}") from None
+
+
+def _check_pixels(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"image is {width}x{height} = {width * height / 1e6:.0f} Mpx, above the "
+            f"{max_pixels / 1e6:.0f} Mpx safety limit (a possible decompression bomb)"
+        )
+
+
+class _open:
+    """``Image.open`` as a context manager whose failures are one-line :class:`ImageDecodeError`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.image: Image.Image | None = None
+
+    def __enter__(self) -> Image.Image:
+        try:
+            self.image = Image.open(self.path)
+        except UnidentifiedImageError:
+            raise ImageDecodeError("not an image (unrecognised format)") from None
+        except Image.DecompressionBombError as error:
+            raise ImageDecodeError(f"refused as a possible decompression bomb: {error}") from None
+        except OSError as error:
+            raise ImageDecodeError(f"cannot open the image: {error.strerror or error}") from None
+        return self.image
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.image is not None:
+            self.image.close()
+
+
+#: Extensions taken when none are given (matched case-insensitively).
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def normalise_extensions(extensions: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``["JPG", ".png"]`` -> ``(".jpg", ".png")``; none given -> every common image type."""
+    if not extensions:
+        return DEFAULT_EXTENSIONS
+    return tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in extensions)
+
+
+def iter_folder(
+    root: str,
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+    *,
+    recursive: bool = False,
+    case_sensitive: bool = False,
+    include_hidden: bool = False,
+) -> Iterator[ImageFile]:
+    """Yield image files lazily with ``os.scandir`` (memory does not grow with the folder).
+
+    Directories are visited depth-first in scandir order; a directory reached twice (a symlink
+    loop) is visited once. Files that vanish between listing and stat are skipped.
+    """
+    visited: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+        except OSError:
+            continue
+        identity = (info.st_dev, info.st_ino)
+        if identity in visited:
+            continue
+        visited.add(identity)
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        subfolders: list[str] = []
+        with entries:
+            for entry in entries:
+                if not include_hidden and entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir():
+                        if recursive:
+                            subfolders.append(entry.path)
+                        continue
+                    if not entry.is_file():
+                        continue
+                except OSError:
+                    continue
+                name = entry.name if case_sensitive else entry.name.lower()
+                if not name.endswith(extensions):
+                    continue
+                try:
+                    stat = entry.stat()
+                except OSError:
+                    continue
+                yield ImageFile(entry.path, stat.st_size, stat.st_mtime_ns)
+        stack.extend(reversed(subfolders))

@@ -1,0 +1,262 @@
+"""The run journal: SQLite (WAL) recording every image's progress, so runs resume exactly-once.
+
+One row per image version (``path|size|mtime``) holds its stored predictions; one row per
+(image, destination) its delivery state::
+
+    (none) --mark_sending--> sending --checkpoint--> uploaded --mark_sent--> sent
+                                 \\------------------------------------------^
+    sending/uploaded --retryable failure--> pending      any --permanent failure--> failed
+
+The intent (``sending``) is committed *before* the destination is called. After a crash, a
+delivery left in ``sending`` or ``uploaded`` is sent again; destinations are idempotent (content
+hash names, "duplicate" answers), so the retry completes the delivery instead of repeating it.
+Every state change is its own transaction: with WAL and ``synchronous=NORMAL`` a committed
+transaction survives ``kill -9`` of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UsageError
+from .images import ImageFile
+from .prediction import Prediction
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL DEFAULT 'running',
+    source TEXT, model TEXT, destination TEXT, policy TEXT, options TEXT, summary TEXT
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    image_key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    path TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (image_key, model)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    image_key TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    path TEXT NOT NULL,
+    state TEXT NOT NULL,
+    remote_id TEXT,
+    url TEXT,
+    duplicate INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    updated_at REAL NOT NULL,
+    run_id INTEGER,
+    PRIMARY KEY (image_key, destination)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    image_key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    qualifies INTEGER,
+    sampled INTEGER NOT NULL,
+    rejected_by TEXT,
+    score REAL,
+    decision TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    run_id INTEGER NOT NULL,
+    image_key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    error TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_by_run ON failures (run_id);
+"""
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    state: str
+    remote_id: str | None
+    attempts: int
+    error: str | None
+
+
+class Journal:
+    """Thread-safe (one connection behind a lock); pass ``":memory:"`` for a throwaway journal."""
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UsageError(f"cannot create the journal folder for {self.path}: {error.strerror}") from None
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"{self.path} is not a usable alpolicy journal ({error}); pass another --journal") from None
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise UsageError(f"journal {self.path} was written by a newer alpolicy (schema {row[0]}); upgrade alpolicy")
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, *, source: str, model: str | None, destination: str | None, policy: str, options: dict[str, Any]) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO runs (started_at, source, model, destination, policy, options) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), source, model, destination, policy, json.dumps(options, default=str)),
+            )
+            return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+        self._write(
+            "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+            (time.time(), status, json.dumps(summary, default=str), run_id),
+        )
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self._db.execute("SELECT id, started_at, finished_at, status, source, model, destination, summary FROM runs ORDER BY id")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    # ------------------------------------------------------------------ predictions
+    def prediction(self, image: ImageFile, model: str) -> Prediction | None:
+        row = self._one("SELECT prediction FROM predictions WHERE image_key = ? AND model = ?", (image.key, model))
+        return Prediction.from_json(json.loads(row[0]), check=False) if row else None
+
+    def any_prediction(self, image: ImageFile) -> tuple[str, Prediction] | None:
+        """The latest stored prediction of this image by any model (re-triage without a model)."""
+        row = self._one(
+            "SELECT model, prediction FROM predictions WHERE image_key = ? ORDER BY created_at DESC LIMIT 1", (image.key,)
+        )
+        return (row[0], Prediction.from_json(json.loads(row[1]), check=False)) if row else None
+
+    def save_prediction(self, image: ImageFile, model: str, prediction: Prediction) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
+            (image.key, model, image.path, json.dumps(prediction.to_json(), separators=(",", ":")), time.time()),
+        )
+
+    def iter_predictions(self, model: str | None = None) -> Iterator[tuple[str, str, Prediction]]:
+        """(path, model, prediction) for every stored prediction (what-if reports, re-triage)."""
+        sql = "SELECT path, model, prediction FROM predictions"
+        params: tuple[Any, ...] = ()
+        if model is not None:
+            sql, params = sql + " WHERE model = ?", (model,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY rowid", params).fetchall()
+        for path, model_id, text in rows:
+            yield path, model_id, Prediction.from_json(json.loads(text), check=False)
+
+    # ------------------------------------------------------------------ deliveries
+    def delivery(self, image: ImageFile, destination: str) -> DeliveryRecord | None:
+        row = self._one(
+            "SELECT state, remote_id, attempts, error FROM deliveries WHERE image_key = ? AND destination = ?",
+            (image.key, destination),
+        )
+        return DeliveryRecord(*row) if row else None
+
+    def mark_sending(self, image: ImageFile, destination: str, run_id: int) -> None:
+        """Commit the intent to send, before the destination is called."""
+        self._write(
+            """INSERT INTO deliveries (image_key, destination, path, state, attempts, updated_at, run_id)
+               VALUES (?, ?, ?, 'sending', 1, ?, ?)
+               ON CONFLICT (image_key, destination) DO UPDATE SET
+                 state = CASE WHEN state = 'uploaded' THEN 'uploaded' ELSE 'sending' END,
+                 attempts = attempts + 1, error = NULL, updated_at = excluded.updated_at, run_id = excluded.run_id""",
+            (image.key, destination, image.path, time.time(), run_id),
+        )
+
+    def mark_uploaded(self, image: ImageFile, destination: str, remote_id: str) -> None:
+        """Checkpoint: the item exists remotely; a resume only finishes the remaining steps."""
+        self._write(
+            "UPDATE deliveries SET state = 'uploaded', remote_id = ?, updated_at = ? WHERE image_key = ? AND destination = ?",
+            (remote_id, time.time(), image.key, destination),
+        )
+
+    def mark_sent(self, image: ImageFile, destination: str, remote_id: str, url: str | None, duplicate: bool) -> None:
+        self._write(
+            """UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, duplicate = ?, error = NULL, updated_at = ?
+               WHERE image_key = ? AND destination = ?""",
+            (remote_id, url, int(duplicate), time.time(), image.key, destination),
+        )
+
+    def mark_unsent(self, image: ImageFile, destination: str, error: str, *, permanent: bool) -> None:
+        """A failed send: ``failed`` (never retried automatically) or ``pending`` (the next run retries)."""
+        self._write(
+            """UPDATE deliveries SET state = CASE WHEN ? THEN 'failed'
+                                              WHEN state = 'uploaded' THEN 'uploaded' ELSE 'pending' END,
+                                     error = ?, updated_at = ?
+               WHERE image_key = ? AND destination = ?""",
+            (int(permanent), error, time.time(), image.key, destination),
+        )
+
+    def delivery_counts(self, destination: str | None = None) -> dict[str, int]:
+        sql = "SELECT state, COUNT(*) FROM deliveries"
+        params: tuple[Any, ...] = ()
+        if destination is not None:
+            sql, params = sql + " WHERE destination = ?", (destination,)
+        with self._lock:
+            return dict(self._db.execute(sql + " GROUP BY state", params).fetchall())
+
+    # ------------------------------------------------------------------ decisions and failures
+    def save_decision(self, run_id: int, seq: int, image: ImageFile, record: dict[str, Any]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id, seq, image.key, image.path, _flag(record.get("qualifies")), int(record.get("sampled", False)),
+                record.get("rejected_by"), record.get("score"), json.dumps(record, default=str, ensure_ascii=False),
+            ),
+        )
+
+    def record_failure(self, run_id: int, image: ImageFile, stage: str, error: str) -> None:
+        self._write(
+            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)", (run_id, image.key, image.path, stage, error, time.time())
+        )
+
+    def failures(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT run_id, path, stage, error FROM failures", ()
+        if run_id is not None:
+            sql, params = sql + " WHERE run_id = ?", (run_id,)
+        with self._lock:
+            return [dict(zip(("run_id", "path", "stage", "error"), row)) for row in self._db.execute(sql, params)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _flag(value: bool | None) -> int | None:
+    """Booleans as 0/1, ``None`` (not decided: the image failed) as NULL."""
+    return None if value is None else int(value)

@@ -1,0 +1,489 @@
+"""The triage pipeline: source -> inference -> policy -> sampler -> destination, journaled.
+
+A bounded, concurrent stream. Inference runs in a thread pool (I/O bound: HTTP or a native
+runtime that releases the GIL); results are consumed *in input order* by the coordinating thread,
+which alone evaluates the policy and the (stateful) sampling rules, so decisions are
+reproducible. Qualifying images go to a second pool for sending. At most ``window`` images are in
+flight and nothing is listed up front, so memory stays flat however large the folder.
+
+Exactly-once: the journal records the intent before every send and the outcome after it; see
+:mod:`alpolicy.journal`. A run can be killed at any moment and run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
+
+from .backends import ImageError, InferenceBackend, ModelOptions, split_spec
+from .decision import Decision
+from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
+from .errors import AlpolicyError, AuthError, ServiceError, UsageError
+from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
+from .journal import Journal
+from .plugins import get_registry
+from .policy import Policy
+from .prediction import Prediction
+from .progress import Progress
+from .registry import Registry, did_you_mean
+from .run_report import RunReport
+from .sampler import Sampler
+from .secrets import redact
+
+log = logging.getLogger("alpolicy.pipeline")
+
+DEFAULT_JOURNAL = os.path.join(".alpolicy", "journal.sqlite")
+DEFAULT_CONCURRENCY = 16
+
+
+class RunAborted(AlpolicyError):
+    """A service failed so many times in a row that going on would only pile up failures."""
+
+    exit_code = 1
+
+
+@dataclass
+class RunOptions:
+    concurrency: int = DEFAULT_CONCURRENCY
+    dry_run: bool = False
+    #: Decide from stored predictions: no model needed; images without one are reported failed.
+    reuse_predictions: bool = False
+    #: SQLite journal path; ``None`` keeps it in memory (no resume).
+    journal: str | None = DEFAULT_JOURNAL
+    #: JSON-lines decisions log; ``None`` = next to the journal; ``""`` = none.
+    decisions_log: str | None = None
+    #: Progress on stderr: ``None`` = only on a terminal.
+    progress: bool | None = None
+    #: Tags added to every image sent.
+    tags: tuple[str, ...] = ()
+    #: Consecutive service failures (after retries) that stop the run.
+    max_consecutive_failures: int = 25
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    destination_options: DestinationOptions = field(default_factory=DestinationOptions)
+
+
+@dataclass
+class _Item:
+    seq: int
+    image: ImageFile
+    future: Future[Prediction] | None = None
+    prediction: Prediction | None = None
+    model: str | None = None
+    skip_reason: str | None = None
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------- building blocks from specs
+def make_backend(spec: str | InferenceBackend, options: ModelOptions, registry: Registry) -> InferenceBackend:
+    if not isinstance(spec, str):
+        return spec
+    scheme, target = split_spec(spec, "model")
+    backend = registry.backends.get(scheme)
+    if backend is None:
+        known = ", ".join(sorted(registry.backends)) or "none"
+        hint = " (pip install plugins/alpolicy-onnx for onnx:)" if scheme == "onnx" else ""
+        raise UsageError(f"no inference backend for {scheme!r}{did_you_mean(scheme, registry.backends)}; installed: {known}{hint}")
+    return backend.factory(target, options)
+
+
+def make_destination(spec: str | Destination, options: DestinationOptions, registry: Registry) -> Destination:
+    if not isinstance(spec, str):
+        return spec
+    scheme, target = split_spec(spec, "destination")
+    destination = registry.destinations.get(scheme)
+    if destination is None:
+        known = ", ".join(sorted(registry.destinations)) or "none"
+        raise UsageError(f"no destination {scheme!r}{did_you_mean(scheme, registry.destinations)}; installed: {known}")
+    return destination.factory(target, options)
+
+
+def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *, recursive: bool = False,
+                  case_sensitive: bool = False) -> tuple[Iterator[ImageFile], int | None]:
+    """Images of a folder, lazily, and their count (a second cheap scandir pass, for progress)."""
+    if not os.path.exists(folder):
+        raise UsageError(f"the folder {folder!r} does not exist")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder!r} is not a folder")
+    extensions = tuple(extensions)
+    total = sum(1 for _ in iter_folder(folder, extensions, recursive=recursive, case_sensitive=case_sensitive))
+    if total == 0:
+        where = "" if recursive else " (sub-folders not searched: --recursive)"
+        raise UsageError(f"no images in {folder!r} with extension {', '.join(extensions)}{where}")
+    return iter_folder(folder, extensions, recursive=recursive, case_sensitive=case_sensitive), total
+
+
+# ---------------------------------------------------------------------- the run
+def run(
+    source: str | Iterable[ImageFile | str],
+    policy: Policy | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    model: str | InferenceBackend | None = None,
+    destination: str | Destination | None = None,
+    options: RunOptions | None = None,
+    on_result: Callable[[ImageFile, Prediction], None] | None = None,
+    registry: Registry | None = None,
+    extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+    recursive: bool = False,
+) -> RunReport:
+    """Triage ``source`` (a folder, or image paths) with ``policy``; send what qualifies.
+
+    ``on_result(image, prediction)`` is called, in input order, for every image with a prediction.
+    Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
+    run before or while it runs (the journal keeps everything done so far).
+    """
+    options = options or RunOptions()
+    registry = registry or get_registry()
+    if isinstance(policy, (str, os.PathLike)):
+        policy = Policy.from_file(policy, registry=registry)
+    elif not isinstance(policy, Policy):
+        policy = Policy.from_dict(policy, registry=registry)
+    if model is None and not options.reuse_predictions:
+        raise UsageError("give a model (e.g. roboflow:PROJECT/VERSION) or reuse stored predictions")
+    if options.concurrency < 1:
+        raise UsageError("concurrency must be at least 1")
+    backend = make_backend(model, options.model_options, registry) if model is not None else None
+    sink = None
+    try:
+        if destination is not None:
+            sink = make_destination(destination, options.destination_options, registry)
+        if isinstance(source, str):
+            images, total = folder_source(source, extensions, recursive=recursive)
+            source_name = source
+        else:
+            images, total, source_name = _as_images(source), None, "<images>"
+        if sink is not None and not options.dry_run:
+            sink.check()
+        journal = Journal(options.journal or ":memory:")
+    except BaseException:
+        _close(backend, sink)
+        raise
+    coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+    try:
+        return coordinator.execute()
+    finally:
+        journal.close()
+
+
+def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
+    for item in items:
+        yield item if isinstance(item, ImageFile) else ImageFile.from_path(item)
+
+
+def _retries(thing: Any) -> int:
+    """Retries made by a backend's or destination's HTTP client (0 for those without one)."""
+    stats = getattr(getattr(thing, "client", None), "stats", None)
+    return int(getattr(stats, "retries", 0))
+
+
+def _close(*things: Any) -> None:
+    for thing in things:
+        if thing is not None:
+            try:
+                thing.close()
+            except Exception as error:  # closing must not hide the run's own outcome
+                log.warning("closing %s failed: %s", type(thing).__name__, redact(error))
+
+
+class _Run:
+    """One run's coordinator; only its thread touches the policy, the sampler and the report."""
+
+    def __init__(self, images: Iterator[ImageFile], total: int | None, source_name: str, policy: Policy,
+                 backend: InferenceBackend | None, destination: Destination | None, journal: Journal,
+                 options: RunOptions, on_result: Callable[[ImageFile, Prediction], None] | None) -> None:
+        self.images, self.policy, self.backend, self.destination = images, policy, backend, destination
+        self.journal, self.options, self.on_result = journal, options, on_result
+        self.model_id = backend.model_id if backend is not None else None
+        self.destination_name = destination.name if destination is not None else None
+        self.sending_enabled = destination is not None and not options.dry_run
+        self.run_id = journal.start_run(
+            source=source_name, model=self.model_id, destination=self.destination_name,
+            policy=policy.to_json(indent=None), options={"dry_run": options.dry_run, "concurrency": options.concurrency},
+        )
+        self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
+        self.log_file = self._open_decisions_log()
+        self.progress = Progress(total, enabled=options.progress)
+        self.sampler = Sampler(policy, run_key=str(self.run_id))
+        self.window = max(4, 4 * options.concurrency)
+        self.infer_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="alpolicy-infer")
+        # A send is two requests (upload, pre-label) to one inference request: twice the threads
+        # keep the send stage as fast as the inference stage.
+        self.send_pool = ThreadPoolExecutor(2 * options.concurrency, thread_name_prefix="alpolicy-send")
+        self.sending: dict[Future[Receipt], tuple[_Item, dict[str, Any]]] = {}
+        self.inference_failures_in_a_row = 0
+        self.send_failures_in_a_row = 0
+        self.done = 0
+
+    def _open_decisions_log(self) -> TextIO | None:
+        path = self.options.decisions_log
+        if path == "":
+            return None
+        if path is None:
+            if self.journal.path == ":memory:":
+                return None
+            path = str(Path(self.journal.path).parent / "decisions" / f"run-{self.run_id}.jsonl")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.report.decisions_log = path
+        return open(path, "a", encoding="utf-8", buffering=1)
+
+    # ------------------------------------------------------------------ main loop
+    def execute(self) -> RunReport:
+        started = time.monotonic()
+        pending: deque[_Item] = deque()
+        exhausted = False
+        seq = 0
+        fatal: BaseException | None = None
+        try:
+            while True:
+                while not exhausted and len(pending) < self.window:
+                    image = next(self.images, None)
+                    if image is None:
+                        exhausted = True
+                        break
+                    seq += 1
+                    pending.append(self._begin(seq, image))
+                if not pending:
+                    break
+                self._finish(pending.popleft())
+                self._collect_sends(block=len(self.sending) >= self.window)
+            self._collect_sends(until_empty=True)
+            self.report.status = "completed"
+        except KeyboardInterrupt:
+            self.report.status = "interrupted"
+            self.report.message = "interrupted: run the same command again to resume"
+        except (AuthError, UsageError, RunAborted) as error:
+            self.report.status = "aborted"
+            self.report.message = str(error)
+            fatal = error
+        finally:
+            for item in pending:
+                if item.future is not None:
+                    item.future.cancel()
+            self.infer_pool.shutdown(wait=True, cancel_futures=True)
+            self._drain_after_stop()
+            self.send_pool.shutdown(wait=True)
+            _close(self.backend, self.destination)
+            self.report.elapsed = time.monotonic() - started
+            self.report.retries = _retries(self.backend) + _retries(self.destination)
+            self.progress.update(self.done, self._detail(), force=True)
+            self.progress.close()
+            self.journal.finish_run(self.run_id, self.report.status, self.report.to_json())
+            if self.log_file is not None:
+                self.log_file.close()
+        if isinstance(fatal, (AuthError, UsageError)):
+            raise fatal  # the journal has everything done so far; the caller shows one line
+        return self.report
+
+    def _drain_after_stop(self) -> None:
+        """Sends already under way finish and are recorded even when the run stops early."""
+        try:
+            self._collect_sends(until_empty=True)
+        except (AuthError, UsageError, RunAborted, KeyboardInterrupt) as error:
+            log.warning("while finishing sends: %s", redact(error))
+
+    # ------------------------------------------------------------------ per image
+    def _begin(self, seq: int, image: ImageFile) -> _Item:
+        self.report.seen += 1
+        item = _Item(seq, image)
+        if self.sending_enabled:
+            record = self.journal.delivery(image, self.destination_name)  # type: ignore[arg-type]
+            if record is not None and record.state == "sent":
+                item.skip_reason = "already sent"
+        if self.model_id is not None:
+            stored = self.journal.prediction(image, self.model_id)
+            if stored is not None:
+                item.prediction, item.model = stored, self.model_id
+                return item
+        if self.options.reuse_predictions:
+            found = self.journal.any_prediction(image)
+            if found is not None:
+                item.model, item.prediction = found
+                return item
+            if self.backend is None:
+                item.error = "no stored prediction for this image (run it with a model first)"
+                return item
+        if item.skip_reason is None and self.backend is not None:
+            item.future = self.infer_pool.submit(self.backend.predict, image)
+            item.model = self.model_id
+        return item
+
+    def _finish(self, item: _Item) -> None:
+        self.done += 1
+        try:
+            prediction = self._prediction_of(item)
+        except (ImageError, ImageDecodeError) as error:
+            self._fail(item, "inference", str(error))
+            return
+        except ServiceError as error:
+            self._fail(item, "inference", str(error))
+            self.inference_failures_in_a_row += 1
+            if self.inference_failures_in_a_row >= self.options.max_consecutive_failures:
+                raise RunAborted(
+                    f"inference failed for {self.inference_failures_in_a_row} images in a row (last: {error}); "
+                    "nothing is lost: run again to resume"
+                ) from None
+            return
+        finally:
+            self.progress.update(self.done, self._detail())
+        if prediction is None:  # already sent and nothing to decide
+            self.report.already_sent += 1
+            return
+        self.inference_failures_in_a_row = 0
+        if self.on_result is not None:
+            self.on_result(item.image, prediction)
+        if item.skip_reason == "already sent":
+            self.report.already_sent += 1
+            return
+        decision = self.policy.evaluate(prediction)
+        self._route(item, prediction, decision)
+
+    def _prediction_of(self, item: _Item) -> Prediction | None:
+        if item.error is not None:
+            raise ImageError(item.error)
+        if item.future is None:
+            if item.prediction is not None:
+                self.report.reused += 1
+            return item.prediction
+        prediction = item.future.result()
+        if prediction.model_id is None:
+            prediction.model_id = self.model_id
+        self.journal.save_prediction(item.image, self.model_id or "unknown", prediction)
+        self.report.inferred += 1
+        return prediction
+
+    def _route(self, item: _Item, prediction: Prediction, decision: Decision) -> None:
+        record = self._record(item, decision)
+        if not decision.qualifies:
+            self.report.rejected_by[decision.rejected_by or "policy"] += 1
+            self._log(item, record)
+            return
+        self.report.qualified += 1
+        admitted, why = self.sampler.admit(item.image, decision)
+        record["sampled"] = admitted
+        if why:
+            record["sampling"] = why
+        if not admitted:
+            self.report.rejected_by[why or "sampling"] += 1
+            self._log(item, record)
+            return
+        self.report.sampled += 1
+        if not self.sending_enabled:
+            self.report.would_send += 1
+            self._log(item, record)
+            return
+        self._submit_send(item, prediction, decision, record)
+
+    def _record(self, item: _Item, decision: Decision) -> dict[str, Any]:
+        return {
+            "seq": item.seq,
+            "image": item.image.path,
+            "model": item.model,
+            "qualifies": decision.qualifies,
+            "sampled": False,
+            "rejected_by": decision.rejected_by,
+            "score": decision.score,
+            "tags": decision.tags,
+            "reasons": decision.reasons,
+        }
+
+    def _submit_send(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
+        assert self.destination is not None and self.destination_name is not None
+        existing = self.journal.delivery(item.image, self.destination_name)
+        remote_id = existing.remote_id if existing is not None and existing.state == "uploaded" else None
+        self.journal.mark_sending(item.image, self.destination_name, self.run_id)
+        tags = list(dict.fromkeys([*decision.tags, *self.options.tags])) or ["alpolicy"]
+        metadata = {
+            "alpolicy_score": decision.score,
+            "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
+            "alpolicy_policy": self.policy.name,
+            "model": prediction.model_id or item.model,
+            "source_path": item.image.path,
+        }
+        record["tags"] = tags
+        future = self.send_pool.submit(self._send, item, prediction, decision, tags, metadata, remote_id)
+        self.sending[future] = (item, record)
+
+    def _send(self, item: _Item, prediction: Prediction, decision: Decision, tags: list[str],
+              metadata: dict[str, Any], remote_id: str | None) -> Receipt:
+        """Runs in a send thread."""
+        destination_name = self.destination_name
+        assert self.destination is not None and destination_name is not None
+
+        def checkpoint(new_remote_id: str) -> None:
+            self.journal.mark_uploaded(item.image, destination_name, new_remote_id)
+
+        try:
+            key = item.image.sha256()
+        except ImageDecodeError as error:
+            raise PermanentError(str(error)) from None
+        delivery = Delivery(item.image, prediction, decision, key, tags, metadata, remote_id, checkpoint)
+        return self.destination.send(delivery)
+
+    def _collect_sends(self, *, block: bool = False, until_empty: bool = False) -> None:
+        while self.sending:
+            done = [future for future in self.sending if future.done()]
+            if not done:
+                if not (block or until_empty):
+                    return
+                done = list(wait(list(self.sending), return_when=FIRST_COMPLETED).done)
+            for future in done:
+                item, record = self.sending.pop(future)
+                self._sent(item, record, future)
+            if not until_empty:
+                return
+
+    def _sent(self, item: _Item, record: dict[str, Any], future: Future[Receipt]) -> None:
+        assert self.destination_name is not None
+        try:
+            receipt = future.result()
+        except (PermanentError, ImageDecodeError) as error:
+            self.journal.mark_unsent(item.image, self.destination_name, str(error), permanent=True)
+            record["error"] = str(error)
+            self._fail(item, "send", str(error), record)
+            return
+        except (RetryableError, ServiceError, AuthError) as error:
+            self.journal.mark_unsent(item.image, self.destination_name, str(error), permanent=False)
+            self.report.pending += 1
+            record["error"] = str(error)
+            self._log(item, record)
+            if isinstance(error, AuthError):
+                raise
+            self.send_failures_in_a_row += 1
+            if self.send_failures_in_a_row >= self.options.max_consecutive_failures:
+                raise RunAborted(
+                    f"sending failed for {self.send_failures_in_a_row} images in a row (last: {error}); "
+                    "they stay pending: run again to send them"
+                ) from None
+            return
+        self.send_failures_in_a_row = 0
+        self.journal.mark_sent(item.image, self.destination_name, receipt.remote_id, receipt.url, receipt.duplicate)
+        self.report.sent += 1
+        self.report.duplicates += int(receipt.duplicate)
+        record.update(remote_id=receipt.remote_id, url=receipt.url, duplicate=receipt.duplicate, destination=self.destination_name)
+        self._log(item, record)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _fail(self, item: _Item, stage: str, error: str, record: dict[str, Any] | None = None) -> None:
+        error = redact(error)
+        self.report.add_failure(item.image.path, stage, error)
+        self.journal.record_failure(self.run_id, item.image, stage, error)
+        if record is None:
+            record = {"seq": item.seq, "image": item.image.path, "qualifies": None, "sampled": False, "error": error}
+        record["failed"] = stage
+        self._log(item, record)
+
+    def _log(self, item: _Item, record: dict[str, Any]) -> None:
+        self.journal.save_decision(self.run_id, item.seq, item.image, record)
+        if self.log_file is not None:
+            self.log_file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    def _detail(self) -> str:
+        r = self.report
+        sent = f"would send {r.would_send}" if not self.sending_enabled else f"sent {r.sent}"
+        return f"qualified {r.qualified}, {sent}, failed {r.failed}"

@@ -1,0 +1,104 @@
+"""The outcome of a run: counts, per-rule rejections, failures, and the one-screen summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Failures kept in memory for the summary (all of them are in the journal).
+MAX_LISTED_FAILURES = 20
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    journal: str
+    decisions_log: str | None
+    dry_run: bool
+    status: str = "running"  # completed | interrupted | aborted
+    seen: int = 0
+    inferred: int = 0
+    reused: int = 0
+    qualified: int = 0
+    sampled: int = 0
+    sent: int = 0
+    duplicates: int = 0
+    already_sent: int = 0
+    would_send: int = 0
+    pending: int = 0
+    failed: int = 0
+    retries: int = 0
+    elapsed: float = 0.0
+    rejected_by: Counter[str] = field(default_factory=Counter)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    message: str | None = None
+
+    def add_failure(self, path: str, stage: str, error: str) -> None:
+        self.failed += 1
+        if len(self.failures) < MAX_LISTED_FAILURES:
+            self.failures.append({"path": path, "stage": stage, "error": error})
+
+    @property
+    def exit_code(self) -> int:
+        """0 done, 1 some images failed or stayed pending, 130 interrupted."""
+        if self.status == "interrupted":
+            return 130
+        return 1 if (self.failed or self.pending or self.status != "completed") else 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rejected_by"] = dict(self.rejected_by.most_common())
+        return data
+
+    def summary(self) -> str:
+        rate = self.seen / self.elapsed if self.elapsed > 0 else 0.0
+        verb = {"completed": "finished", "interrupted": "interrupted", "aborted": "stopped"}.get(self.status, self.status)
+        mode = " (dry run: nothing sent)" if self.dry_run else ""
+        lines = [f"run {self.run_id} {verb} in {_duration(self.elapsed)}, {rate:.1f} images/s{mode}"]
+        if self.message:
+            lines.append(f"  {self.message}")
+        rows: list[tuple[str, int, str]] = [
+            ("seen", self.seen, ""),
+            ("inferred", self.inferred, f"{self.reused} predictions reused from the journal" if self.reused else ""),
+            ("qualified", self.qualified, ""),
+        ]
+        if self.sampled != self.qualified:
+            rows.append(("sampled", self.sampled, "after the sampling rules"))
+        if self.dry_run:
+            rows.append(("would send", self.would_send, ""))
+        else:
+            rows.append(("sent", self.sent, f"{self.duplicates} were already in the destination" if self.duplicates else ""))
+        if self.already_sent:
+            rows.append(("already sent", self.already_sent, "by earlier runs, skipped"))
+        if self.pending:
+            rows.append(("pending", self.pending, "destination unavailable: the next run sends them"))
+        rows.append(("failed", self.failed, ""))
+        width = max(len(name) for name, _, _ in rows)
+        for name, value, note in rows:
+            lines.append(f"  {name:<{width}}  {value:>7}" + (f"  ({note})" if note else ""))
+        if self.retries:
+            lines.append(f"  {self.retries} requests were retried")
+        if self.rejected_by:
+            lines.append("  rejected by rule:")
+            rule_width = max(len(rule) for rule in self.rejected_by)
+            for rule, count in self.rejected_by.most_common():
+                lines.append(f"    {rule:<{rule_width}}  {count:>7}")
+        for failure in self.failures[:5]:
+            lines.append(f"  failed: {failure['path']}: {failure['error']}")
+        if self.failed > 5:
+            lines.append(f"  ... {self.failed - 5} more failures in the journal and the decisions log")
+        if self.decisions_log:
+            lines.append(f"  decisions log: {self.decisions_log}")
+        lines.append(f"  journal:       {self.journal}")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -1,0 +1,122 @@
+"""``alpolicy.active_learning``: a drop-in for the Roboflow SDK's ``Workspace.active_learning``.
+
+Same parameters, defaults and return value (a list of ``{"image": path, "predictions": [...]}``
+for every image inferred, in the SDK's order), and for the same server and folder the same
+images uploaded -- but each *with* its prediction as a pre-label, concurrently, resumable, never
+twice, and with a summary of why. Extra keyword arguments reach :class:`RunOptions`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from typing import Any, Mapping
+
+from .backends import ModelOptions
+from .destinations import DestinationOptions
+from .errors import UsageError
+from .images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
+from .pipeline import RunOptions, run
+from .policy import Policy
+from .prediction import Prediction
+
+
+def active_learning(
+    raw_data_location: Any = "",
+    raw_data_extension: str = "",
+    inference_endpoint: list[Any] | tuple[Any, ...] | None = None,
+    upload_destination: str = "",
+    conditionals: Mapping[str, Any] | None = None,
+    use_localhost: bool = False,
+    local_server: str = "http://localhost:9001/",
+    *,
+    api_key: str | None = None,
+    **options: Any,
+) -> Any:
+    """Infer every image of ``raw_data_location`` matching ``raw_data_extension`` with
+    ``inference_endpoint=[project, version]`` and upload those the SDK's ``conditionals`` select to
+    the Roboflow project ``upload_destination``, each with its prediction.
+
+    Options (keyword only): ``concurrency``, ``journal`` (path; ``None`` keeps it in memory),
+    ``dry_run``, ``decisions_log``, ``progress``, ``tags``, ``confidence``, ``overlap`` (percent,
+    SDK defaults 40 and 30), ``split``, ``batch``, ``api_url``, ``timeout``.
+    """
+    if not inference_endpoint or len(inference_endpoint) != 2:
+        raise UsageError("inference_endpoint should be [project, version], e.g. ['vehicles', 3]")
+    if not upload_destination and not options.get("dry_run"):
+        raise UsageError("upload_destination should name the Roboflow project to upload to")
+    project, version = inference_endpoint
+    policy = Policy.from_conditionals(dict(conditionals or {}))
+    run_options = _run_options(api_key, use_localhost, local_server, options)
+
+    results: list[dict[str, Any]] = []
+
+    def collect(image: ImageFile, prediction: Prediction) -> None:
+        results.append({"image": image.path, "predictions": list(prediction.detections)})
+
+    frame_file = None
+    if hasattr(raw_data_location, "shape"):  # a cv2 / numpy frame, as the SDK also accepts
+        frame_file = _save_frame(raw_data_location)
+        source: Any = [frame_file]
+    else:
+        source = _sdk_files(str(raw_data_location), raw_data_extension)
+    try:
+        report = run(
+            source, policy, model=f"roboflow:{project}/{version}",
+            destination=f"roboflow:{upload_destination}" if upload_destination else None,
+            options=run_options, on_result=collect,
+        )
+    finally:
+        if frame_file is not None:
+            os.unlink(frame_file)
+    if run_options.progress or (run_options.progress is None and sys.stderr.isatty()):
+        print(report.summary(), file=sys.stderr)
+    if frame_file is not None:
+        return results[-1]["predictions"] if results else []
+    return results
+
+
+def _run_options(api_key: str | None, use_localhost: bool, local_server: str, options: dict[str, Any]) -> RunOptions:
+    known = {"concurrency", "journal", "dry_run", "decisions_log", "progress", "tags", "confidence", "overlap",
+             "split", "batch", "api_url", "timeout", "attempts", "retry_backoff"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"active_learning() got unknown options {unknown}; known: {sorted(known)}")
+    model = ModelOptions(
+        api_key=api_key, inference_url=local_server if use_localhost else None,
+        confidence=options.get("confidence", 40), overlap=options.get("overlap", 30),
+        timeout=options.get("timeout", 60.0), attempts=options.get("attempts", 5),
+        retry_backoff=options.get("retry_backoff", 0.5),
+    )
+    destination = DestinationOptions(
+        api_key=api_key, api_url=options.get("api_url"), split=options.get("split", "train"),
+        batch=options.get("batch"), timeout=options.get("timeout", 60.0), attempts=options.get("attempts", 5),
+        retry_backoff=options.get("retry_backoff", 0.5),
+    )
+    run_options = RunOptions(model_options=model, destination_options=destination)
+    for name in ("concurrency", "journal", "dry_run", "decisions_log", "progress"):
+        if name in options:
+            setattr(run_options, name, options[name])
+    run_options.tags = tuple(options.get("tags", ()))
+    return run_options
+
+
+def _sdk_files(folder: str, extension: str) -> Any:
+    """The SDK's ``glob(folder + "/*" + extension)``: this folder only, no hidden files, a
+    case-sensitive suffix. An empty extension takes every common image type instead of every
+    file (the SDK would send non-images to the model and crash)."""
+    if not os.path.isdir(folder):
+        raise UsageError(f"raw_data_location {folder!r} is not a folder")
+    if extension:
+        return iter_folder(folder, (extension,), case_sensitive=True)
+    return iter_folder(folder, DEFAULT_EXTENSIONS)
+
+
+def _save_frame(frame: Any) -> str:
+    from PIL import Image
+
+    handle, path = tempfile.mkstemp(prefix="alpolicy-frame-", suffix=".png")
+    os.close(handle)
+    Image.fromarray(frame).save(path)
+    return path

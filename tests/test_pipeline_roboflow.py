@@ -1,0 +1,201 @@
+"""The pipeline against the loopback Roboflow server: parity, pre-labels, retries, bad input, resume."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import alpolicy
+from alpolicy import AuthError, Policy, RunOptions, UsageError
+
+from .cli import alpolicy as alpolicy_cli
+from .conftest import API_KEY, make_frames
+from .sdk_reference import sdk_would_upload
+from .test_conditionals import random_conditionals
+
+
+def expected_uploads(server, folder: Path, conditionals: dict, extension: str = ".jpg") -> list[str]:
+    """What the SDK would upload: its own glob, the server's answers, its decision loop."""
+    chosen = []
+    for path in glob.glob(str(folder) + "/*" + extension):
+        answer = server.infer("vehicles", 3, Path(path).read_bytes(), confidence=0.4, overlap=0.3)
+        if sdk_would_upload(answer["predictions"], conditionals):
+            chosen.append(os.path.basename(path))
+    return chosen
+
+
+def run_sdk(folder: Path, conditionals: dict, tmp_path: Path, **options):
+    options.setdefault("journal", str(tmp_path / "journal.sqlite"))
+    options.setdefault("progress", False)
+    return alpolicy.active_learning(
+        raw_data_location=str(folder), raw_data_extension=".jpg", inference_endpoint=["vehicles", 3],
+        upload_destination="al-queue", conditionals=conditionals, **options,
+    )
+
+
+def test_drop_in_uploads_exactly_what_the_sdk_would_with_pre_labels(roboflow, env, tmp_path):
+    rng = random.Random(3)
+    folder = tmp_path / "frames"
+    make_frames(folder, 40, seed=1)
+    for case in range(5):
+        roboflow.reset()
+        conditionals = random_conditionals(rng) if case else {}
+        results = run_sdk(folder, conditionals, tmp_path / f"case{case}")
+        expected = expected_uploads(roboflow, folder, conditionals)
+        uploaded = roboflow.images("al-queue")
+        assert sorted(image["name"] for image in uploaded) == sorted(expected), conditionals
+        assert all(image["upload_count"] == 1 for image in uploaded)
+        # The SDK's return value: every image inferred, in its glob order, with its predictions.
+        assert [r["image"] for r in results] == glob.glob(str(folder) + "/*.jpg")
+        annotations = roboflow.annotations("al-queue")
+        for image in uploaded:
+            (annotation,) = annotations[image["id"]]
+            assert annotation["prediction"] is True
+            stored = annotation["annotation"]
+            source = folder / image["name"]
+            served = roboflow.infer("vehicles", 3, source.read_bytes())
+            assert stored["predictions"] == served["predictions"]
+            assert stored["image"] == served["image"]
+
+
+def test_uploads_carry_tags_split_batch_and_metadata(roboflow, env, tmp_path, frames):
+    policy = Policy.from_dict({"version": 1, "name": "wide", "tags": ["al"],
+                               "detection": [{"rule": "confidence", "max": 1.0, "tag": "al:any"}]})
+    options = RunOptions(journal=str(tmp_path / "j.sqlite"), progress=False, tags=("night",))
+    options.destination_options.split = "valid"
+    options.destination_options.batch = "nightly"
+    report = alpolicy.run(str(frames), policy, model="roboflow:vehicles/3", destination="roboflow:queue", options=options)
+    assert report.sent == report.qualified > 0
+    image = roboflow.images("queue")[0]
+    assert image["split"] == "valid" and image["batch"] == "nightly"
+    assert image["tags"] == ["al", "al:any", "night"]
+    assert image["metadata"]["alpolicy_policy"] == "wide"
+    assert "passed every detection rule" in image["metadata"]["alpolicy_reasons"]
+    assert image["metadata"]["source_path"].endswith(image["name"])
+
+
+def test_a_rerun_skips_finished_images_and_sends_nothing_twice(roboflow, env, tmp_path, frames):
+    first = run_sdk(frames, {}, tmp_path)
+    before = roboflow.requests["infer"].total, roboflow.requests["upload"].total
+    second = run_sdk(frames, {}, tmp_path)
+    assert roboflow.requests["infer"].total == before[0], "the model was called again"
+    assert roboflow.requests["upload"].total == before[1], "something was uploaded again"
+    assert [r["image"] for r in second] == [r["image"] for r in first]
+
+
+def test_retries_on_503_and_429_lose_nothing(roboflow, env, tmp_path, frames):
+    roboflow.set_faults("infer", error_every=3)
+    roboflow.set_faults("upload", throttle_every=4, retry_after=0)
+    roboflow.set_faults("annotate", error_every=2, error_status=502)
+    run_sdk(frames, {}, tmp_path, attempts=12, retry_backoff=0.005)
+    expected = expected_uploads(roboflow, frames, {})
+    uploaded = roboflow.images("al-queue")
+    assert sorted(i["name"] for i in uploaded) == sorted(expected)
+    assert all(len(roboflow.annotations("al-queue")[i["id"]]) == 1 for i in uploaded)
+    assert roboflow.requests["infer"].faults["error"] >= 10
+    assert roboflow.requests["upload"].faults["throttle"] >= 1
+
+
+def test_a_lost_upload_response_is_retried_into_a_duplicate_and_still_annotated(roboflow, env, tmp_path, frames):
+    roboflow.set_faults("upload", lose_response_every=1, max_faults=3)
+    run_sdk(frames, {}, tmp_path, concurrency=1)
+    uploaded = roboflow.images("al-queue")
+    assert sorted(i["name"] for i in uploaded) == sorted(expected_uploads(roboflow, frames, {}))
+    assert roboflow.requests["upload"].faults == {"lose_response": 3}
+    assert sum(i["upload_count"] for i in uploaded) == len(uploaded) + 3  # 3 retries answered "duplicate"
+    assert all(len(roboflow.annotations("al-queue")[i["id"]]) == 1 for i in uploaded)
+
+
+def test_a_refused_key_stops_the_run_before_any_image(roboflow, env, tmp_path, frames, monkeypatch):
+    monkeypatch.setenv("ROBOFLOW_API_KEY", "wrong-key-123")
+    with pytest.raises(AuthError, match=r"refused the credentials .*HTTP 401"):
+        run_sdk(frames, {}, tmp_path)
+    assert roboflow.requests["infer"].total == 0 and roboflow.requests["upload"].total == 0
+    # inference refusing the key (dry run: the destination is not asked)
+    with pytest.raises(AuthError, match="inference"):
+        run_sdk(frames, {}, tmp_path, dry_run=True)
+    from alpolicy.journal import Journal
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    assert journal.failures() == [] and journal.delivery_counts() == {}
+    journal.close()
+
+
+def test_bad_images_are_recorded_and_the_run_goes_on(roboflow, env, tmp_path):
+    folder = tmp_path / "frames"
+    make_frames(folder, 5)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    Image.effect_noise((640, 480), 60).convert("RGB").save(tmp_path / "big.jpg", quality=95)
+    good = (tmp_path / "big.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])  # header intact, pixels cut
+    (folder / "stub.jpg").write_bytes(good[:40])  # cut inside the header
+    Image.new("1", (12000, 10000)).save(folder / "bomb.png")
+    options = RunOptions(journal=str(tmp_path / "j.sqlite"), progress=False, dry_run=True)
+    report = alpolicy.run(str(folder), Policy.from_conditionals({}), model="roboflow:vehicles/3", options=options)
+    reasons = {Path(f["path"]).name: f["error"] for f in report.failures}
+    assert reasons["empty.jpg"] == "the file is empty"
+    assert reasons["notes.jpg"] == "not an image (unrecognised format)"
+    assert "above the 89 Mpx safety limit" in reasons["bomb.png"]
+    assert "rejected the image (HTTP 400)" in reasons["truncated.jpg"]
+    assert reasons["stub.jpg"].startswith("cannot open the image")
+    assert report.failed == 5 and report.seen == 10 and report.inferred == 5
+    assert report.exit_code == 1
+
+
+def test_dry_run_sends_nothing_and_reuse_predictions_skips_the_model(roboflow, env, tmp_path, frames):
+    options = RunOptions(journal=str(tmp_path / "j.sqlite"), progress=False, dry_run=True)
+    report = alpolicy.run(str(frames), Policy.from_conditionals({}), model="roboflow:vehicles/3", destination="roboflow:q", options=options)
+    assert report.would_send == report.qualified > 0 and roboflow.requests["upload"].total == 0
+    calls = roboflow.requests["infer"].total
+    strict = Policy.from_conditionals({"required_objects_count": 3})
+    options = RunOptions(journal=str(tmp_path / "j.sqlite"), progress=False, reuse_predictions=True)
+    report = alpolicy.run(str(frames), strict, destination="roboflow:q", options=options)
+    assert roboflow.requests["infer"].total == calls
+    assert report.reused == 30 and report.inferred == 0
+    assert report.sent == len(roboflow.images("q")) == len(expected_uploads(roboflow, frames, {"required_objects_count": 3}))
+
+
+def test_user_errors_are_one_line(tmp_path, env):
+    result = alpolicy_cli("run", str(tmp_path / "missing"), "--model", "roboflow:vehicles/3", "--to", "folder:out")
+    assert result.code == 2 and result.err.strip().endswith("does not exist")
+    (tmp_path / "empty").mkdir()
+    result = alpolicy_cli("run", str(tmp_path / "empty"), "--model", "roboflow:vehicles/3", "--dry-run")
+    assert result.code == 2 and "no images in" in result.err
+    result = alpolicy_cli("run", str(tmp_path), "--model", "robofow:vehicles/3", "--dry-run")
+    assert "no inference backend for 'robofow' (did you mean 'roboflow'?)" in result.err
+    result = alpolicy_cli("run", str(tmp_path), "--model", "roboflow:vehicles", "--dry-run")
+    assert "should be PROJECT/VERSION" in result.err
+    for outcome in (result,):
+        assert "Traceback" not in outcome.err and len(outcome.err.strip().splitlines()) == 1
+    with pytest.raises(UsageError, match="ROBOFLOW_API_KEY"):
+        os.environ.pop("ROBOFLOW_API_KEY")
+        alpolicy.run(str(tmp_path), Policy.from_conditionals({}), model="roboflow:vehicles/3", options=RunOptions(journal=None))
+
+
+def test_cli_run_summary_exit_codes_and_no_key_anywhere(roboflow, env, tmp_path, frames):
+    (frames / "broken.jpg").write_text("nope")
+    journal = tmp_path / "state" / "journal.sqlite"
+    result = alpolicy_cli("run", str(frames), "--model", "roboflow:vehicles/3", "--to", "roboflow:queue",
+                          "--journal", str(journal), "--conditionals", '{"required_objects_count": 2}', env=env)
+    assert result.code == 1, result.err  # one image failed
+    assert re.search(r"^\s+seen\s+31$", result.out, re.M), result.out
+    assert "rejected by rule:" in result.out and "detection_count" in result.out
+    assert "failed: " in result.out and "broken.jpg: not an image" in result.out
+    log_path = next((tmp_path / "state" / "decisions").glob("run-*.jsonl"))
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert len(records) == 31
+    sent = [r for r in records if r.get("remote_id")]
+    assert len(sent) == len(roboflow.images("queue")) > 0
+    assert all(r["reasons"] for r in records if "failed" not in r)
+    # The key must appear nowhere: output, log, journal (including the WAL).
+    artefacts = [result.out, result.err, log_path.read_text()]
+    artefacts += [p.read_bytes().decode("latin-1") for p in journal.parent.glob("journal.sqlite*")]
+    assert not [a for a in artefacts if API_KEY in a]
