@@ -199,3 +199,49 @@ def test_cli_run_summary_exit_codes_and_no_key_anywhere(roboflow, env, tmp_path,
     artefacts = [result.out, result.err, log_path.read_text()]
     artefacts += [p.read_bytes().decode("latin-1") for p in journal.parent.glob("journal.sqlite*")]
     assert not [a for a in artefacts if API_KEY in a]
+
+
+def test_images_are_sent_as_on_disk_and_exif_orientation_is_honoured(roboflow, env, tmp_path):
+    received: list[bytes] = []
+
+    def predict(image, image_bytes):
+        received.append(image_bytes)
+        return [{"x": 10, "y": 30, "width": 8, "height": 20, "confidence": 0.5, "class": "car"}]
+
+    roboflow.add_model("rotated", 1, predict=predict)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": stored 80x40, shown 40x80
+    Image.new("RGB", (80, 40), (10, 200, 30)).save(folder / "portrait.jpg", exif=exif, quality=93)
+    seen: list = []
+    options = RunOptions(journal=None, progress=False, dry_run=True)
+    alpolicy.run(str(folder), Policy.from_conditionals({}), model="roboflow:rotated/1", options=options,
+                 on_result=lambda image, prediction: seen.append(prediction))
+    assert received == [(folder / "portrait.jpg").read_bytes()]  # byte for byte: no re-encode
+    assert (seen[0].width, seen[0].height) == (40, 80)
+
+
+def test_progress_prints_plain_periodic_lines_when_not_a_terminal():
+    import io
+
+    from alpolicy.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(200, stream=stream, enabled=True, interval=0.0)
+    for done in (50, 100, 200):
+        progress.update(done, "qualified 3")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and "\r" not in stream.getvalue()
+    assert lines[-1].startswith("████████████████████████ 200/200 100%") and lines[-1].endswith("qualified 3")
+    assert Progress(10, stream=io.StringIO()).enabled is False  # auto: off when not a terminal
+
+
+def test_a_response_slower_than_the_timeout_is_retried(roboflow, env, tmp_path, frames):
+    roboflow.set_faults("infer", slow_every=1, slow_delay=1.5, max_faults=2)
+    options = RunOptions(journal=None, progress=False, dry_run=True, concurrency=1)
+    options.model_options.timeout = 0.4
+    options.model_options.retry_backoff = 0.01
+    report = alpolicy.run(str(frames), Policy.from_conditionals({}), model="roboflow:vehicles/3", options=options)
+    assert report.failed == 0 and report.inferred == 30
+    assert report.retries == 2 and roboflow.requests["infer"].faults == {"slow": 2}
