@@ -11,7 +11,9 @@ Public API::
 Plugins implement hooks marked with :data:`alpolicy.hookimpl` (see :mod:`alpolicy.hookspecs`).
 """
 
+from .backends import ModelOptions
 from .decision import Decision, Verdict
+from .destinations import DestinationOptions
 from .errors import AlpolicyError, AuthError, PluginError, PolicyError, Problem, ServiceError, UsageError
 from .hookspecs import hookimpl
 from .pipeline import RunOptions, run
@@ -29,11 +31,13 @@ __all__ = [
     "AlpolicyError",
     "AuthError",
     "Decision",
+    "DestinationOptions",
     "DestinationSpec",
     "Detection",
     "DetectionRule",
     "ImageRule",
     "InferenceBackendSpec",
+    "ModelOptions",
     "ParameterError",
     "PluginError",
     "Policy",
