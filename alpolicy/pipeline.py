@@ -40,7 +40,7 @@ from .secrets import redact
 log = logging.getLogger("alpolicy.pipeline")
 
 DEFAULT_JOURNAL = os.path.join(".alpolicy", "journal.sqlite")
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 8
 
 
 class RunAborted(AlpolicyError):
@@ -210,7 +210,11 @@ class _Run:
         self.log_file = self._open_decisions_log()
         self.progress = Progress(total, enabled=options.progress)
         self.sampler = Sampler(policy, run_key=str(self.run_id))
+        #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
+        #: Qualifying images between the decision and a recorded send outcome; the coordinator
+        #: waits only past this, so a burst of qualifying images never starves inference.
+        self.send_backlog = max(8, 8 * options.concurrency)
         self.infer_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="alpolicy-infer")
         # A send is two requests (upload, pre-label) to one inference request: twice the threads
         # keep the send stage as fast as the inference stage.
@@ -251,7 +255,7 @@ class _Run:
                 if not pending:
                     break
                 self._finish(pending.popleft())
-                self._collect_sends(block=len(self.sending) >= self.window)
+                self._collect_sends(block=len(self.sending) >= self.send_backlog)
             self._collect_sends(until_empty=True)
             self.report.status = "completed"
         except KeyboardInterrupt:

@@ -76,12 +76,12 @@ def sequential_sdk_loop(url: str, frames: list[Path]) -> float:
     return len(frames) / (time.perf_counter() - started)
 
 
-def alpolicy_run(url: str, folder: Path, work: Path) -> tuple[float, str]:
+def alpolicy_run(url: str, folder: Path, work: Path, concurrency: int) -> tuple[float, str]:
     env = {**os.environ, "ROBOFLOW_API_KEY": KEY, "ROBOFLOW_INFERENCE_URL": url, "ROBOFLOW_API_URL": url}
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "alpolicy", "run", str(folder), "--model", "roboflow:bench/1", "--to", "roboflow:al",
-         "--journal", str(work / "journal.sqlite"), "--no-progress"],
+         "--journal", str(work / "journal.sqlite"), "--no-progress", "--concurrency", str(concurrency)],
         env=env, capture_output=True, text=True, check=True,
     )
     elapsed = time.perf_counter() - started
@@ -92,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--sequential-frames", type=int, default=200, help="frames timed for the (slow) sequential loop")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="default: alpolicy's default")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="alpolicy-bench-"))
     server, url = start_server()
@@ -100,17 +101,18 @@ def main() -> None:
         make_frames(folder, args.frames)
         frames = sorted(folder.iterdir())
         sequential = sequential_sdk_loop(url, frames[: args.sequential_frames])
-        rate, summary = alpolicy_run(url, folder, work)
+        rate, summary = alpolicy_run(url, folder, work, args.concurrency)
         sent = requests.get(f"{url}/__state").json()
     finally:
         server.terminate()
         server.wait()
         shutil.rmtree(work, ignore_errors=True)
-    ideal = DEFAULT_CONCURRENCY / LATENCY
+    ideal = args.concurrency / LATENCY
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"latency: inference {LATENCY * 1000:.0f} ms, upload {LATENCY * 1000:.0f} ms, annotation {LATENCY * 1000:.0f} ms")
     print(f"SDK-style sequential loop  {sequential:8.1f} images/s  (first {args.sequential_frames} frames)")
-    print(f"alpolicy run (defaults)    {rate:8.1f} images/s  ({args.frames} frames, concurrency {DEFAULT_CONCURRENCY}, start-up included)")
+    label = "defaults" if args.concurrency == DEFAULT_CONCURRENCY else f"--concurrency {args.concurrency}"
+    print(f"alpolicy run ({label})".ljust(27) + f"{rate:8.1f} images/s  ({args.frames} frames, concurrency {args.concurrency}, start-up included)")
     print(f"speed-up                   {rate / sequential:8.1f}x   (target >= 10x)")
     print(f"of ideal {ideal:.0f} images/s    {rate / ideal:8.0%}    (target >= 80%)")
     uploads = sum(len(p.get("images", [])) for name, p in sent.get("projects", {}).items() if name == "al") if isinstance(sent.get("projects"), dict) else "?"

@@ -117,8 +117,6 @@ import traceback
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from email.message import Message
-from email.parser import BytesParser
-from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -383,24 +381,51 @@ class FormPart:
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, FormPart]:
-    """Parse a form body with the stdlib ``email`` parser (``cgi`` is gone in 3.13).
+    """Parse a ``multipart/form-data`` body (RFC 7578) byte-exactly.
 
-    The parser needs the ``Content-Type`` (with its boundary) as a header of the document, so
-    it is prepended. Binary parts come back byte-exact: the parser keeps line endings and
-    ``get_payload(decode=True)`` undoes its ``surrogateescape`` decoding.
+    A small split on the boundary rather than the stdlib ``email`` parser: the latter's header
+    machinery cost the server two thirds of its CPU in the throughput benchmark, where this
+    server stands in for a service that is never the bottleneck.
     """
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
-    message = BytesParser(policy=HTTP).parsebytes(head + body)
-    if not message.is_multipart():
+    boundary = _content_type_param(content_type, "boundary")
+    if not boundary:
+        raise _api_error(400, "Malformed multipart body", "InvalidRequestException")
+    delimiter = b"--" + boundary.encode("latin-1")
+    sections = body.split(delimiter)
+    if len(sections) < 3:
         raise _api_error(400, "Malformed multipart body", "InvalidRequestException")
     parts: dict[str, FormPart] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
+    for section in sections[1:-1]:  # before the first delimiter: preamble; after the last: "--" epilogue
+        if section.startswith(b"\r\n"):
+            section = section[2:]
+        head, sep, data = section.partition(b"\r\n\r\n")
+        if not sep:
+            raise _api_error(400, "Malformed multipart body", "InvalidRequestException")
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        headers = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        disposition = headers.get("content-disposition", "")
+        name = _content_type_param(disposition, "name")
         if not name:
             continue
-        data = part.get_payload(decode=True) or b""
-        parts[str(name)] = FormPart(str(name), part.get_filename(), part.get_content_type(), data)
+        part_type = headers.get("content-type", "text/plain").split(";")[0].strip().lower()
+        parts[name] = FormPart(name, _content_type_param(disposition, "filename"), part_type, data)
     return parts
+
+
+def _content_type_param(header: str, key: str) -> str | None:
+    """A parameter of a header value (``boundary`` of Content-Type, ``name`` of Content-Disposition)."""
+    for piece in header.split(";")[1:]:
+        name, _, value = piece.strip().partition("=")
+        if name.strip().lower() == key:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1].replace('\\"', '"')
+            return value
+    return None
 
 
 def _decode_base64(body: bytes) -> bytes | None:
