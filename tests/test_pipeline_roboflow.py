@@ -245,3 +245,13 @@ def test_a_response_slower_than_the_timeout_is_retried(roboflow, env, tmp_path, 
     report = alpolicy.run(str(frames), Policy.from_conditionals({}), model="roboflow:vehicles/3", options=options)
     assert report.failed == 0 and report.inferred == 30
     assert report.retries == 2 and roboflow.requests["infer"].faults == {"slow": 2}
+
+
+def test_use_localhost_sends_inference_to_the_local_server(roboflow, env, tmp_path, frames, monkeypatch):
+    monkeypatch.setenv("ROBOFLOW_INFERENCE_URL", "http://127.0.0.1:9/unreachable")  # only the hosted default
+    results = alpolicy.active_learning(
+        str(frames), ".jpg", ["vehicles", 3], "local-queue", {}, use_localhost=True, local_server=roboflow.url + "/",
+        journal=None, progress=False,
+    )
+    assert len(results) == 30 and roboflow.requests["infer"].total == 30
+    assert len(roboflow.images("local-queue")) == len(expected_uploads(roboflow, frames, {}))
