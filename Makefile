@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO := demo-output
 
 .PHONY: test install demo bench clean
 
@@ -10,8 +11,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+# The core with its test extra, and the ONNX plugin (local model backend + the demo detector).
+$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-onnx[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,5 +22,24 @@ install: $(STAMP)
 test: install
 	$(BIN)/python -m pytest
 
+# Synthetic footage -> the shipped demo detector -> a policy -> a labeling queue in $(DEMO)/queue.
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/python -m alpolicy_onnx.synthetic $(DEMO)/frames --frames 300 --seed 7
+	$(BIN)/alpolicy run $(DEMO)/frames --model onnx:demo --confidence 20 \
+		--policy examples/demo-policy.json --to folder:$(DEMO)/queue --journal $(DEMO)/journal.sqlite
+	@echo
+	@echo "Results:"
+	@echo "  labeling queue:     $(DEMO)/queue/images/  (what a labeler would see)"
+	@echo "  pre-labels:         $(DEMO)/queue/annotations.coco.json, $(DEMO)/queue/labelstudio-tasks.json"
+	@echo "  every decision:     $(DEMO)/decisions/run-1.jsonl"
+	@echo "  try another policy: $(BIN)/alpolicy run $(DEMO)/frames --reuse-predictions --policy YOUR.json --dry-run --journal $(DEMO)/journal.sqlite"
+
+bench: install
+	$(BIN)/python benchmarks/bench_policy.py
+	$(BIN)/python benchmarks/bench_remote.py
+	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_onnx.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info demo-output
+	rm -rf $(VENV) build *.egg-info $(DEMO) .alpolicy

@@ -84,13 +84,11 @@ class Decision:
 
     @property
     def rejected_by(self) -> str | None:
-        """The label of the rule that rejected the image (the last one that failed), or ``None``."""
+        """What rejected the image: the failing rule's label, or the composition (``any(...)``,
+        ``not(...)``) that said no as a whole; ``None`` when the image qualifies."""
         if self.qualifies:
             return None
-        for leaf, passed in reversed(self.trace):
-            if not passed:
-                return leaf.label
-        return self.trace[-1][0].label if self.trace else None
+        return self.policy.image_root.culprit(self.prediction, self.witnesses)
 
     @property
     def score(self) -> float | None:

@@ -43,6 +43,14 @@ class Leaf:
         trace.append((self, passed))
         return passed
 
+    @property
+    def short(self) -> str:
+        return self.name
+
+    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
+        """The label of what made this node fail (called only on a failed node)."""
+        return self.label
+
 
 @dataclass(slots=True, eq=False)
 class AllNode:
@@ -53,6 +61,16 @@ class AllNode:
             if not child.evaluate(prediction, witnesses, trace):
                 return False
         return True
+
+    @property
+    def short(self) -> str:
+        return f"all({', '.join(child.short for child in self.children)})"
+
+    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
+        for child in self.children:
+            if not child.evaluate(prediction, witnesses, []):
+                return child.culprit(prediction, witnesses)
+        return self.short
 
 
 @dataclass(slots=True, eq=False)
@@ -65,6 +83,13 @@ class AnyNode:
                 return True
         return False
 
+    @property
+    def short(self) -> str:
+        return f"any({', '.join(child.short for child in self.children)})"
+
+    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
+        return self.short  # every alternative failed: the composition itself said no
+
 
 @dataclass(slots=True, eq=False)
 class NotNode:
@@ -72,6 +97,13 @@ class NotNode:
 
     def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
         return not self.child.evaluate(prediction, witnesses, trace)
+
+    @property
+    def short(self) -> str:
+        return f"not({self.child.short})"
+
+    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
+        return self.short
 
 
 class Policy:

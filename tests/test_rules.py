@@ -150,12 +150,12 @@ def test_all_any_not_compose():
     assert not qualifies(policy, pred(det("car")))
 
 
-def test_not_inverts_and_names_the_rule_that_rejected():
+def test_not_inverts_and_names_what_rejected():
     policy = Policy.from_dict({"version": 1, "image": {"not": {"rule": "detection_count", "min": 1}}})
     assert policy.evaluate(pred()).qualifies
     decision = policy.evaluate(pred(det()))
     assert not decision.qualifies
-    assert decision.rejected_by == "detection_count"
+    assert decision.rejected_by == "not(detection_count)"
 
 
 # ---------------------------------------------------------------- decisions explain themselves
@@ -213,3 +213,13 @@ def test_a_malformed_prediction_is_named_not_a_keyerror():
         policy.evaluate({"image": {"width": 1, "height": 1}, "predictions": [{"x": 1, "y": 1, "width": 1, "height": 1, "class": "a"}]})
     with pytest.raises(PredictionFormatError, match="image"):
         policy.evaluate({"predictions": []})
+
+
+def test_rejected_by_names_the_failing_branch_or_the_whole_alternative():
+    policy = Policy.from_dict({"version": 1, "image": {"all": [
+        {"rule": "detection_count", "min": 1},
+        {"any": [{"rule": "distinct_classes", "min": 3}, {"rule": "witnesses", "min": 4}]},
+    ]}})
+    assert policy.evaluate(pred()).rejected_by == "detection_count"
+    assert policy.evaluate(pred(det())).rejected_by == "any(distinct_classes, witnesses)"
+    assert policy.evaluate(pred(det("a"), det("b"), det("c"))).rejected_by is None

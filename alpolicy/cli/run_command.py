@@ -24,6 +24,9 @@ examples:
   alpolicy run frames/ --model roboflow:vehicles/3 --inference-url http://localhost:9001 \\
       --policy policy.json --to roboflow:vehicles-al --dry-run
 
+  # your own YOLOv8 / YOLO11 / YOLOv5 ONNX export on the CPU (pip install plugins/alpolicy-onnx)
+  alpolicy run frames/ --model onnx:yolov8n.onnx --confidence 25 --policy policy.json --to folder:queue/
+
   # predictions you already have, into a folder (COCO + Label Studio tasks)
   alpolicy run frames/ --model replay:predictions/ --policy policy.json --to folder:queue/
 
@@ -54,6 +57,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     policy.add_argument("--policy", metavar="FILE", help="policy JSON file (see `alpolicy rules`)")
     policy.add_argument("--conditionals", metavar="JSON", help="Roboflow SDK conditionals as a JSON object (default: {})")
     what.add_argument("--to", metavar="SPEC", dest="destination", help="roboflow:PROJECT or folder:DIR")
+    what.add_argument("--labels", metavar="FILE", help="class names, one per line (onnx: models without names in their metadata)")
     images = parser.add_argument_group("images")
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
     images.add_argument("--recursive", action="store_true", help="include sub-folders")
@@ -96,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress or args.json else None,
         tags=tuple(args.tag),
         model_options=ModelOptions(
-            api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap, timeout=args.timeout
+            api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap,
+            timeout=args.timeout, extra={"labels": args.labels} if args.labels else {},
         ),
         destination_options=DestinationOptions(api_key=args.api_key, api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout),
     )

@@ -1,0 +1,160 @@
+"""The ``onnx:`` inference backend: YOLO-style ONNX detectors on ONNX Runtime, on the CPU.
+
+``onnx:PATH`` loads a YOLOv8 / YOLO11 / YOLOv5 detection export; ``onnx:demo`` loads the small
+shape detector shipped with this plugin. Images are decoded (EXIF orientation applied) and
+letterboxed in the pipeline's threads, while one worker feeds ONNX Runtime: when the model has a
+dynamic batch axis, the requests waiting at that moment are stacked into one batch. Decoding
+thus overlaps inference, and ``session.run`` (which releases the GIL) keeps the cores busy.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from alpolicy import Prediction, UsageError
+from alpolicy.backends import ImageError, ModelOptions
+from alpolicy.images import ImageDecodeError, ImageFile
+
+from .decode import class_names_from_metadata, decode, detect_layout, letterbox
+
+DEMO_MODEL = "demo"
+#: Largest batch stacked for one ``session.run`` (dynamic-batch models only).
+DEFAULT_MAX_BATCH = 8
+
+
+def demo_model_path() -> Path:
+    """The shipped demo detector (circle / square / triangle), trained by training/train_demo_detector.py."""
+    return Path(str(resources.files("alpolicy_onnx").joinpath("models/demo-shapes.onnx")))
+
+
+@dataclass
+class _Request:
+    tensor: np.ndarray
+    future: Future
+
+
+class OnnxBackend:
+    """Thread-safe: many callers, one inference worker."""
+
+    def __init__(self, target: str, options: ModelOptions) -> None:
+        path = demo_model_path() if target == DEMO_MODEL else Path(target).expanduser()
+        if not path.is_file():
+            raise UsageError(f"no ONNX model at {str(path)!r} (onnx:PATH, or onnx:demo for the shipped detector)")
+        self.model_id = f"onnx:{path.name}" if target != DEMO_MODEL else "onnx:demo-shapes"
+        self.session = _session(path, options)
+        model_input = self.session.get_inputs()[0]
+        if len(model_input.shape) != 4:
+            raise UsageError(f"{path.name}: expected an image input [batch, 3, H, W], got {model_input.shape}")
+        self.input_name = model_input.name
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.input_size = _input_size(model_input.shape, metadata)
+        self.dynamic_batch = not isinstance(model_input.shape[0], int)
+        self.max_batch = int(options.extra.get("batch", DEFAULT_MAX_BATCH)) if self.dynamic_batch else 1
+        self.confidence = options.confidence / 100.0
+        self.iou = options.overlap / 100.0
+        output = self.session.run(None, {self.input_name: np.zeros((1, 3, *self.input_size), np.float32)})[0]
+        try:
+            self.layout = detect_layout(output.shape)
+        except ValueError as error:
+            raise UsageError(f"{path.name}: {error}") from None
+        classes = output.shape[1] - 4 if self.layout == "yolov8" else output.shape[2] - 5
+        self.names = _class_names(options.extra.get("labels"), metadata, classes, path.name)
+        #: Diagnostics: ``session.run`` calls and the largest batch stacked so far.
+        self.batches_run = 0
+        self.largest_batch = 0
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._serve, name="alpolicy-onnx", daemon=True)
+        self._worker.start()
+
+    def predict(self, image: ImageFile) -> Prediction:
+        try:
+            picture = image.load()
+        except ImageDecodeError as error:
+            raise ImageError(str(error)) from None
+        tensor, ratio, pad = letterbox(picture, self.input_size)
+        future: Future = Future()
+        self._queue.put(_Request(tensor, future))
+        output = future.result()
+        (detections,) = decode(output, self.layout, self.confidence, self.iou, ratio, pad, picture.size, names=self.names)
+        return Prediction(picture.width, picture.height, detections, self.model_id)
+
+    def _serve(self) -> None:
+        """Run batches: everything queued right now, up to ``max_batch``."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                stacked = np.stack([request.tensor for request in batch])
+                output = self.session.run(None, {self.input_name: stacked})[0]
+            except Exception as error:  # every waiting caller learns why
+                for request in batch:
+                    request.future.set_exception(ImageError(f"ONNX Runtime failed: {error}"))
+                continue
+            self.batches_run += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
+            for index, request in enumerate(batch):
+                request.future.set_result(output[index : index + 1])
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=10)
+
+
+def _session(path: Path, options: ModelOptions) -> ort.InferenceSession:
+    settings = ort.SessionOptions()
+    # Intra-op threads = cores: inference is the CPU-bound stage; image decoding runs in the
+    # pipeline's threads meanwhile (mostly outside the GIL).
+    settings.intra_op_num_threads = int(options.extra.get("threads", os.cpu_count() or 1))
+    settings.inter_op_num_threads = 1
+    # ORT's idle intra-op threads spin by default, burning the cores the image decoders need.
+    settings.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    settings.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), settings, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise UsageError(f"cannot load {path.name} with ONNX Runtime: {str(error).splitlines()[0]}") from None
+
+
+def _input_size(shape: list[Any], metadata: dict[str, str]) -> tuple[int, int]:
+    """(height, width) of the model input; from the metadata ``imgsz`` when the axes are dynamic."""
+    height, width = shape[2], shape[3]
+    if isinstance(height, int) and isinstance(width, int):
+        return height, width
+    size = metadata.get("imgsz", "").strip("[]() ")
+    parts = [int(p) for p in size.replace(",", " ").split()] if size else []
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return 640, 640
+
+
+def _class_names(labels: Any, metadata: dict[str, str], classes: int, model: str) -> list[str]:
+    if labels:
+        names = [line.strip() for line in Path(labels).read_text(encoding="utf-8").splitlines() if line.strip()]
+        source = f"labels file {labels}"
+    else:
+        names = class_names_from_metadata(metadata) or [str(i) for i in range(classes)]
+        source = f"{model} metadata"
+    if len(names) != classes:
+        raise UsageError(f"{source} names {len(names)} classes but the model outputs {classes}")
+    return names

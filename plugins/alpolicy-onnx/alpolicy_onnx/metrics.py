@@ -1,0 +1,162 @@
+"""Detection quality: average precision (AP) and mean average precision (mAP) at one IoU threshold.
+
+Predictions and ground truths are given per image, as lists of dicts with the box keys of the
+Roboflow inference shape (``x``/``y`` centre, ``width``, ``height``, ``class``; predictions also
+``confidence``), as :func:`alpolicy_onnx.decode.decode` and :mod:`alpolicy_onnx.synthetic` give them.
+
+Matching follows COCO/VOC: for each class, predictions from all images are taken by decreasing
+confidence; a prediction is a true positive when its IoU with the best-overlapping ground truth
+of that class in the same image that is *not yet matched* is ``>= iou``; otherwise it is a false
+positive. Every ground-truth box counts (there are no "difficult" or "crowd" boxes).
+
+Interpolation (``interpolation=``):
+
+* ``"all-point"`` (default; PASCAL VOC 2010+): the area under the precision-recall curve after
+  making precision monotonically non-increasing (each point's precision is the best precision at
+  any higher recall).
+* ``"101-point"`` (COCO): the mean of that interpolated precision sampled at recall 0, 0.01, ..., 1.
+
+The mAP is the mean AP over the classes that have at least one ground-truth box (as COCO and
+VOC do); a class with ground truth but no prediction has AP 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Interpolation",
+    "box_iou",
+    "precision_recall",
+    "interpolated_ap",
+    "average_precision",
+    "per_class_average_precision",
+    "mean_average_precision",
+]
+
+Interpolation = Literal["all-point", "101-point"]
+
+Box = Mapping[str, Any]
+
+
+def _xyxy(boxes: Sequence[Box]) -> np.ndarray:
+    if not boxes:
+        return np.zeros((0, 4), dtype=np.float64)
+    arr = np.array([[b["x"], b["y"], b["width"], b["height"]] for b in boxes], dtype=np.float64)
+    return np.stack([arr[:, 0] - arr[:, 2] / 2, arr[:, 1] - arr[:, 3] / 2,
+                     arr[:, 0] + arr[:, 2] / 2, arr[:, 1] + arr[:, 3] / 2], axis=1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``[n, 4]`` and ``[m, 4]`` x1, y1, x2, y2 boxes, as an ``[n, m]`` array."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def precision_recall(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
+                     class_name: str, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Precision and recall after each prediction of ``class_name`` (by decreasing confidence).
+
+    Returns ``(precision, recall, number_of_ground_truth_boxes)``.
+    """
+    if len(predictions) != len(ground_truths):
+        raise ValueError(f"{len(predictions)} images of predictions but {len(ground_truths)} of ground truth")
+    scored: list[tuple[float, int, int]] = []  # (confidence, image, index in that image's class predictions)
+    class_preds: list[np.ndarray] = []
+    class_truths: list[np.ndarray] = []
+    n_truth = 0
+    for image, (preds, truths) in enumerate(zip(predictions, ground_truths)):
+        mine = [p for p in preds if p["class"] == class_name]
+        theirs = [t for t in truths if t["class"] == class_name]
+        class_preds.append(_xyxy(mine))
+        class_truths.append(_xyxy(theirs))
+        n_truth += len(theirs)
+        scored.extend((float(p["confidence"]), image, k) for k, p in enumerate(mine))
+    # stable order: by confidence, ties by image then index
+    scored.sort(key=lambda s: (-s[0], s[1], s[2]))
+    matched = [np.zeros(len(t), dtype=bool) for t in class_truths]
+    ious = [box_iou(p, t) for p, t in zip(class_preds, class_truths)]
+    tp = np.zeros(len(scored), dtype=np.float64)
+    for rank, (_, image, k) in enumerate(scored):
+        if not len(class_truths[image]):
+            continue
+        overlaps = np.where(matched[image], -1.0, ious[image][k])
+        best = int(np.argmax(overlaps))
+        if overlaps[best] >= iou:
+            matched[image][best] = True
+            tp[rank] = 1.0
+    tp_cum = np.cumsum(tp)
+    fp_cum = np.cumsum(1.0 - tp)
+    precision = tp_cum / np.maximum(tp_cum + fp_cum, 1e-12)
+    recall = tp_cum / n_truth if n_truth else np.zeros_like(tp_cum)
+    return precision, recall, n_truth
+
+
+def interpolated_ap(precision: np.ndarray, recall: np.ndarray, interpolation: Interpolation = "all-point") -> float:
+    """AP from a precision-recall curve (recall non-decreasing), see the module docstring."""
+    precision = np.asarray(precision, dtype=np.float64)
+    recall = np.asarray(recall, dtype=np.float64)
+    if precision.size == 0:
+        return 0.0
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([1.0], precision, [0.0]))
+    mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))  # precision envelope
+    if interpolation == "all-point":
+        steps = np.flatnonzero(mrec[1:] != mrec[:-1])
+        return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+    if interpolation == "101-point":
+        points = np.linspace(0.0, 1.0, 101)
+        # the interpolated precision at recall r is the envelope at the first curve point with recall >= r
+        idx = np.searchsorted(mrec[1:-1], points, side="left")
+        values = np.where(idx < recall.size, mpre[1:-1][np.minimum(idx, recall.size - 1)], 0.0)
+        return float(values.mean())
+    raise ValueError(f"unknown interpolation {interpolation!r}; expected 'all-point' or '101-point'")
+
+
+def average_precision(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
+                      class_name: str, iou: float = 0.5, interpolation: Interpolation = "all-point") -> float:
+    """AP of one class at IoU ``iou``; ``nan`` when the class has no ground-truth box."""
+    precision, recall, n_truth = precision_recall(predictions, ground_truths, class_name, iou)
+    if n_truth == 0:
+        return math.nan
+    return interpolated_ap(precision, recall, interpolation)
+
+
+def _classes(*groups: Iterable[Sequence[Box]]) -> list[str]:
+    names: dict[str, None] = {}
+    for group in groups:
+        for boxes in group:
+            for box in boxes:
+                names.setdefault(box["class"], None)
+    return list(names)
+
+
+def per_class_average_precision(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
+                                iou: float = 0.5, interpolation: Interpolation = "all-point") -> dict[str, float]:
+    """AP per class that has at least one ground-truth box."""
+    if len(predictions) != len(ground_truths):
+        raise ValueError(f"{len(predictions)} images of predictions but {len(ground_truths)} of ground truth")
+    return {
+        name: average_precision(predictions, ground_truths, name, iou, interpolation)
+        for name in _classes(ground_truths)
+    }
+
+
+def mean_average_precision(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
+                           iou: float = 0.5, interpolation: Interpolation = "all-point") -> float:
+    """mAP at IoU ``iou``: the mean AP over classes with ground truth (``nan`` when there is none)."""
+    aps = per_class_average_precision(predictions, ground_truths, iou, interpolation)
+    if not aps:
+        return math.nan
+    return float(np.mean(list(aps.values())))

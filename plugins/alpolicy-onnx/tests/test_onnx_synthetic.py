@@ -1,0 +1,71 @@
+"""The synthetic frame generator: deterministic, correct ground truth, footage-shaped, fast."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from alpolicy_onnx.synthetic import CLASS_NAMES, main, random_scene, write_footage
+
+
+def test_random_scene_is_deterministic_and_seeds_differ():
+    a_image, a_truth = random_scene(np.random.default_rng(7), (320, 240), hard=True)
+    b_image, b_truth = random_scene(7, (320, 240), hard=True)
+    assert a_truth == b_truth
+    assert np.array_equal(np.asarray(a_image), np.asarray(b_image))
+    c_image, _ = random_scene(8, (320, 240), hard=True)
+    assert not np.array_equal(np.asarray(a_image), np.asarray(c_image))
+
+
+def test_random_scene_ground_truth_is_inside_the_frame_and_well_formed():
+    rng = np.random.default_rng(3)
+    counts = dict.fromkeys(CLASS_NAMES, 0)
+    for k in range(40):
+        size = (640, 480) if k % 2 else (300, 400)
+        image, truths = random_scene(rng, size, hard=k % 3 == 0)
+        assert image.size == size and image.mode == "RGB"
+        for t in truths:
+            assert set(t) == {"x", "y", "width", "height", "class", "class_id"}
+            assert CLASS_NAMES[t["class_id"]] == t["class"]
+            assert t["width"] > 0 and t["height"] > 0
+            assert t["x"] - t["width"] / 2 >= -0.01 and t["x"] + t["width"] / 2 <= size[0] + 0.01
+            assert t["y"] - t["height"] / 2 >= -0.01 and t["y"] + t["height"] / 2 <= size[1] + 0.01
+            counts[t["class"]] += 1
+    assert all(n > 10 for n in counts.values()), counts
+
+
+def test_write_footage_frames_and_ground_truth(tmp_path):
+    started = time.perf_counter()
+    path = write_footage(tmp_path, n_frames=60, seed=5, size=(320, 240))
+    elapsed = time.perf_counter() - started
+    frames = sorted(p.name for p in tmp_path.glob("*.jpg"))
+    assert frames == [f"frame_{i:05d}.jpg" for i in range(1, 61)]
+    document = json.loads(path.read_text())
+    assert document["classes"] == list(CLASS_NAMES) and document["size"] == [320, 240]
+    assert [f["file"] for f in document["frames"]] == frames
+    tags = {tag for f in document["frames"] for tag in f["tags"]}
+    assert tags <= {"blur", "fog", "dark", "occluder"}
+    for frame in document["frames"]:
+        for b in frame["boxes"]:
+            assert b["class"] in CLASS_NAMES and b["width"] > 0
+    # consecutive frames of a scene are near-duplicates; the boxes move a little
+    same_scene = [(a, b) for a, b in zip(document["frames"], document["frames"][1:])
+                  if a["scene"] == b["scene"] and a["boxes"] and len(a["boxes"]) == len(b["boxes"])]
+    assert same_scene
+    for a, b in same_scene:
+        for ba, bb in zip(a["boxes"], b["boxes"]):
+            assert abs(ba["x"] - bb["x"]) < 10 and abs(ba["y"] - bb["y"]) < 10
+    assert elapsed < 10
+    # the same seed and length write the same frames
+    again = tmp_path / "again"
+    write_footage(again, n_frames=60, seed=5, size=(320, 240))
+    for name in ("frame_00003.jpg", "frame_00060.jpg", "ground_truth.json"):
+        assert (again / name).read_bytes() == (tmp_path / name).read_bytes()
+
+
+def test_footage_cli(tmp_path, capsys):
+    assert main([str(tmp_path / "out"), "--frames", "12", "--seed", "2", "--width", "160", "--height", "120"]) == 0
+    assert len(list((tmp_path / "out").glob("frame_*.jpg"))) == 12
+    assert "wrote 12 frames" in capsys.readouterr().out
