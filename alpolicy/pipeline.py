@@ -401,12 +401,13 @@ class _Run:
         existing = self.journal.delivery(item.image, self.destination_name)
         remote_id = existing.remote_id if existing is not None and existing.state == "uploaded" else None
         self.journal.mark_sending(item.image, self.destination_name, self.run_id)
-        tags = list(dict.fromkeys([*decision.tags, *self.options.tags])) or ["alpolicy"]
+        model = prediction.model_id or item.model
+        tags = list(dict.fromkeys([*decision.tags, *self.options.tags, *([f"model:{model}"] if model else [])]))
         metadata = {
             "alpolicy_score": decision.score,
             "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
             "alpolicy_policy": self.policy.name,
-            "model": prediction.model_id or item.model,
+            "model": model,
             "source_path": item.image.path,
         }
         record["tags"] = tags

@@ -364,7 +364,9 @@ def test_no_temp_files_are_left_behind(tmp_path: Path, frame: ImageFile) -> None
     assert files_under(tmp_path / "out") == [
         f".alpolicy/records/{frame.sha256()}.json",
         "annotations.coco.json",
+        "data.yaml",
         "images/frame.jpg",
+        "labels/frame.txt",
         "labelstudio-config.xml",
         "labelstudio-tasks.json",
         "predictions/frame.json",
@@ -379,3 +381,23 @@ def test_registered_through_the_registry(tmp_path: Path) -> None:
     assert spec.plugin == "alpolicy.destinations.folder"
     destination = spec.factory(str(tmp_path / "x"), DestinationOptions())
     assert isinstance(destination, alpolicy.destinations.Destination)
+
+
+def test_yolo_labels_and_data_yaml_read_back_to_the_pixel(tmp_path: Path) -> None:
+    destination = folder(tmp_path)
+    image = make_jpeg(tmp_path / "src" / "street.jpg", size=(200, 100))
+    document = pred(det("car", 0.9, width=40, height=20, x=50, y=30), det("bus", 0.4, width=10, height=10, x=198, y=97),
+                    width=200, height=100)
+    destination.send(delivery_for(image, document))
+    destination.close()
+    out = tmp_path / "out"
+    yaml_text = (out / "data.yaml").read_text()
+    names = {int(line.split(":")[0]): json.loads(line.split(":", 1)[1]) for line in yaml_text.split("names:\n")[1].splitlines()}
+    assert names == {0: "bus", 1: "car"} and "train: images" in yaml_text
+    rows = [line.split() for line in (out / "labels" / "street.txt").read_text().splitlines()]
+    boxes = {}
+    for cls, cx, cy, w, h in rows:  # independent reader: normalised centre/size -> pixel corners
+        cx, cy, w, h = float(cx) * 200, float(cy) * 100, float(w) * 200, float(h) * 100
+        boxes[names[int(cls)]] = (round(cx - w / 2, 3), round(cy - h / 2, 3), round(w, 3), round(h, 3))
+    assert boxes["car"] == (30.0, 20.0, 40.0, 20.0)
+    assert boxes["bus"] == (193.0, 92.0, 7.0, 8.0)  # clipped at the image's edge, like the COCO file

@@ -75,7 +75,7 @@ def test_uploads_carry_tags_split_batch_and_metadata(roboflow, env, tmp_path, fr
     assert report.sent == report.qualified > 0
     image = roboflow.images("queue")[0]
     assert image["split"] == "valid" and image["batch"] == "nightly"
-    assert image["tags"] == ["al", "al:any", "night"]
+    assert image["tags"] == ["al", "al:any", "night", "model:vehicles/3"]
     assert image["metadata"]["alpolicy_policy"] == "wide"
     assert "passed every detection rule" in image["metadata"]["alpolicy_reasons"]
     assert image["metadata"]["source_path"].endswith(image["name"])

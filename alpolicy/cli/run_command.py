@@ -77,7 +77,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     remote.add_argument("--confidence", type=float, default=40, metavar="PCT", help="minimum confidence the model server returns, percent (default 40)")
     remote.add_argument("--overlap", type=float, default=30, metavar="PCT", help="NMS overlap threshold, percent (default 30)")
     remote.add_argument("--split", default="train", choices=("train", "valid", "test"), help="Roboflow split for uploads")
-    remote.add_argument("--batch", metavar="NAME", help="Roboflow batch name (default: alpolicy)")
+    remote.add_argument("--batch", metavar="NAME", help="Roboflow batch name or prefix (default: alpolicy)")
+    remote.add_argument("--batch-recreation", choices=("never", "daily", "weekly", "monthly"), default="never",
+                        help="start a new Roboflow batch every day/week/month: NAME_2026_11_27 (as Roboflow Inference)")
+    remote.add_argument("--max-size", type=int, metavar="PX", help="downscale uploads to this longest side (boxes rescaled)")
+    remote.add_argument("--jpeg-quality", type=int, metavar="Q", help="re-encode uploads as JPEG at this quality (1-95)")
     remote.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per request (default 60)")
     parser.set_defaults(handler=cmd_run)
 
@@ -103,7 +107,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap,
             timeout=args.timeout, extra={"labels": args.labels} if args.labels else {},
         ),
-        destination_options=DestinationOptions(api_key=args.api_key, api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout),
+        destination_options=DestinationOptions(
+            api_key=args.api_key, api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
+            extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality},
+        ),
     )
     report = run(
         args.source, policy, model=args.model, destination=args.destination, options=options,

@@ -11,26 +11,73 @@ Two requests per image, as the Roboflow REST API documents them:
    409 "already annotated" means an earlier attempt got there: success.
 
 After step 1 the destination checkpoints the id, so a resume after a crash only re-annotates.
+
+Options (``DestinationOptions``): ``split``; ``batch`` (a name prefix, default ``alpolicy``) with
+``extra["batch_recreation"]`` = ``never`` | ``daily`` | ``weekly`` | ``monthly``, named as Roboflow
+Inference names its active-learning batches (``prefix_2026_11_27``: today, the week's Monday, the
+month's first day, local time); ``extra["max_size"]`` (longest side, px) and
+``extra["jpeg_quality"]`` to send a smaller JPEG, with the pre-label's boxes rescaled to match.
+Re-encoding is deterministic, so a retried upload is still recognised as a duplicate.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from datetime import date, timedelta
 from pathlib import PurePath
 from typing import Any, Callable
+
+from PIL import Image
 
 from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, RetryPolicy, server_message
 from ..images import ImageDecodeError
+from ..prediction import Prediction
 from ..registry import DestinationSpec
 from . import Delivery, DestinationOptions, PermanentError, Receipt
 
 API_URL = "https://api.roboflow.com"
 API_URL_ENV = "ROBOFLOW_API_URL"
 SPLITS = ("train", "valid", "test")
+RECREATION_INTERVALS = ("never", "daily", "weekly", "monthly")
+
+
+def batch_name(prefix: str, recreation: str, today: date | None = None) -> str:
+    """Roboflow Inference's batch naming: the prefix, plus the period's first day unless ``never``."""
+    if recreation == "never":
+        return prefix
+    today = today or date.today()
+    start = {
+        "daily": today,
+        "weekly": today - timedelta(days=today.weekday()),
+        "monthly": today.replace(day=1),
+    }[recreation]
+    return f"{prefix}_{start.strftime('%Y_%m_%d')}"
+
+
+def shrink(content: bytes, prediction: Prediction, max_size: int | None, quality: int) -> tuple[bytes, Prediction]:
+    """A JPEG of at most ``max_size`` px on its longest side (EXIF orientation applied) and the
+    prediction with its boxes rescaled to it."""
+    with Image.open(io.BytesIO(content)) as opened:
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    scale = 1.0
+    if max_size and max(image.size) > max_size:
+        scale = max_size / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True)
+    sx, sy = image.width / prediction.width, image.height / prediction.height
+    detections = [
+        {**d, "x": d["x"] * sx, "y": d["y"] * sy, "width": d["width"] * sx, "height": d["height"] * sy}
+        for d in prediction.detections
+    ]
+    return buffer.getvalue(), Prediction(image.width, image.height, detections, prediction.model_id, dict(prediction.extra))
 
 
 class RoboflowDestination:
@@ -44,7 +91,16 @@ class RoboflowDestination:
         self.api = (options.api_url or os.environ.get(API_URL_ENV) or API_URL).rstrip("/")
         self.name = f"roboflow:{self.project}"
         self.split = options.split
-        self.batch = options.batch or "alpolicy"
+        self.batch_prefix = options.batch or "alpolicy"
+        self.recreation = str(options.extra.get("batch_recreation") or "never")
+        if self.recreation not in RECREATION_INTERVALS:
+            raise UsageError(f"batch recreation {self.recreation!r} should be one of {', '.join(RECREATION_INTERVALS)}")
+        self.max_size = int(options.extra["max_size"]) if options.extra.get("max_size") else None
+        quality = options.extra.get("jpeg_quality")
+        self.jpeg_quality = int(quality) if quality else None
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 95:
+            raise UsageError(f"JPEG quality {self.jpeg_quality} should be between 1 and 95")
+        self.reencode = self.max_size is not None or self.jpeg_quality is not None
         self.client = HttpClient(timeout=options.timeout, retry=RetryPolicy(attempts=options.attempts, backoff=options.retry_backoff), service="Roboflow API")
 
     def check(self) -> None:
@@ -54,25 +110,33 @@ class RoboflowDestination:
     def send(self, delivery: Delivery) -> Receipt:
         duplicate = False
         remote_id = delivery.remote_id
+        content, prediction, name = self._payload(delivery)
         if remote_id is None:
-            remote_id, duplicate = self._upload(delivery)
+            remote_id, duplicate = self._upload(delivery, content, name)
             delivery.checkpoint(remote_id)
-        self._annotate(delivery, remote_id)
+        self._annotate(prediction, name, remote_id)
         return Receipt(remote_id, url=f"https://app.roboflow.com/{self.project}/images/{remote_id}", duplicate=duplicate)
 
-    def _upload(self, delivery: Delivery) -> tuple[str, bool]:
+    def _payload(self, delivery: Delivery) -> tuple[bytes, Prediction, str]:
+        """The bytes to upload, the matching pre-label and the file name (re-encoded if asked)."""
         try:
             content = delivery.image.read_bytes()
-        except ImageDecodeError as error:
-            raise PermanentError(str(error)) from None
-        params: dict[str, Any] = {"api_key": self.api_key, "batch": self.batch}
+            if not self.reencode:
+                return content, delivery.prediction, delivery.image.name
+            smaller, prediction = shrink(content, delivery.prediction, self.max_size, self.jpeg_quality or 90)
+        except (ImageDecodeError, OSError) as error:
+            raise PermanentError(f"cannot prepare the image: {error}") from None
+        return smaller, prediction, PurePath(delivery.image.name).stem + ".jpg"
+
+    def _upload(self, delivery: Delivery, content: bytes, name: str) -> tuple[str, bool]:
+        params: dict[str, Any] = {"api_key": self.api_key, "batch": batch_name(self.batch_prefix, self.recreation)}
         if delivery.tags:
             params["tag"] = list(delivery.tags)
         fields = {
-            "name": (None, delivery.image.name),
+            "name": (None, name),
             "split": (None, self.split),
             "metadata": (None, json.dumps(delivery.metadata, ensure_ascii=False, default=str)),
-            "file": (delivery.image.name, content),
+            "file": (name, content),
         }
         response = self.client.request(
             "POST", f"{self.api}/dataset/{self.project}/upload", what="upload", params=params, files=fields
@@ -83,9 +147,9 @@ class RoboflowDestination:
                 return str(body["id"]), bool(body.get("duplicate"))
         raise PermanentError(f"upload refused (HTTP {response.status_code}): {server_message(response)}")
 
-    def _annotate(self, delivery: Delivery, remote_id: str) -> None:
-        name = PurePath(delivery.image.name).stem + ".json"
-        annotation = {"annotationFile": json.dumps(delivery.prediction.to_json()), "labelmap": None}
+    def _annotate(self, prediction: Prediction, image_name: str, remote_id: str) -> None:
+        name = PurePath(image_name).stem + ".json"
+        annotation = {"annotationFile": json.dumps(prediction.to_json()), "labelmap": None}
         response = self.client.request(
             "POST", f"{self.api}/dataset/{self.project}/annotate/{remote_id}", what="annotation",
             params={"api_key": self.api_key, "name": name, "prediction": "true"}, json=annotation,

@@ -1,0 +1,84 @@
+"""The Roboflow destination's options: batch recreation, downscaled uploads with rescaled pre-labels."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+
+import pytest
+from PIL import Image
+
+import alpolicy
+from alpolicy import Policy, RunOptions, UsageError
+from alpolicy.destinations.roboflow import batch_name
+
+
+@pytest.mark.parametrize(
+    ("recreation", "today", "expected"),
+    [
+        ("never", date(2026, 11, 27), "al"),
+        ("daily", date(2026, 11, 27), "al_2026_11_27"),
+        ("weekly", date(2026, 11, 27), "al_2026_11_23"),  # a Friday: the week began on Monday the 23rd
+        ("weekly", date(2026, 11, 23), "al_2026_11_23"),
+        ("monthly", date(2026, 11, 27), "al_2026_11_01"),
+    ],
+)
+def test_batch_names_follow_roboflow_inference(recreation, today, expected):
+    assert batch_name("al", recreation, today) == expected
+
+
+BOXES = [
+    {"x": 100, "y": 80, "width": 60, "height": 40, "confidence": 0.7, "class": "car"},
+    {"x": 500, "y": 300, "width": 30, "height": 90, "confidence": 0.55, "class": "person"},
+]
+
+
+def run_into(project: str, folder, tmp_path, model: str = "roboflow:vehicles/3", **extra):
+    options = RunOptions(journal=None, progress=False)
+    options.destination_options.batch = "night-shift"
+    options.destination_options.extra.update(extra)
+    policy = Policy.from_dict({"version": 1, "image": {"rule": "detection_count", "min": 0}})  # send everything
+    return alpolicy.run(str(folder), policy, model=model, destination=f"roboflow:{project}", options=options)
+
+
+def test_daily_batches_get_todays_name(roboflow, env, tmp_path, frames):
+    run_into("daily", frames, tmp_path, batch_recreation="daily")
+    assert {image["batch"] for image in roboflow.images("daily")} == {batch_name("night-shift", "daily")}
+
+
+def test_downscaled_uploads_carry_rescaled_boxes(roboflow, env, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.effect_noise((640, 480), 40).convert("RGB").save(folder / "big.png")
+    roboflow.add_model("fixed", 1, predict=lambda image, content: BOXES)
+    report = run_into("small", folder, tmp_path, model="roboflow:fixed/1", max_size=320, jpeg_quality=80)
+    assert report.sent == 1
+    (image,) = roboflow.images("small")
+    assert image["name"] == "big.jpg"
+    stored = Image.open(io.BytesIO(roboflow.image_bytes("small", image["id"])))
+    assert (stored.format, stored.size) == ("JPEG", (320, 240))
+    (annotation,) = roboflow.annotations("small")[image["id"]]
+    sent = annotation["annotation"]
+    original = roboflow.infer("fixed", 1, (folder / "big.png").read_bytes())
+    assert sent["image"] == {"width": 320, "height": 240} and len(sent["predictions"]) == len(original["predictions"]) == 2
+    for small, big in zip(sent["predictions"], original["predictions"]):
+        assert small["class"] == big["class"] and small["confidence"] == big["confidence"]
+        for key in ("x", "y", "width", "height"):
+            assert small[key] == pytest.approx(big[key] / 2)
+
+
+def test_a_retried_downscaled_upload_is_still_a_duplicate(roboflow, env, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.effect_noise((400, 300), 40).convert("RGB").save(folder / "a.png")
+    roboflow.set_faults("upload", lose_response_every=1, max_faults=1)
+    run_into("retry", folder, tmp_path, max_size=200)
+    (image,) = roboflow.images("retry")
+    assert image["upload_count"] == 2  # the lost answer, then the retry recognised as the same bytes
+
+
+def test_bad_destination_options_are_usage_errors(env, frames, tmp_path):
+    with pytest.raises(UsageError, match="batch recreation 'hourly' should be one of never, daily, weekly, monthly"):
+        run_into("x", frames, tmp_path, batch_recreation="hourly")
+    with pytest.raises(UsageError, match="JPEG quality 120"):
+        run_into("x", frames, tmp_path, jpeg_quality=120)
