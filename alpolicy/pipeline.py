@@ -82,26 +82,23 @@ class _Item:
 
 # ---------------------------------------------------------------------- building blocks from specs
 def make_backend(spec: str | InferenceBackend, options: ModelOptions, registry: Registry) -> InferenceBackend:
-    if not isinstance(spec, str):
-        return spec
-    scheme, target = split_spec(spec, "model")
-    backend = registry.backends.get(scheme)
-    if backend is None:
-        known = ", ".join(sorted(registry.backends)) or "none"
-        hint = " (pip install plugins/alpolicy-onnx for onnx:)" if scheme == "onnx" else ""
-        raise UsageError(f"no inference backend for {scheme!r}{did_you_mean(scheme, registry.backends)}; installed: {known}{hint}")
-    return backend.factory(target, options)
+    """The backend for a model spec (``roboflow:proj/3``); an object is used as it is."""
+    return spec if not isinstance(spec, str) else _build(spec, options, registry.backends, "model", "inference backend")
 
 
 def make_destination(spec: str | Destination, options: DestinationOptions, registry: Registry) -> Destination:
-    if not isinstance(spec, str):
-        return spec
-    scheme, target = split_spec(spec, "destination")
-    destination = registry.destinations.get(scheme)
-    if destination is None:
-        known = ", ".join(sorted(registry.destinations)) or "none"
-        raise UsageError(f"no destination {scheme!r}{did_you_mean(scheme, registry.destinations)}; installed: {known}")
-    return destination.factory(target, options)
+    """The destination for a spec (``folder:out/``); an object is used as it is."""
+    return spec if not isinstance(spec, str) else _build(spec, options, registry.destinations, "destination", "destination")
+
+
+def _build(spec: str, options: Any, table: Mapping[str, Any], kind: str, noun: str) -> Any:
+    scheme, target = split_spec(spec, kind)
+    entry = table.get(scheme)
+    if entry is None:
+        known = ", ".join(sorted(table)) or "none"
+        hint = " (pip install plugins/alpolicy-onnx for onnx:)" if scheme == "onnx" else ""
+        raise UsageError(f"no {noun} for {scheme!r}{did_you_mean(scheme, table)}; installed: {known}{hint}")
+    return entry.factory(target, options)
 
 
 def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *, recursive: bool = False,

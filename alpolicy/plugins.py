@@ -221,19 +221,20 @@ def _add_rule(registry: Registry, spec: Any, plugin: str) -> None:
 
 
 def _add_backend(registry: Registry, spec: Any, plugin: str) -> None:
-    if not isinstance(spec, InferenceBackendSpec):
-        raise PluginError(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.InferenceBackendSpec")
-    _check_scheme(spec.scheme, plugin, registry.backends, "inference backend")
-    registry.backends[spec.scheme] = InferenceBackendSpec(spec.scheme, spec.factory, spec.summary, plugin)
-    registry.plugins[plugin].backends.append(spec.scheme)
+    _add_scheme(registry.backends, registry.plugins[plugin].backends, spec, plugin, InferenceBackendSpec, "inference backend")
 
 
 def _add_destination(registry: Registry, spec: Any, plugin: str) -> None:
-    if not isinstance(spec, DestinationSpec):
-        raise PluginError(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.DestinationSpec")
-    _check_scheme(spec.scheme, plugin, registry.destinations, "destination")
-    registry.destinations[spec.scheme] = DestinationSpec(spec.scheme, spec.factory, spec.summary, plugin)
-    registry.plugins[plugin].destinations.append(spec.scheme)
+    _add_scheme(registry.destinations, registry.plugins[plugin].destinations, spec, plugin, DestinationSpec, "destination")
+
+
+def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: str, kind: type, noun: str) -> None:
+    """Register a backend or destination under its scheme, attributed to ``plugin``."""
+    if not isinstance(spec, kind):
+        raise PluginError(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.{kind.__name__}")
+    _check_scheme(spec.scheme, plugin, table, noun)
+    table[spec.scheme] = kind(spec.scheme, spec.factory, spec.summary, plugin)
+    listing.append(spec.scheme)
 
 
 def _check_scheme(scheme: str, plugin: str, existing: dict[str, Any], kind: str) -> None:
