@@ -255,3 +255,13 @@ def test_use_localhost_sends_inference_to_the_local_server(roboflow, env, tmp_pa
     )
     assert len(results) == 30 and roboflow.requests["infer"].total == 30
     assert len(roboflow.images("local-queue")) == len(expected_uploads(roboflow, frames, {}))
+
+
+def test_cli_progress_is_plain_lines_when_stderr_is_not_a_terminal(roboflow, env, tmp_path, frames):
+    roboflow.latency.update(infer=0.2)
+    result = alpolicy_cli("run", str(frames), "--model", "roboflow:vehicles/3", "--dry-run", "--concurrency", "1",
+                          "--journal", str(tmp_path / "j.sqlite"), env=env)
+    assert result.code == 0
+    lines = [line for line in result.err.splitlines() if "img/s" in line]
+    assert len(lines) >= 2 and "\r" not in result.err  # a line every 5 s, then the final one
+    assert lines[-1].startswith("████████████████████████ 30/30 100%")

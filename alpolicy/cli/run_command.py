@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reuse_predictions=args.reuse_predictions,
         journal=args.journal,
         decisions_log=args.decisions,
-        progress=False if args.no_progress or args.json else None,
+        progress=not (args.no_progress or args.json),  # a bar on a terminal, a line every 5 s otherwise
         tags=tuple(args.tag),
         model_options=ModelOptions(
             api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap,
