@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS failures (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_by_run ON failures (run_id);
+CREATE TABLE IF NOT EXISTS sampling_charges (
+    rule TEXT NOT NULL,
+    image_key TEXT NOT NULL,
+    class TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (rule, image_key, class)
+);
+CREATE INDEX IF NOT EXISTS sampling_charges_by_time ON sampling_charges (rule, class, at);
 """
 
 
@@ -251,6 +260,26 @@ class Journal:
             sql, params = sql + " WHERE run_id = ?", (run_id,)
         with self._lock:
             return [dict(zip(("run_id", "path", "stage", "error"), row)) for row in self._db.execute(sql, params)]
+
+    # ------------------------------------------------------------------ sampling usage
+    def sampling_charge(self, rule: str, image: ImageFile, cls: str, run_id: int, at: float) -> None:
+        """Count one sampled image against a rule (once per image: a resume does not pay twice)."""
+        self._write("INSERT OR IGNORE INTO sampling_charges VALUES (?, ?, ?, ?, ?)", (rule, image.key, cls, run_id, at))
+
+    def sampling_has(self, rule: str, image: ImageFile, cls: str = "") -> bool:
+        """True when this image already holds a place in this rule's usage (it was sampled before)."""
+        return self._one("SELECT 1 FROM sampling_charges WHERE rule = ? AND image_key = ? AND class = ?", (rule, image.key, cls)) is not None
+
+    def sampling_count(self, rule: str, cls: str = "", *, run_id: int | None = None, since: float | None = None) -> int:
+        sql, params = "SELECT COUNT(*) FROM sampling_charges WHERE rule = ? AND class = ?", [rule, cls]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(since)
+        row = self._one(sql, tuple(params))
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         with self._lock:

@@ -78,6 +78,7 @@ class _Item:
     model: str | None = None
     skip_reason: str | None = None
     error: str | None = None
+    sampling_tags: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- building blocks from specs
@@ -206,7 +207,7 @@ class _Run:
         self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
         self.log_file = self._open_decisions_log()
         self.progress = Progress(total, enabled=options.progress)
-        self.sampler = Sampler(policy, run_key=str(self.run_id))
+        self.sampler = Sampler(policy, journal, self.run_id)
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
         #: Qualifying images between the decision and a recorded send outcome; the coordinator
@@ -365,14 +366,15 @@ class _Run:
             self._log(item, record)
             return
         self.report.qualified += 1
-        admitted, why = self.sampler.admit(item.image, decision)
-        record["sampled"] = admitted
-        if why:
-            record["sampling"] = why
-        if not admitted:
-            self.report.rejected_by[why or "sampling"] += 1
+        admission = self.sampler.admit(item.image, decision)
+        record["sampled"] = admission.sampled
+        if admission.reason:
+            record["sampling"] = f"{admission.by}: {admission.reason}"
+        if not admission.sampled:
+            self.report.rejected_by[admission.by or "sampling"] += 1
             self._log(item, record)
             return
+        item.sampling_tags = admission.tags
         self.report.sampled += 1
         if not self.sending_enabled:
             self.report.would_send += 1
@@ -399,7 +401,9 @@ class _Run:
         remote_id = existing.remote_id if existing is not None and existing.state == "uploaded" else None
         self.journal.mark_sending(item.image, self.destination_name, self.run_id)
         model = prediction.model_id or item.model
-        tags = list(dict.fromkeys([*decision.tags, *self.options.tags, *([f"model:{model}"] if model else [])]))
+        tags = list(dict.fromkeys(
+            [*decision.tags, *item.sampling_tags, *self.options.tags, *([f"model:{model}"] if model else [])]
+        ))
         metadata = {
             "alpolicy_score": decision.score,
             "alpolicy_reasons": "; ".join(decision.reasons)[:1000],

@@ -19,8 +19,8 @@ from .errors import PolicyError, Problem
 from .plugins import get_registry
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import Registry, RuleSpec, Stage
-from .rules.base import DetectionRule, ImageRule, ParameterError
-from .validation import error_paths, json_path, path_order, schema_problems
+from .rules.base import DetectionRule, ImageRule, ParameterError, SamplingRule
+from .validation import common_keys, error_paths, json_path, path_order, schema_problems
 
 POLICY_VERSION = 1
 #: The image stage of a policy that has none: an image qualifies when one detection is a witness.
@@ -37,6 +37,9 @@ class Leaf:
     label: str
     tag: str | None
     path: str
+    #: The rule object's JSON (sampling rules are rebuilt from it for every run: their state is the run's).
+    source: dict[str, Any] | None = None
+    factory: Any = None
 
     def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
         passed = self.rule.check(prediction, witnesses)
@@ -150,7 +153,21 @@ class Policy:
             raise PolicyError(
                 [Problem("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")], source
             ) from None
+        from .inference_config import inference_config_to_document, looks_like_inference_config
+
+        if looks_like_inference_config(document):  # a Roboflow Inference active-learning config, as-is
+            try:
+                document = inference_config_to_document(document)
+            except PolicyError as error:
+                raise PolicyError(error.problems, source) from None
         return cls(document, registry=registry, source=source)
+
+    @classmethod
+    def from_inference_config(cls, config: Mapping[str, Any], *, registry: Registry | None = None) -> "Policy":
+        """The policy making Roboflow Inference's sampling decisions for its active-learning configuration."""
+        from .inference_config import inference_config_to_document
+
+        return cls(inference_config_to_document(config), registry=registry, source="inference configuration")
 
     @classmethod
     def from_conditionals(cls, conditionals: Mapping[str, Any] | None, *, registry: Registry | None = None) -> "Policy":
@@ -272,7 +289,7 @@ class _Compiler:
         spec: RuleSpec | None = self.registry.rules.get(obj.get("rule"))
         if spec is None or spec.stage is not stage:
             return None
-        params = {key: value for key, value in obj.items() if key not in ("rule", "tag", "note")}
+        params = {key: value for key, value in obj.items() if key not in common_keys(stage)}
         where = json_path(path)
         try:
             rule = spec.factory(params)
@@ -283,8 +300,8 @@ class _Compiler:
         except (ValueError, TypeError) as error:
             self.problems.append(Problem(where, f"rule {spec.name!r} rejected its parameters: {error}"))
             return None
-        expected = {Stage.DETECTION: DetectionRule, Stage.IMAGE: ImageRule}.get(stage)
-        if expected is not None and not _implements(rule, expected):
+        expected = {Stage.DETECTION: DetectionRule, Stage.IMAGE: ImageRule, Stage.SAMPLING: SamplingRule}[stage]
+        if not _implements(rule, expected):
             methods = " and ".join(f"{name}()" for name in _METHODS[stage])
             self.problems.append(
                 Problem(where, f"plugin {spec.plugin!r}: rule {spec.name!r} built {type(rule).__name__!r}, "
@@ -292,6 +309,8 @@ class _Compiler:
             )
             return None
         label = spec.name if self._name_count.get(spec.name, 0) <= 1 else f"{spec.name} at {where}"
+        if stage is Stage.SAMPLING:
+            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory)
         return Leaf(rule, spec.name, label, obj.get("tag"), where)
 
     def _node(self, obj: Any, path: tuple) -> Any:
@@ -320,10 +339,11 @@ class _Compiler:
         return AllNode(tuple(nodes)) if key == "all" else AnyNode(tuple(nodes))
 
 
-_METHODS = {Stage.DETECTION: ("accepts", "explain"), Stage.IMAGE: ("check", "explain")}
+_METHODS = {Stage.DETECTION: ("accepts", "explain"), Stage.IMAGE: ("check", "explain"), Stage.SAMPLING: ("matches", "explain")}
 
 
 def _implements(rule: Any, protocol: type) -> bool:
     """Duck-typed check, so plugin rules need not subclass our ABCs."""
-    methods = _METHODS[Stage.DETECTION if protocol is DetectionRule else Stage.IMAGE]
+    stage = {DetectionRule: Stage.DETECTION, ImageRule: Stage.IMAGE, SamplingRule: Stage.SAMPLING}[protocol]
+    methods = _METHODS[stage]
     return isinstance(rule, protocol) or all(callable(getattr(rule, method, None)) for method in methods)

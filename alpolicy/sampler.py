@@ -1,26 +1,128 @@
-"""The sampling stage at run time: stateful rules applied in stream order to qualifying images.
+"""The sampling stage at run time, with Roboflow Inference's semantics.
 
-A sampling rule object has ``admit(image, decision) -> bool`` and ``explain(admitted) -> str``;
-the sampler asks each in policy order and an image is sampled when every rule admits it. Rules
-are built fresh for each run (their state -- counters, hashes -- belongs to the run).
+For each image that passed the image stage, in stream order:
+
+1. every **gate** (``role == "gate"``: budgets, later near-duplicate suppression) must match;
+2. if the policy has **strategies**, the first one that matches *and* has room in all its
+   ``limits`` takes the image (Inference: ``find_strategy_with_spare_usage_credit``); its tags
+   are added. With no strategies, every image that passed the gates is sampled;
+3. only then are the gates committed and the strategy charged, so nothing is counted for an
+   image that was finally turned down.
+
+Usage is counted in the journal, per image (charging the same image twice counts once), in
+fixed UTC windows: limits hold across restarts and a resumed run does not pay twice.
+Sampling rule objects are rebuilt from the policy for every run: their state is the run's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from .decision import Decision
 from .images import ImageFile
+from .journal import Journal
+
+#: Inference's limit types -> usage windows.
+LIMIT_WINDOWS = {"minutely": "minute", "hourly": "hour", "daily": "day"}
+_WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+class Usage:
+    """How many images each sampling rule took, per run / UTC window / in total (journal-backed)."""
+
+    def __init__(self, journal: Journal, run_id: int, clock: Callable[[], float] = time.time) -> None:
+        self.journal, self.run_id, self.clock = journal, run_id, clock
+
+    def window_start(self, per: str) -> float | None:
+        if per in _WINDOW_SECONDS:
+            seconds = _WINDOW_SECONDS[per]
+            return self.clock() // seconds * seconds  # fixed UTC windows (epoch-aligned)
+        return None
+
+    def count(self, rule: str, per: str, cls: str = "") -> int:
+        return self.journal.sampling_count(
+            rule, cls, run_id=self.run_id if per == "run" else None, since=self.window_start(per)
+        )
+
+    def holds(self, rule: str, image: ImageFile, cls: str = "") -> bool:
+        """The image already counts against this rule: deciding it again (a resume) needs no new room."""
+        return self.journal.sampling_has(rule, image, cls)
+
+    def charge(self, rule: str, image: ImageFile, classes: list[str]) -> None:
+        for cls in classes:
+            self.journal.sampling_charge(rule, image, cls, self.run_id, self.clock())
+
+
+@dataclass
+class Admission:
+    """The sampler's answer for one image."""
+
+    sampled: bool
+    by: str | None = None  # the strategy that took it, or the gate that refused it
+    reason: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Step:
+    name: str
+    rule: Any
+    tags: list[str]
+    limits: list[tuple[str, int]]
 
 
 class Sampler:
-    def __init__(self, policy: Any, run_key: str = "") -> None:
-        self.rules = [(leaf.label, leaf.rule) for leaf in policy.sampling_leaves]
-        self.run_key = run_key
+    def __init__(self, policy: Any, journal: Journal | None = None, run_id: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.journal = journal or Journal(":memory:")
+        self.usage = Usage(self.journal, run_id, clock)
+        self.gates: list[_Step] = []
+        self.strategies: list[_Step] = []
+        for leaf in policy.sampling_leaves:
+            step = self._fresh(leaf)
+            (self.gates if getattr(step.rule, "role", "strategy") == "gate" else self.strategies).append(step)
 
-    def admit(self, image: ImageFile, decision: Decision) -> tuple[bool, str | None]:
-        """(admitted, the label of the rule that refused or ``None``)."""
-        for label, rule in self.rules:
-            if not rule.admit(image, decision):
-                return False, label
-        return True, None
+    def _fresh(self, leaf: Any) -> _Step:
+        source = leaf.source or {}
+        params = {k: v for k, v in source.items() if k not in ("rule", "tag", "note", "name", "tags", "limits")}
+        rule = leaf.factory(params) if leaf.factory is not None else leaf.rule
+        if hasattr(rule, "name"):
+            rule.name = leaf.label
+        if callable(getattr(rule, "bind", None)):
+            rule.bind(self.usage, leaf.label)
+        tags = list(source.get("tags", [])) + ([leaf.tag] if leaf.tag else [])
+        limits = [(LIMIT_WINDOWS[limit["type"]], int(limit["value"])) for limit in source.get("limits", [])]
+        return _Step(leaf.label, rule, tags, limits)
+
+    def admit(self, image: ImageFile, decision: Decision) -> Admission:
+        for gate in self.gates:
+            if not gate.rule.matches(image, decision):
+                return Admission(False, gate.name, gate.rule.explain(False))
+        chosen: _Step | None = None
+        if self.strategies:
+            full: list[str] = []
+            for step in self.strategies:
+                if not step.rule.matches(image, decision):
+                    continue
+                if self._has_room(step, image):
+                    chosen = step
+                    break
+                full.append(step.name)
+            if chosen is None:
+                why = f"limits reached for {', '.join(full)}" if full else "no sampling strategy took it"
+                return Admission(False, "sampling", why)
+        for gate in self.gates:
+            gate.rule.commit(image, decision)
+        if chosen is None:
+            return Admission(True, None, "", [tag for gate in self.gates for tag in gate.tags])
+        chosen.rule.commit(image, decision)
+        if chosen.limits:
+            self.usage.charge(chosen.name, image, [""])
+        return Admission(True, chosen.name, chosen.rule.explain(True), chosen.tags + [t for g in self.gates for t in g.tags])
+
+    def _has_room(self, step: _Step, image: ImageFile) -> bool:
+        if not step.limits or self.usage.holds(step.name, image):
+            return True
+        return all(self.usage.count(step.name, per) < value for per, value in step.limits)

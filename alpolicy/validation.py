@@ -27,6 +27,27 @@ from .registry import Registry, RuleSpec, Stage, did_you_mean
 ENVELOPE_ID = "urn:alpolicy:policy"
 #: Keys every rule object may carry besides its parameters.
 COMMON_RULE_KEYS = ("rule", "tag", "note")
+#: Extra keys of sampling rule objects: Roboflow Inference's strategy name, tags and limits.
+SAMPLING_KEYS = ("name", "tags", "limits")
+_SAMPLING_PROPERTIES: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "description": "Names the rule's usage counters in the journal (default: the rule's name)."},
+    "tags": {"type": "array", "items": {"$ref": "urn:alpolicy:policy#/$defs/tag"}, "description": "Tags added when this rule samples an image."},
+    "limits": {
+        "type": "array",
+        "description": "Roboflow Inference limits: at most `value` images sampled by this rule per fixed UTC minute, hour or day.",
+        "items": {
+            "type": "object",
+            "required": ["type", "value"],
+            "properties": {"type": {"enum": ["minutely", "hourly", "daily"]}, "value": {"type": "integer", "minimum": 0}},
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def common_keys(stage: Stage) -> tuple[str, ...]:
+    """The non-parameter keys a rule object of ``stage`` may carry."""
+    return COMMON_RULE_KEYS + (SAMPLING_KEYS if stage is Stage.SAMPLING else ())
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 
@@ -60,6 +81,8 @@ def stage_schema(stage: Stage, specs: list[RuleSpec]) -> dict[str, Any]:
         },
         "unevaluatedProperties": False,
     }
+    if stage is Stage.SAMPLING:
+        schema["properties"].update(_SAMPLING_PROPERTIES)
     if names:  # allOf must not be empty (a stage may have no rules installed)
         schema["allOf"] = [
             {
@@ -214,7 +237,7 @@ def _describe(error: ValidationError, document: Any, registry: Registry) -> Iter
         spec = registry.rules.get(name) if isinstance(name, str) else None
         if spec is None or spec.stage is not _stage_at(path):
             return  # the unknown rule name is the real problem, reported on its own
-        allowed = set(COMMON_RULE_KEYS) | _property_names(spec.schema)
+        allowed = set(common_keys(spec.stage)) | _property_names(spec.schema)
         yield from _unexpected(error, allowed, "parameter", f" for rule {name!r}")
     elif validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))

@@ -7,12 +7,17 @@ user asks *why*, so the hot path never formats strings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from importlib import resources
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..prediction import Detection, Prediction
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..decision import Decision
+    from ..images import ImageFile
 
 
 class ParameterError(ValueError):
@@ -54,6 +59,36 @@ class ImageRule(ABC):
     def score(self, prediction: Prediction, witnesses: Sequence[Detection]) -> float | None:
         """An optional priority score (higher = more worth labeling); ``None`` if the rule has none."""
         return None
+
+
+class SamplingRule(ABC):
+    """Runs in stream order over images that passed the image stage.
+
+    ``role`` says how the sampler combines it: a ``"gate"`` must admit every sampled image
+    (e.g. a budget, near-duplicate suppression); among ``"strategy"`` rules (Roboflow Inference's
+    sampling strategies) the first that matches *and* has room in its ``limits`` is charged.
+    ``matches`` must not change state: the sampler calls ``commit`` once an image is sampled, so a
+    gate never counts an image that a later rule turned down.
+    """
+
+    role: str = "strategy"
+
+    @abstractmethod
+    def matches(self, image: "ImageFile", decision: "Decision") -> bool:
+        """True when this rule would take the image (no side effects)."""
+
+    @abstractmethod
+    def explain(self, matched: bool) -> str:
+        """The verdict in words."""
+
+    def commit(self, image: "ImageFile", decision: "Decision") -> None:
+        """The image was sampled: update whatever state the rule keeps."""
+
+
+def seeded_draw(seed: int | str, rule: str, image_key: str) -> float:
+    """A uniform draw in [0, 1) fixed by (seed, rule, image): the same on every rerun and resume."""
+    digest = hashlib.sha256(f"{seed}\x00{rule}\x00{image_key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def load_schema(package: str, name: str) -> dict[str, Any]:
