@@ -30,6 +30,7 @@ LOAD_PLUGINS_ENV = "ALPOLICY_LOAD_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.rules.detection",
     "alpolicy.rules.image",
+    "alpolicy.rules.scores",
     "alpolicy.rules.sampling",
     "alpolicy.backends.roboflow",
     "alpolicy.backends.replay",
