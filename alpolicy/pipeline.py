@@ -12,6 +12,7 @@ Exactly-once: the journal records the intent before every send and the outcome a
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -218,6 +219,8 @@ class _Run:
         # keep the send stage as fast as the inference stage.
         self.send_pool = ThreadPoolExecutor(2 * options.concurrency, thread_name_prefix="alpolicy-send")
         self.sending: dict[Future[Receipt], tuple[_Item, dict[str, Any]]] = {}
+        #: Candidates held for a ``top_k`` budget: a min-heap of (score, -seq, item, prediction, decision, record).
+        self.top_k: list[tuple[Any, ...]] = []
         self.inference_failures_in_a_row = 0
         self.send_failures_in_a_row = 0
         self.done = 0
@@ -254,6 +257,7 @@ class _Run:
                     break
                 self._finish(pending.popleft())
                 self._collect_sends(block=len(self.sending) >= self.send_backlog)
+            self._release_top_k()
             self._collect_sends(until_empty=True)
             self.report.status = "completed"
         except KeyboardInterrupt:
@@ -375,6 +379,40 @@ class _Run:
             self._log(item, record)
             return
         item.sampling_tags = admission.tags
+        if self.sampler.top_k is not None:
+            self._hold_for_top_k(item, prediction, decision, record)
+            return
+        self._dispatch(item, prediction, decision, record)
+
+    def _hold_for_top_k(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
+        """Keep the k best-scored candidates so far (memory bounded by k); the rest are turned down now."""
+        score = decision.score if decision.score is not None else float("-inf")
+        heapq.heappush(self.top_k, (score, -item.seq, item, prediction, decision, record))
+        if len(self.top_k) > (self.sampler.top_k or 0):
+            _, _, dropped, _, _, dropped_record = heapq.heappop(self.top_k)
+            self._not_in_top_k(dropped, dropped_record)
+
+    def _not_in_top_k(self, item: _Item, record: dict[str, Any]) -> None:
+        record["sampled"] = False
+        record["sampling"] = f"top_k: not among the {self.sampler.top_k} highest scores"
+        self.report.rejected_by["top_k"] += 1
+        self._log(item, record)
+
+    def _release_top_k(self) -> None:
+        """End of the stream: send the best candidates; images already sent count toward k."""
+        if self.sampler.top_k is None:
+            return
+        room = max(0, self.sampler.top_k - self.report.already_sent)
+        best_first = sorted(self.top_k, key=lambda entry: (entry[0], entry[1]), reverse=True)
+        self.top_k = []
+        for rank, (_, _, item, prediction, decision, record) in enumerate(best_first):
+            if rank < room:
+                self._dispatch(item, prediction, decision, record)
+            else:
+                self._not_in_top_k(item, record)
+
+    def _dispatch(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
+        """A sampled image: send it (or count it, in a dry run)."""
         self.report.sampled += 1
         if not self.sending_enabled:
             self.report.would_send += 1

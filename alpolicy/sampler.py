@@ -80,9 +80,15 @@ class Sampler:
         self.usage = Usage(self.journal, run_id, clock)
         self.gates: list[_Step] = []
         self.strategies: list[_Step] = []
+        #: ``k`` of a ``top_k`` rule: the pipeline sends only the k best-scored sampled images, at the end.
+        self.top_k: int | None = None
         for leaf in policy.sampling_leaves:
             step = self._fresh(leaf)
-            (self.gates if getattr(step.rule, "role", "strategy") == "gate" else self.strategies).append(step)
+            role = getattr(step.rule, "role", "strategy")
+            if role == "deferred":
+                self.top_k = step.rule.k if self.top_k is None else min(self.top_k, step.rule.k)
+            else:
+                (self.gates if role == "gate" else self.strategies).append(step)
 
     def _fresh(self, leaf: Any) -> _Step:
         source = leaf.source or {}

@@ -234,3 +234,28 @@ def test_inference_configuration_mistakes_are_named():
     assert "$.sampling_strategies[0].type: 'classes_based' samples classification output" in messages
     assert "$.sampling_strategies[1].type: unknown strategy type 'randm' (did you mean 'random'?)" in messages
     assert "$.sampling_strategies[2].traffic_percentag: unknown parameter 'traffic_percentag' for a random strategy (did you mean 'traffic_percentage'?)" in messages
+
+
+def test_top_k_sends_the_highest_scores_of_the_whole_run_and_resumes(tmp_path):
+    from PIL import Image
+
+    frames, predictions = tmp_path / "frames", tmp_path / "predictions"
+    frames.mkdir()
+    predictions.mkdir()
+    confidences = [0.93, 0.41, 0.77, 0.12, 0.66, 0.35, 0.88, 0.29, 0.51, 0.97, 0.62, 0.18]
+    for i, confidence in enumerate(confidences):
+        Image.new("RGB", (32, 32), (i * 20, 5, 5)).save(frames / f"f{i:02d}.png")
+        (predictions / f"f{i:02d}.json").write_text(json.dumps(pred(det(confidence=confidence))))
+    policy = {"version": 1, "image": {"rule": "uncertainty"}, "sampling": [{"rule": "top_k", "k": 4}]}
+    options = RunOptions(journal=str(tmp_path / "journal.sqlite"), progress=False, concurrency=3)
+    out = tmp_path / "out"
+
+    def run() -> alpolicy.RunReport:
+        return alpolicy.run(str(frames), policy, model=f"replay:{predictions}", destination=f"folder:{out}", options=options)
+
+    first = run()
+    least_confident = sorted(range(len(confidences)), key=lambda i: confidences[i])[:4]
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"f{i:02d}.png" for i in least_confident)
+    assert first.sent == first.sampled == 4 and first.rejected_by["top_k"] == 8
+    again = run()  # a rerun (or a resume): the k already sent fill the budget
+    assert again.sent == 0 and again.already_sent == 4 and len(list((out / "images").iterdir())) == 4

@@ -135,6 +135,20 @@ class LimitRule(SamplingRule):
         return f"at most {self.max} images{who} per {scope}{'' if matched else ': reached'}"
 
 
+@dataclass
+class TopKRule(SamplingRule):
+    """Deferred: the pipeline keeps the ``k`` best-scored candidates and sends them at the end."""
+
+    k: int
+    role: str = field(default="deferred", init=False)
+
+    def matches(self, image: "ImageFile", decision: "Decision") -> bool:
+        return True
+
+    def explain(self, matched: bool) -> str:
+        return f"among the {self.k} highest scores of the run" if matched else f"not among the {self.k} highest scores"
+
+
 def _classes(params: dict[str, Any]) -> frozenset[str] | None:
     return frozenset(params["classes"]) if "classes" in params else None
 
@@ -161,11 +175,16 @@ def make_limit(params: dict[str, Any]) -> LimitRule:
     return LimitRule(int(params["max"]), params.get("per", "run"), bool(params.get("per_class", False)))
 
 
+def make_top_k(params: dict[str, Any]) -> TopKRule:
+    return TopKRule(int(params["k"]))
+
+
 _RULES: list[tuple[str, Callable[[dict[str, Any]], SamplingRule], str]] = [
     ("random", make_random, "Take a seeded random fraction of the images (Inference: random)."),
     ("close_to_threshold", make_close_to_threshold, "Images with detections whose confidence is near a threshold (Inference)."),
     ("detections_number_based", make_detections_number_based, "Images whose number of detections is in a range (Inference)."),
     ("limit", make_limit, "A budget: at most N images per run, UTC minute/hour/day, or in total (per class)."),
+    ("top_k", make_top_k, "Score the whole run, then send only the K highest-scored images."),
 ]
 
 
