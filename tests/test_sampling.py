@@ -259,3 +259,16 @@ def test_top_k_sends_the_highest_scores_of_the_whole_run_and_resumes(tmp_path):
     assert first.sent == first.sampled == 4 and first.rejected_by["top_k"] == 8
     again = run()  # a rerun (or a resume): the k already sent fill the budget
     assert again.sent == 0 and again.already_sent == 4 and len(list((out / "images").iterdir())) == 4
+
+
+def test_balance_steers_classes_toward_their_targets():
+    sampler, policy = sampler_for([{"rule": "balance", "targets": {"car": 3, "bike": 1}, "warmup": 4}])
+    rng = random.Random(4)
+    stream = [rng.choice(["car"] * 8 + ["bike", "dog"]) for _ in range(400)]  # 80% cars, 10% bikes, 10% dogs
+    taken = [name for i, name in enumerate(stream) if sampled(sampler, policy, f"{i}", pred(det(name)))]
+    assert "dog" not in taken  # not a target class
+    assert taken.count("bike") >= 0.8 * stream.count("bike")  # the rare class is nearly always welcome
+    share = taken.count("bike") / len(taken)
+    assert 0.22 < share < 0.28, share  # 1 in 4, as asked, instead of 1 in 9 in the stream
+    refused = sampler.admit(image("late"), policy.evaluate(pred(det("dog"))))
+    assert refused.reason == "class balance: none of the target classes"

@@ -136,6 +136,43 @@ class LimitRule(SamplingRule):
 
 
 @dataclass
+class BalanceRule(SamplingRule):
+    """A gate steering the sampled images' classes toward target proportions (per run)."""
+
+    targets: dict[str, float]
+    warmup: int
+    witnesses_only: bool
+    role: str = field(default="gate", init=False)
+    counts: dict[str, int] = field(default_factory=dict, init=False)
+    total: int = field(default=0, init=False)
+    last: str = field(default="", init=False)
+
+    def _classes(self, decision: "Decision") -> set[str]:
+        detections = decision.witnesses if self.witnesses_only else decision.prediction.detections
+        return {d["class"] for d in detections} & self.targets.keys()
+
+    def matches(self, image: "ImageFile", decision: "Decision") -> bool:
+        classes = self._classes(decision)
+        if not classes:
+            self.last = "none of the target classes"
+            return False
+        if self.total < self.warmup:
+            self.last = "warm-up"
+            return True
+        behind = sorted(c for c in classes if self.counts.get(c, 0) / self.total <= self.targets[c])
+        self.last = f"{', '.join(behind)} at or below target" if behind else f"{', '.join(sorted(classes))} above target"
+        return bool(behind)
+
+    def commit(self, image: "ImageFile", decision: "Decision") -> None:
+        self.total += 1
+        for cls in self._classes(decision):
+            self.counts[cls] = self.counts.get(cls, 0) + 1
+
+    def explain(self, matched: bool) -> str:
+        return f"class balance: {self.last}"
+
+
+@dataclass
 class TopKRule(SamplingRule):
     """Deferred: the pipeline keeps the ``k`` best-scored candidates and sends them at the end."""
 
@@ -175,6 +212,12 @@ def make_limit(params: dict[str, Any]) -> LimitRule:
     return LimitRule(int(params["max"]), params.get("per", "run"), bool(params.get("per_class", False)))
 
 
+def make_balance(params: dict[str, Any]) -> BalanceRule:
+    total = sum(params["targets"].values())
+    targets = {cls: weight / total for cls, weight in params["targets"].items()}
+    return BalanceRule(targets, int(params.get("warmup", 10)), params.get("of", "witnesses") == "witnesses")
+
+
 def make_top_k(params: dict[str, Any]) -> TopKRule:
     return TopKRule(int(params["k"]))
 
@@ -184,6 +227,7 @@ _RULES: list[tuple[str, Callable[[dict[str, Any]], SamplingRule], str]] = [
     ("close_to_threshold", make_close_to_threshold, "Images with detections whose confidence is near a threshold (Inference)."),
     ("detections_number_based", make_detections_number_based, "Images whose number of detections is in a range (Inference)."),
     ("limit", make_limit, "A budget: at most N images per run, UTC minute/hour/day, or in total (per class)."),
+    ("balance", make_balance, "Steer the sampled images' classes toward target proportions."),
     ("top_k", make_top_k, "Score the whole run, then send only the K highest-scored images."),
 ]
 
