@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "target_classes": [],
     "required_class_variance_count": 1,
 }
-#: SDK keys that need the hosted CLIP similarity endpoint, which alpolicy does not call.
+#: SDK keys that call a hosted CLIP endpoint there; here they map to local near-duplicate suppression.
 SIMILARITY_KEYS = ("similarity_confidence_threshold", "similarity_timeout_limit")
 
 
@@ -85,15 +85,8 @@ def check_conditionals(conditionals: Mapping[str, Any] | None) -> dict[str, Any]
                     )
         else:
             problems.append(Problem(json_path(path), error.message))
-    for key in SIMILARITY_KEYS:
-        if key in values:
-            problems.append(
-                Problem(
-                    json_path((key,)),
-                    f"{key!r} is not supported yet: the SDK implements it with a hosted CLIP endpoint "
-                    "that alpolicy does not call; remove it (alpolicy's local near-duplicate rule will replace it)",
-                )
-            )
+    if "similarity_timeout_limit" in values and "similarity_confidence_threshold" not in values:
+        problems.append(Problem("$.similarity_timeout_limit", "only applies with similarity_confidence_threshold"))
     interval = values.get("confidence_interval")
     if _is_interval(interval) and interval[0] > interval[1]:
         problems.append(
@@ -134,13 +127,31 @@ def conditionals_to_document(conditionals: Mapping[str, Any] | None) -> dict[str
         image.append({"rule": "detection_count", "min": c["required_class_count"], "classes": targets})
     image.append({"rule": "distinct_classes", "min": c["required_class_variance_count"]})
     image.append({"rule": "witnesses", "min": 1})
-    return {
+    document: dict[str, Any] = {
         "version": 1,
         "name": "sdk-conditionals",
         "description": "Translated from Roboflow SDK conditionals: " + json.dumps(_json_safe(conditionals or {}), sort_keys=True),
         "detection": detection,
         "image": {"all": image},
     }
+    if "similarity_confidence_threshold" in c:
+        document["sampling"] = [similarity_rule(c["similarity_confidence_threshold"], c.get("similarity_timeout_limit"))]
+    return document
+
+
+def similarity_rule(threshold: float, timeout: int | None) -> dict[str, Any]:
+    """The SDK's CLIP-similarity skip, done locally: a frame is skipped while it stays within
+    ``max_distance`` bits (perceptual hash) of the previous reference frame; after ``timeout``
+    frames one is taken anyway. CLIP cosine similarity s maps to ``round((1 - s) * 64)`` bits
+    (capped to 0..32): 0.95 -> 3, 0.90 -> 6, 0.80 -> 13 -- an approximation, since the measures differ."""
+    rule: dict[str, Any] = {
+        "rule": "near_duplicate", "against": "previous",
+        "max_distance": max(0, min(32, round((1 - threshold) * 64))),
+        "note": f"from the SDK's similarity_confidence_threshold {threshold}",
+    }
+    if timeout:
+        rule["timeout"] = int(timeout)
+    return rule
 
 
 def _json_safe(value: Any) -> Any:

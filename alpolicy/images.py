@@ -11,7 +11,7 @@ import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -37,6 +37,8 @@ class ImageFile:
     size: int
     mtime_ns: int
     _sha256: str | None = field(default=None, repr=False, compare=False)
+    #: Values derived from the pixels (perceptual hash, quality), computed once, in a worker thread.
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> "ImageFile":

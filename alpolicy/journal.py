@@ -92,6 +92,12 @@ CREATE TABLE IF NOT EXISTS sampling_charges (
     PRIMARY KEY (rule, image_key, class)
 );
 CREATE INDEX IF NOT EXISTS sampling_charges_by_time ON sampling_charges (rule, class, at);
+CREATE TABLE IF NOT EXISTS sampled_hashes (
+    rule TEXT NOT NULL,
+    image_key TEXT NOT NULL,
+    hash INTEGER NOT NULL,
+    PRIMARY KEY (rule, image_key)
+);
 """
 
 
@@ -265,6 +271,16 @@ class Journal:
     def sampling_charge(self, rule: str, image: ImageFile, cls: str, run_id: int, at: float) -> None:
         """Count one sampled image against a rule (once per image: a resume does not pay twice)."""
         self._write("INSERT OR IGNORE INTO sampling_charges VALUES (?, ?, ?, ?, ?)", (rule, image.key, cls, run_id, at))
+
+    def add_sampled_hash(self, rule: str, image_key: str, value: int) -> None:
+        """Keep a sampled image's perceptual hash (64-bit, stored signed) for later runs."""
+        signed = value - (1 << 64) if value >= 1 << 63 else value
+        self._write("INSERT OR IGNORE INTO sampled_hashes VALUES (?, ?, ?)", (rule, image_key, signed))
+
+    def sampled_hashes(self, rule: str) -> list[tuple[str, int]]:
+        with self._lock:
+            rows = self._db.execute("SELECT image_key, hash FROM sampled_hashes WHERE rule = ?", (rule,)).fetchall()
+        return [(key, value + (1 << 64) if value < 0 else value) for key, value in rows]
 
     def sampling_has(self, rule: str, image: ImageFile, cls: str = "") -> bool:
         """True when this image already holds a place in this rule's usage (it was sampled before)."""

@@ -80,6 +80,7 @@ class _Item:
     skip_reason: str | None = None
     error: str | None = None
     sampling_tags: list[str] = field(default_factory=list)
+    prepared: Future[None] | None = None
 
 
 # ---------------------------------------------------------------------- building blocks from specs
@@ -209,6 +210,7 @@ class _Run:
         self.log_file = self._open_decisions_log()
         self.progress = Progress(total, enabled=options.progress)
         self.sampler = Sampler(policy, journal, self.run_id)
+        self.needs_pixels = self.sampler.needs_pixels
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
         #: Qualifying images between the decision and a recorded send outcome; the coordinator
@@ -305,18 +307,31 @@ class _Run:
             stored = self.journal.prediction(image, self.model_id)
             if stored is not None:
                 item.prediction, item.model = stored, self.model_id
-                return item
+                return self._prepare_pixels(item)
         if self.options.reuse_predictions:
             found = self.journal.any_prediction(image)
             if found is not None:
                 item.model, item.prediction = found
-                return item
+                return self._prepare_pixels(item)
             if self.backend is None:
                 item.error = "no stored prediction for this image (run it with a model first)"
                 return item
         if item.skip_reason is None and self.backend is not None:
-            item.future = self.infer_pool.submit(self.backend.predict, image)
+            item.future = self.infer_pool.submit(self._predict, image)
             item.model = self.model_id
+        return item
+
+    def _predict(self, image: ImageFile) -> Prediction:
+        """Worker thread: the model, then whatever the sampling rules measure on the pixels."""
+        prediction = self.backend.predict(image)  # type: ignore[union-attr]
+        if self.needs_pixels:
+            self.sampler.prepare(image)
+        return prediction
+
+    def _prepare_pixels(self, item: _Item) -> _Item:
+        """A stored prediction needs no model, but pixel measurements still go to a worker."""
+        if self.needs_pixels and item.skip_reason is None:
+            item.prepared = self.infer_pool.submit(self.sampler.prepare, item.image)
         return item
 
     def _finish(self, item: _Item) -> None:
@@ -346,6 +361,8 @@ class _Run:
         if item.skip_reason == "already sent":
             self.report.already_sent += 1
             return
+        if item.prepared is not None:
+            item.prepared.result()
         decision = self.policy.evaluate(prediction)
         self._route(item, prediction, decision)
 

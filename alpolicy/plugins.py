@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.rules.image",
     "alpolicy.rules.scores",
     "alpolicy.rules.sampling",
+    "alpolicy.rules.frames",
     "alpolicy.backends.roboflow",
     "alpolicy.backends.replay",
     "alpolicy.destinations.roboflow",

@@ -102,6 +102,18 @@ class Sampler:
         limits = [(LIMIT_WINDOWS[limit["type"]], int(limit["value"])) for limit in source.get("limits", [])]
         return _Step(leaf.label, rule, tags, limits)
 
+    @property
+    def needs_pixels(self) -> bool:
+        """True when a rule measures the image itself (worth doing in the worker threads)."""
+        return any(callable(getattr(step.rule, "prepare", None)) for step in self.gates + self.strategies)
+
+    def prepare(self, image: ImageFile) -> None:
+        """Compute what the rules will need from the pixels (called from a worker thread)."""
+        for step in self.gates + self.strategies:
+            prepare = getattr(step.rule, "prepare", None)
+            if callable(prepare):
+                prepare(image)
+
     def admit(self, image: ImageFile, decision: Decision) -> Admission:
         for gate in self.gates:
             if not gate.rule.matches(image, decision):

@@ -170,8 +170,8 @@ def test_randomised_parity_with_the_sdk():
         ({"target_classes": "car"}, "$.target_classes: 'car' is not of type 'array'"),
         ({"target_classes": ["car", 3]}, "$.target_classes[1]: 3 is not of type 'string'"),
         ({"taget_classes": ["car"]}, "$.taget_classes: unknown conditionals key 'taget_classes' (did you mean 'target_classes'?)"),
-        ({"similarity_confidence_threshold": 0.9}, "$.similarity_confidence_threshold: 'similarity_confidence_threshold' is not supported yet"),
-        ({"similarity_timeout_limit": 3}, "$.similarity_timeout_limit: 'similarity_timeout_limit' is not supported yet"),
+        ({"similarity_confidence_threshold": 1.5}, "$.similarity_confidence_threshold: 1.5 is greater than the maximum of 1"),
+        ({"similarity_timeout_limit": 3}, "$.similarity_timeout_limit: only applies with similarity_confidence_threshold"),
     ],
 )
 def test_invalid_conditionals_name_the_key(conditionals, message):
@@ -205,3 +205,11 @@ def test_translation_is_a_readable_policy():
     prediction = pred(det("car", 0.5, 20, 20))
     assert again.evaluate(prediction).qualifies is policy.evaluate(prediction).qualifies is True
     assert not math.isinf(document["detection"][1]["min"])
+
+
+def test_the_sdk_similarity_keys_map_to_local_near_duplicate_suppression():
+    policy = Policy.from_conditionals({"similarity_confidence_threshold": 0.9, "similarity_timeout_limit": 5})
+    assert policy.document["sampling"] == [{
+        "rule": "near_duplicate", "against": "previous", "max_distance": 6, "timeout": 5,
+        "note": "from the SDK's similarity_confidence_threshold 0.9",
+    }]

@@ -95,3 +95,27 @@ def test_kill_between_the_upload_and_the_journal_commit(roboflow, env, tmp_path)
     images = check_exactly_once(roboflow, folder)
     # The images uploaded before the kill were checkpointed: the resume only annotated them.
     assert all(image["upload_count"] == 1 for image in images if image["name"] in uploaded_before)
+
+
+@pytest.mark.slow
+def test_a_budget_holds_across_kill_minus_nine_and_resume(roboflow, env, tmp_path):
+    """A total budget of 10 (counted in the journal): however the runs are killed, exactly 10 arrive."""
+    folder = tmp_path / "frames"
+    make_frames(folder, 80, seed=21)
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"version": 1, "image": {"rule": "detection_count", "min": 0},'
+                      ' "sampling": [{"rule": "limit", "max": 10, "per": "total"}]}')
+    journal = tmp_path / "journal.sqlite"
+    roboflow.latency.update(infer=0.03, upload=0.1, annotate=0.1)
+    command = [sys.executable, "-m", "alpolicy", "run", str(folder), "--model", "roboflow:vehicles/3", "--to", "roboflow:budget",
+               "--policy", str(policy), "--journal", str(journal), "--no-progress", "--concurrency", "2"]
+    rng = random.Random(77)
+    for _ in range(6):
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 1.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    images = roboflow.images("budget")
+    assert len(images) == 10 and all(roboflow.annotations("budget").get(i["id"]) for i in images)
