@@ -93,3 +93,36 @@ def test_the_pipeline_hashes_in_its_workers_and_suppresses_duplicates(tmp_path):
                           options=RunOptions(journal=None, progress=False, concurrency=4))
     assert report.seen == 60 and report.failed == 0
     assert 0 < report.sent < 20 and report.rejected_by["near_duplicate"] == 60 - report.sent
+
+
+def with_hash(name: str, value: int) -> ImageFile:
+    image = ImageFile(f"/frames/{name}.jpg", 1, 1)
+    image.derived["hash:phash"] = value  # the measurement the worker thread would have cached
+    return image
+
+
+def test_near_duplicate_at_and_beside_max_distance():
+    policy = gate({"rule": "near_duplicate", "max_distance": 6})
+    sampler = Sampler(policy, Journal(), 1)
+    decision = policy.evaluate(pred(det()))
+    base = 0x0F0F_0F0F_F0F0_F0F0
+    assert sampler.admit(with_hash("base", base), decision).sampled
+    assert not sampler.admit(with_hash("six", base ^ 0b111111), decision).sampled  # 6 bits: a duplicate
+    answer = sampler.admit(with_hash("seven", base ^ 0b1111111), decision)  # 7 bits: different
+    assert answer.sampled and answer.reason == ""
+
+
+def test_quality_at_and_beside_its_bounds():
+    from alpolicy.quality import Quality
+
+    policy = gate({"rule": "quality", "min_sharpness": 20, "max_dark_fraction": 0.5})
+    sampler = Sampler(policy, Journal(), 1)
+    decision = policy.evaluate(pred(det()))
+
+    def frame(sharpness: float, dark: float) -> ImageFile:
+        image = ImageFile(f"/frames/{sharpness}-{dark}.jpg", 1, 1)
+        image.derived["quality"] = Quality(sharpness=sharpness, brightness=100.0, dark_fraction=dark, bright_fraction=0.0)
+        return image
+
+    results = [sampler.admit(frame(s, d), decision).sampled for s, d in [(20, 0.5), (19.9, 0.5), (20, 0.51), (80, 0.1)]]
+    assert results == [True, False, False, True]

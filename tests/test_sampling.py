@@ -272,3 +272,19 @@ def test_balance_steers_classes_toward_their_targets():
     assert 0.22 < share < 0.28, share  # 1 in 4, as asked, instead of 1 in 9 in the stream
     refused = sampler.admit(image("late"), policy.evaluate(pred(det("dog"))))
     assert refused.reason == "class balance: none of the target classes"
+
+
+@pytest.mark.parametrize(("rate", "draws_below"), [(0.0, 0), (1.0, 50)])
+def test_random_rate_bounds_take_nothing_or_everything(rate, draws_below):
+    sampler, policy = sampler_for([{"rule": "random", "rate": rate}])
+    assert sum(sampled(sampler, policy, f"f{i}", pred(det())) for i in range(50)) == draws_below
+
+
+def test_a_limit_of_zero_takes_nothing_and_windows_reset_at_utc_midnight():
+    sampler, policy = sampler_for([{"rule": "limit", "max": 0}])
+    assert not sampled(sampler, policy, "a", pred(det()))
+    now = [1_800_057_599.0]  # 23:59:59 UTC (1_800_057_600 is a multiple of 86,400)
+    sampler, policy = sampler_for([{"rule": "limit", "max": 1, "per": "day"}], clock=lambda: now[0])
+    assert sampled(sampler, policy, "a", pred(det())) and not sampled(sampler, policy, "b", pred(det()))
+    now[0] += 1  # 00:00:00 UTC: a new day
+    assert sampled(sampler, policy, "b", pred(det()))
