@@ -19,7 +19,22 @@ $(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# A real Label Studio server for tests/test_labelstudio.py, in its own virtualenv (about 1 GB of
+# Django, pandas, boto3...) so that its pins never touch $(VENV). Installed once (stamp file).
+LABEL_STUDIO_VERSION := 1.23.2
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed-$(LABEL_STUDIO_VERSION)
+
+.PHONY: labelstudio
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==$(LABEL_STUDIO_VERSION)'
+	touch $(LS_STAMP)
+
+labelstudio: $(LS_STAMP)
+
+test: install labelstudio
 	$(BIN)/python -m pytest
 
 # Synthetic footage -> the shipped demo detector -> a policy -> a labeling queue in $(DEMO)/queue.

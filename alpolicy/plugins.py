@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.backends.replay",
     "alpolicy.destinations.roboflow",
     "alpolicy.destinations.folder",
+    "alpolicy.destinations.labelstudio",
 )
 
 _RULE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -83,6 +83,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     remote.add_argument("--max-size", type=int, metavar="PX", help="downscale uploads to this longest side (boxes rescaled)")
     remote.add_argument("--jpeg-quality", type=int, metavar="Q", help="re-encode uploads as JPEG at this quality (1-95)")
     remote.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per request (default 60)")
+    remote.add_argument("--labelstudio-url", metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY)")
+    remote.add_argument("--add-missing-labels", action="store_true", help="labelstudio: add predicted classes missing from the project's labeling config instead of failing those images")
     parser.set_defaults(handler=cmd_run)
 
 
@@ -109,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
         destination_options=DestinationOptions(
             api_key=args.api_key, api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
-            extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality},
+            extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality,
+                   "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels},
         ),
     )
     report = run(

@@ -1,0 +1,713 @@
+"""Tasks with pre-labels in a Label Studio project (``labelstudio:PROJECT_ID``, ``labelstudio:new``).
+
+Each qualifying image becomes ONE task whose ``data`` holds the uploaded image's URL and the
+policy's verdict (``alpolicy_score``, ``alpolicy_reasons``, ``alpolicy_tags``, ``alpolicy_policy``,
+``alpolicy_key`` = the content sha256, ``source``), with ONE prediction holding every box (percent
+coordinates of the original image, top-left corner; ``model_version`` = the model id, ``score`` =
+the policy's priority score, or the highest confidence when the policy gives none).
+
+The requests (Label Studio 1.23 open source; ``label_studio/data_import/api.py``,
+``data_manager``, ``jwt_auth``):
+
+1. ``GET /api/projects/{id}/`` (``check``): the project's ``label_config``; alpolicy reads the
+   ``RectangleLabels`` control's ``name`` (the regions' ``from_name``), its ``toName`` (an
+   ``Image`` tag: ``to_name``), that Image's ``value`` (``$image`` -> the task data key) and the
+   ``Label`` values. 404 -> :class:`UsageError`; 401/403 -> :class:`AuthError`.
+2. ``GET /api/tasks/?project=ID&query={"filters": ... data.alpolicy_key equal KEY}``
+   (``include=id,data``): is this content already a task? Then the send answers
+   ``Receipt(duplicate=True)`` with that task's id. Every returned task's key is compared
+   client-side too, and the pages are walked, so a server ignoring the filter costs time, never a
+   wrong answer.
+3. ``POST /api/projects/{id}/import?commit_to_project=false`` (multipart ``file``): stores the
+   image and answers ``{"file_upload_ids": [N]}`` without creating a task;
+   ``GET /api/import/file-upload/N`` answers ``{"file": "upload/{project}/<uuid8>-<name>"}``,
+   served at ``/data/upload/{project}/<uuid8>-<name>`` (Django ``MEDIA_URL``, behind the URL's
+   path prefix when Label Studio runs under one): the task's image URL, the very URL Label Studio
+   gives tasks it makes from uploaded files. The destination then checkpoints ``upload:N``: a
+   resumed send reuses the upload rather than storing the image again.
+4. ``POST /api/projects/{id}/import?return_task_ids=true`` with ``[task]`` (JSON): creates the
+   task and its prediction in one request (``{"task_ids": [T]}``); Label Studio validates the
+   prediction against the config (unknown labels -> 400).
+
+Exactly-once: the task appears atomically with its key (request 4), sends of one content are
+serialised in this process, and request 2 runs before it. Request 4 is never blindly retried
+(a lost response would make a second task): after a failure the destination asks request 2
+again and creates the task only if it is still missing. An image upload retried after a lost
+response may leave an unused file upload behind, never a second task.
+
+Tasks are imported one at a time per destination (uploads stay concurrent): Label Studio on SQLite
+(the default of ``label-studio start``) answers concurrent imports 201 but drops their predictions
+(``prediction_count: 0``; seen with 1.23.2). A task found or made without its prediction gets it
+through ``POST /api/predictions/`` (checked with ``GET /api/predictions/?task=ID`` after a failure).
+
+Missing labels: a predicted class that is not a ``Label`` of the control fails the image
+(:class:`PermanentError`, naming the classes and suggesting ``--add-missing-labels``). With
+``extra["add_missing_labels"]`` (and always for ``labelstudio:new``) the destination adds them:
+under a lock it re-reads the config, appends the ``Label`` elements and
+``PATCH /api/projects/{id}/`` ``{"label_config": ...}``.
+
+``labelstudio:new``: the destination learns the policy and the model only from the first
+delivery, so the project is made then: titled ``alpolicy <policy>: <model>`` (Label Studio allows
+50 characters), with a config listing that prediction's classes (``label``/``image``, as the
+``folder:`` destination writes it). A project of that exact title is reused, so a rerun sends to
+the same project.
+
+Tokens: ``DestinationOptions.api_key`` or ``LABEL_STUDIO_API_KEY``. A legacy token is sent as
+``Authorization: Token <token>``; a personal access token (a JWT refresh token: it has two dots)
+is exchanged at ``POST /api/token/refresh/`` for a short-lived access token, sent as
+``Authorization: Bearer <access>`` and renewed before it expires and on a 401. Both are registered
+with :mod:`alpolicy.secrets` and appear in no message.
+
+Server: ``extra["labelstudio_url"]`` (the CLI's ``--labelstudio-url``), else
+``LABEL_STUDIO_URL``, else ``http://localhost:8080``. A config with several RectangleLabels
+controls on Images: the first is used, or the one named ``extra["labelstudio_from_name"]``.
+
+The journal knows this destination as ``labelstudio:<url>/projects/<id>`` (``.../projects/new``
+for ``labelstudio:new``, whatever project that turns out to be: a later run with another policy
+into ``labelstudio:new`` skips images the journal already sent; give it the project id instead).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import re
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import requests
+
+from ..errors import AuthError, ServiceError, UsageError
+from ..hookspecs import hookimpl
+from ..http import HttpClient, RetryPolicy
+from ..images import ImageDecodeError
+from ..registry import DestinationSpec
+from ..secrets import redact, register
+from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
+from .folder import StoredImage, labelstudio_config, labelstudio_tasks
+
+log = logging.getLogger("alpolicy.labelstudio")
+
+API_KEY_ENV = "LABEL_STUDIO_API_KEY"
+URL_ENV = "LABEL_STUDIO_URL"
+DEFAULT_URL = "http://localhost:8080"
+NEW = "new"
+KEY_FIELD = "alpolicy_key"
+TITLE_MAX = 50  # Label Studio's PROJECT_TITLE_MAX_LEN
+PAGE_SIZE = 100
+#: Renew a personal access token's access token this long before it expires.
+ACCESS_MARGIN = 30.0
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_STRIPES = 64
+
+
+class LabelStudioDestination:
+    """Thread-safe: sends of one content are serialised (striped locks), config changes under a lock."""
+
+    def __init__(self, target: str, options: DestinationOptions) -> None:
+        target = target.strip().strip("/")
+        extra = options.extra or {}
+        if target == NEW:
+            self.project_id: int | None = None
+        elif target.isdigit() and int(target) > 0:
+            self.project_id = int(target)
+        else:
+            raise UsageError(
+                f"labelstudio destination {target!r} should be a project id or 'new', e.g. labelstudio:3 or labelstudio:new"
+            )
+        self.create_project = self.project_id is None
+        self.url = _base_url(extra.get("labelstudio_url") or os.environ.get(URL_ENV) or DEFAULT_URL)
+        self.name = f"labelstudio:{self.url}/projects/{target}"
+        self.add_missing_labels = bool(extra.get("add_missing_labels")) or self.create_project
+        self.preferred_control = extra.get("labelstudio_from_name")
+        token = options.api_key or os.environ.get(API_KEY_ENV)
+        if not token:
+            raise UsageError(f"sending to Label Studio needs an API token: set {API_KEY_ENV} or pass --api-key")
+        retry = RetryPolicy(attempts=options.attempts, backoff=options.retry_backoff)
+        self.client = HttpClient(timeout=options.timeout, retry=retry, service="Label Studio API")
+        #: For the one request that must not be repeated blindly (creating a task or a project).
+        self.once = HttpClient(timeout=options.timeout, retry=RetryPolicy(attempts=1), service="Label Studio API")
+        self.attempts = max(1, options.attempts)
+        self.credentials = _Credentials(token.strip(), self.url, self.client)
+        self.config: LabelConfig | None = None
+        self._lock = threading.Lock()  # the project (labelstudio:new) and its labeling config
+        self._import_lock = threading.Lock()  # one task import at a time (see _create_task)
+        self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
+
+    # -- contract ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Read the project's labeling config (or, for ``new``, prove the token works)."""
+        if self.project_id is None:
+            self._request("GET", "/api/current-user/whoami", what="checking the API token")
+            return
+        self.config = self._load_config()
+
+    def send(self, delivery: Delivery) -> Receipt:
+        key = delivery.key
+        if not isinstance(key, str) or not _SHA256.match(key):
+            raise PermanentError(f"delivery key {key!r} is not a sha256 hex digest of the image")
+        config = self._config_for(delivery)
+        with self._stripes[int(key[:8], 16) % _STRIPES]:
+            existing = self._find_task(key)
+            if existing is not None:
+                task_id, predictions = existing
+                if not predictions:  # made by an import that lost its prediction (see _create_task)
+                    self._add_prediction(task_id, self._task(delivery, config, "")["predictions"][0])
+                return Receipt(str(task_id), url=self._task_url(task_id), duplicate=True)
+            image_url = self._upload(delivery)
+            task = self._task(delivery, config, image_url)
+            task_id, predictions = self._create_task(task, key)
+            if not predictions:
+                self._add_prediction(task_id, task["predictions"][0])
+        return Receipt(str(task_id), url=self._task_url(task_id))
+
+    def close(self) -> None:
+        self.client.close()
+        self.once.close()
+
+    # -- the project and its labeling config -------------------------------------------------
+
+    def _load_config(self) -> "LabelConfig":
+        project = self._project()
+        return self._parse_config(project)
+
+    def _project(self) -> dict[str, Any]:
+        response = self._request("GET", f"/api/projects/{self.project_id}/", what=f"reading project {self.project_id}")
+        if response.status_code == 404:
+            raise UsageError(
+                f"Label Studio project {self.project_id} does not exist at {self.url} (or this token cannot see it)"
+            )
+        return self._json(response, f"reading project {self.project_id}")
+
+    def _parse_config(self, project: dict[str, Any]) -> "LabelConfig":
+        xml = project.get("label_config")
+        if not isinstance(xml, str) or not xml.strip():
+            raise UsageError(f"Label Studio project {self.project_id} has no labeling config")
+        return LabelConfig.parse(xml, f"Label Studio project {self.project_id}", self.preferred_control)
+
+    def _config_for(self, delivery: Delivery) -> "LabelConfig":
+        if self.project_id is None:
+            self._ensure_project(delivery)
+        config = self.config
+        if config is None:
+            with self._lock:
+                if self.config is None:
+                    try:
+                        self.config = self._load_config()
+                    except UsageError as error:
+                        raise PermanentError(str(error)) from None
+                config = self.config
+        missing = config.missing(delivery.prediction.classes)
+        if not missing:
+            return config
+        if not self.add_missing_labels:
+            raise PermanentError(
+                f"{_plural(missing, 'class', 'classes')} {', '.join(map(repr, missing))} "
+                f"{'is' if len(missing) == 1 else 'are'} not a label of the RectangleLabels {config.from_name!r} "
+                f"of Label Studio project {self.project_id}: add {'it' if len(missing) == 1 else 'them'} "
+                "to the labeling config, or run with --add-missing-labels"
+            )
+        return self._add_labels(missing)
+
+    def _add_labels(self, classes: list[str]) -> "LabelConfig":
+        """Append the missing labels to the live config (read again: someone may have edited it)."""
+        with self._lock:
+            config = self._parse_config(self._project())
+            missing = config.missing(classes)
+            if missing:
+                xml = config.with_labels(missing)
+                response = self._request(
+                    "PATCH", f"/api/projects/{self.project_id}/", what="adding labels to the labeling config",
+                    json={"label_config": xml},
+                )
+                if response.status_code != 200:
+                    raise PermanentError(
+                        f"Label Studio refused to add the labels {', '.join(map(repr, missing))} to project "
+                        f"{self.project_id} (HTTP {response.status_code}): {_message(response)}"
+                    )
+                config = self._parse_config(self._json(response, "adding labels"))
+                log.info("added %s to the labeling config of Label Studio project %s", ", ".join(missing), self.project_id)
+            self.config = config
+            return config
+
+    def _ensure_project(self, delivery: Delivery) -> None:
+        """``labelstudio:new``: find the project titled after the policy and model, or make it."""
+        with self._lock:
+            if self.project_id is not None:
+                return
+            policy = str(delivery.metadata.get("alpolicy_policy") or "policy")
+            model = str(delivery.prediction.model_id or delivery.metadata.get("model") or "model")
+            title = project_title(policy, model)
+            project = self._find_project(title)
+            if project is None:
+                project = self._create_project(title, policy, model, delivery.prediction.classes)
+                log.info("created Label Studio project %s %r: send to it again with labelstudio:%s", project["id"], title, project["id"])
+            else:
+                log.info("using Label Studio project %s %r", project["id"], title)
+            self.project_id = int(project["id"])
+            self.config = self._parse_config(project)
+
+    def _find_project(self, title: str) -> dict[str, Any] | None:
+        page = 1
+        while True:
+            response = self._request(
+                "GET", "/api/projects/", what="looking up the project",
+                params={"title": title, "page": page, "page_size": PAGE_SIZE},
+            )
+            if response.status_code == 404:  # past the last page
+                return None
+            body = self._json(response, "looking up the project")
+            results = body.get("results", []) if isinstance(body, dict) else body
+            for project in results:
+                if isinstance(project, dict) and project.get("title") == title:
+                    return project
+            if not isinstance(body, dict) or not body.get("next"):
+                return None
+            page += 1
+
+    def _create_project(self, title: str, policy: str, model: str, classes: list[str]) -> dict[str, Any]:
+        document = {
+            "title": title,
+            "description": f"Pre-labelled by alpolicy: policy {policy}, model {model}",
+            "label_config": labelstudio_config(sorted(classes), "label", "image"),
+        }
+
+        def create() -> requests.Response:
+            return self._request("POST", "/api/projects/", what="creating the project", client=self.once, json=document)
+
+        def made() -> dict[str, Any] | None:
+            return self._find_project(title)
+
+        response, found = self._once(create, made, "creating the project")
+        if found is not None:
+            return found
+        assert response is not None
+        if response.status_code != 201:
+            raise UsageError(f"Label Studio refused to create the project {title!r} (HTTP {response.status_code}): {_message(response)}")
+        return self._json(response, "creating the project")
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def _find_task(self, key: str) -> tuple[int, int] | None:
+        """This project's task whose ``data.alpolicy_key`` is ``key``, if any: its id and prediction count."""
+        query = json.dumps({
+            "filters": {
+                "conjunction": "and",
+                "items": [{"filter": f"filter:tasks:data.{KEY_FIELD}", "operator": "equal", "type": "String", "value": key}],
+            },
+        }, separators=(",", ":"))
+        page, seen = 1, 0
+        while True:
+            response = self._request(
+                "GET", "/api/tasks/", what="looking for the task",
+                params={"project": self.project_id, "query": query, "fields": "task_only", "include": "id,data,total_predictions",
+                        "page": page, "page_size": PAGE_SIZE},
+            )
+            if response.status_code == 404 and page > 1:
+                return None
+            body = self._json(response, "looking for the task")
+            tasks = body.get("tasks") if isinstance(body, dict) else None
+            if not isinstance(tasks, list):
+                raise PermanentError(f"unexpected answer from Label Studio while looking for the task: {str(body)[:200]}")
+            for task in tasks:
+                data = task.get("data") if isinstance(task, dict) else None
+                if isinstance(data, dict) and data.get(KEY_FIELD) == key:
+                    return int(task["id"]), int(task.get("total_predictions") or 0)
+            seen += len(tasks)
+            if not tasks or seen >= int(body.get("total") or 0):
+                return None
+            page += 1
+
+    def _upload(self, delivery: Delivery) -> str:
+        """The URL of the stored image: the checkpointed upload when it is still there, else a new one."""
+        upload_id = _upload_id(delivery.remote_id)
+        if upload_id is not None:
+            stored = self._file_upload(upload_id, expected_size=delivery.image.size)
+            if stored is not None:
+                return self._media_url(stored)
+        try:
+            content = delivery.image.read_bytes()
+        except ImageDecodeError as error:
+            raise PermanentError(str(error)) from None
+        if hashlib.sha256(content).hexdigest() != delivery.key:
+            raise RetryableError(f"{delivery.image.path} changed while it was being sent")
+        name = delivery.image.name
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        response = self._request(
+            "POST", f"/api/projects/{self.project_id}/import", what="uploading the image",
+            params={"commit_to_project": "false"}, files={"file": (name, content, mime)},
+        )
+        if response.status_code != 201:
+            raise self._refused(response, "uploading the image")
+        ids = self._json(response, "uploading the image").get("file_upload_ids")
+        if not isinstance(ids, list) or len(ids) != 1:
+            raise PermanentError(f"Label Studio did not store {name} as one file (file_upload_ids: {ids!r})")
+        upload_id = int(ids[0])
+        delivery.checkpoint(f"upload:{upload_id}")
+        stored = self._file_upload(upload_id)
+        if stored is None:
+            raise RetryableError(f"Label Studio lost the file upload {upload_id} of {name}")
+        return self._media_url(stored)
+
+    def _file_upload(self, upload_id: int, expected_size: int | None = None) -> str | None:
+        """The stored name (``upload/<project>/<uuid8>-<name>``) of a file upload of this project."""
+        response = self._request("GET", f"/api/import/file-upload/{upload_id}", what="reading the file upload")
+        if response.status_code == 404:
+            return None
+        body = self._json(response, "reading the file upload")
+        stored = body.get("file")
+        if not isinstance(stored, str) or not stored.startswith(f"upload/{self.project_id}/"):
+            return None
+        if expected_size is not None and body.get("size") not in (None, expected_size):
+            return None
+        return stored
+
+    def _media_url(self, stored: str) -> str:
+        prefix = urllib.parse.urlsplit(self.url).path.rstrip("/")
+        return f"{prefix}/data/{urllib.parse.quote(stored)}"
+
+    def _task(self, delivery: Delivery, config: "LabelConfig", image_url: str) -> dict[str, Any]:
+        prediction, decision = delivery.prediction, delivery.decision
+        stored = StoredImage(
+            file_name=delivery.image.name, width=prediction.width, height=prediction.height,
+            detections=prediction.detections, model_id=prediction.model_id, score=decision.score,
+            reasons=list(decision.reasons), tags=list(delivery.tags),
+            source=os.path.abspath(delivery.image.path), sha256=delivery.key,
+        )
+        task = labelstudio_tasks([stored], "", config.from_name, config.to_name)[0]
+        built = task["data"]
+        data: dict[str, Any] = {config.image_key: image_url}
+        for field in ("alpolicy_score", "alpolicy_reasons", "alpolicy_tags"):
+            data[field] = built[field]
+        if delivery.metadata.get("alpolicy_policy"):
+            data["alpolicy_policy"] = delivery.metadata["alpolicy_policy"]
+        data[KEY_FIELD] = delivery.key
+        data["source"] = built["source"]
+        return {"data": data, "predictions": task["predictions"]}
+
+    def _create_task(self, task: dict[str, Any], key: str) -> tuple[int, int | None]:
+        """The new task's id and how many predictions Label Studio says it stored with it.
+
+        One import at a time per destination: Label Studio on SQLite (what ``label-studio start``
+        runs by default) numbers a task from the highest id it reads, and concurrent imports then
+        answer 201 with ``prediction_count: 0`` and the prediction silently dropped (seen with
+        1.23.2). Sending them one by one avoids that; the caller re-adds a dropped prediction.
+        """
+        def create() -> requests.Response:
+            with self._import_lock:
+                return self._request(
+                    "POST", f"/api/projects/{self.project_id}/import", what="creating the task", client=self.once,
+                    params={"return_task_ids": "true"}, json=[task],
+                )
+
+        response, found = self._once(create, lambda: self._find_task(key), "creating the task")
+        if found is not None:
+            return found
+        assert response is not None
+        if response.status_code == 404:
+            raise UsageError(f"Label Studio project {self.project_id} no longer exists at {self.url}")
+        if response.status_code != 201:
+            raise self._refused(response, "creating the task")
+        body = self._json(response, "creating the task")
+        ids = body.get("task_ids")
+        if isinstance(ids, list) and len(ids) == 1:
+            count = body.get("prediction_count")
+            return int(ids[0]), int(count) if isinstance(count, int) else None
+        # An asynchronous import (Label Studio Enterprise answers {"import": id}): wait for the task.
+        for _ in range(30):
+            found = self._find_task(key)
+            if found is not None:
+                return found
+            time.sleep(1.0)
+        raise RetryableError("Label Studio accepted the task but it did not appear within 30 s")
+
+    def _add_prediction(self, task_id: int, prediction: dict[str, Any]) -> None:
+        """``POST /api/predictions/`` for a task that has none (checked again after a lost answer)."""
+        def create() -> requests.Response:
+            return self._request(
+                "POST", "/api/predictions/", what="adding the prediction", client=self.once,
+                json={"task": task_id, **prediction},
+            )
+
+        def made() -> bool | None:
+            response = self._request("GET", "/api/predictions/", what="reading the predictions", params={"task": task_id})
+            body = self._json(response, "reading the predictions")
+            return True if isinstance(body, list) and body else None
+
+        response, found = self._once(create, made, "adding the prediction")
+        if found is None and response is not None and response.status_code != 201:
+            raise self._refused(response, f"adding the prediction to task {task_id}")
+        log.info("re-added the prediction Label Studio dropped from task %s", task_id)
+
+    def _once(self, create: Callable[[], requests.Response], made: Callable[[], Any], what: str) -> tuple[requests.Response | None, Any]:
+        """Run a non-idempotent request; after a failure, ask ``made()`` before trying again.
+
+        Returns ``(response, None)`` when the request was answered (any status), or
+        ``(None, found)`` when an unanswered attempt turned out to have succeeded.
+        """
+        problem = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = create()
+            except ServiceError as error:  # no answer, or a 5xx: it may have been done anyway
+                problem = str(error)
+            else:
+                return response, None
+            found = made()
+            if found is not None:
+                return None, found
+            if attempt < self.attempts:
+                self.client.stats.add(retries=1)
+                wait = self.client._backoff(attempt)
+                log.info("%s: %s; retrying in %.1f s (attempt %d of %d)", what, problem, wait, attempt + 1, self.attempts)
+                time.sleep(wait)
+        raise RetryableError(f"{what} failed after {self.attempts} attempts: {problem}")
+
+    def _task_url(self, task_id: int) -> str:
+        return f"{self.url}/projects/{self.project_id}/data?task={task_id}"
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, what: str, client: HttpClient | None = None, **kwargs: Any) -> requests.Response:
+        """One request with the token; a refused access token is renewed once, then AuthError."""
+        client = client or self.client
+        for attempt in (1, 2):
+            authorization = self.credentials.authorization()
+            response = client.request(
+                method, f"{self.url}{path}", what=what, ok_statuses=(401, 403),
+                headers={"Authorization": authorization}, **kwargs,
+            )
+            if response.status_code == 401 and attempt == 1 and self.credentials.renewable:
+                self.credentials.expire(authorization)
+                continue
+            if response.status_code in (401, 403):
+                raise AuthError(
+                    f"Label Studio at {self.url} refused the {self.credentials.kind} during {what} "
+                    f"(HTTP {response.status_code}): {_message(response)}; check {API_KEY_ENV} or --api-key"
+                )
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _json(self, response: requests.Response, what: str) -> Any:
+        if response.status_code >= 400:
+            raise self._refused(response, what)
+        try:
+            return response.json()
+        except ValueError:
+            raise PermanentError(f"Label Studio answered {what} with something that is not JSON (HTTP {response.status_code})") from None
+
+    def _refused(self, response: requests.Response, what: str) -> Exception:
+        message = f"Label Studio: {what} failed (HTTP {response.status_code}): {_message(response)}"
+        if response.status_code in (408, 409, 423, 429) or response.status_code >= 500:
+            return RetryableError(message)
+        return PermanentError(message)
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+class _Credentials:
+    """A legacy token (``Token``), or a personal access token exchanged for ``Bearer`` access tokens."""
+
+    def __init__(self, token: str, url: str, client: HttpClient) -> None:
+        register(token)
+        self.token = token
+        self.url = url
+        self.client = client
+        self.renewable = token.count(".") == 2  # a JWT: header.payload.signature
+        self.kind = "personal access token" if self.renewable else "legacy API token"
+        self._lock = threading.Lock()
+        self._access: str | None = None
+        self._expires: float = 0.0
+
+    def authorization(self) -> str:
+        if not self.renewable:
+            return f"Token {self.token}"
+        with self._lock:
+            if self._access is None or (self._expires and time.time() >= self._expires):
+                self._refresh()
+            return f"Bearer {self._access}"
+
+    def expire(self, authorization: str) -> None:
+        """Forget the access token a refused request used (unless another thread renewed it already)."""
+        with self._lock:
+            if authorization == f"Bearer {self._access}":
+                self._access = None
+
+    def _refresh(self) -> None:
+        """``POST /api/token/refresh/ {"refresh": token}`` -> ``{"access": ...}``; 401 -> AuthError."""
+        response = self.client.request(
+            "POST", f"{self.url}/api/token/refresh/", what="exchanging the personal access token", ok_statuses=(401, 403),
+            json={"refresh": self.token},
+        )
+        if response.status_code in (401, 403):
+            raise AuthError(
+                f"Label Studio at {self.url} refused the personal access token (HTTP {response.status_code}): "
+                f"{_message(response)}; check {API_KEY_ENV} or --api-key"
+            )
+        try:
+            access = response.json()["access"]
+        except (ValueError, KeyError, TypeError):
+            raise ServiceError(
+                f"Label Studio did not exchange the personal access token (HTTP {response.status_code}): {_message(response)}"
+            ) from None
+        register(access)
+        self._access = str(access)
+        expiry = _jwt_expiry(self._access)
+        self._expires = expiry - ACCESS_MARGIN if expiry else 0.0
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (read, not verified: only to renew it in time)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+# -- labeling config -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """What alpolicy needs from a labeling config: the RectangleLabels control on an Image."""
+
+    xml: str
+    from_name: str
+    to_name: str
+    image_key: str
+    labels: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, xml: str, where: str, preferred: str | None = None) -> "LabelConfig":
+        try:
+            root = ET.fromstring(xml)
+        except ET.ParseError as error:
+            raise UsageError(f"{where}: the labeling config is not valid XML ({error})") from None
+        images = {el.get("name"): el for el in root.iter() if _tag(el) == "image" and el.get("name")}
+        candidates = []
+        for control in root.iter():
+            if _tag(control) != "rectanglelabels" or not control.get("name"):
+                continue
+            for to_name in (part.strip() for part in (control.get("toName") or "").split(",")):
+                if to_name in images:
+                    candidates.append((control, to_name))
+                    break
+        if preferred:
+            candidates = [c for c in candidates if c[0].get("name") == preferred]
+        if not candidates:
+            which = f"RectangleLabels control named {preferred!r}" if preferred else "RectangleLabels control"
+            raise UsageError(f"{where}: its labeling config has no {which} on an Image; alpolicy needs one for its boxes")
+        control, to_name = candidates[0]
+        value = images[to_name].get("value") or ""
+        if not value.startswith("$") or len(value) < 2:
+            raise UsageError(f"{where}: the Image {to_name!r} takes its URL from {value!r}, not from a task field ($name)")
+        labels = tuple(
+            el.get("value") for el in control.iter() if _tag(el) == "label" and el.get("value") is not None
+        )
+        return cls(xml, control.get("name"), to_name, value[1:], labels)  # type: ignore[arg-type]
+
+    def missing(self, classes: list[str]) -> list[str]:
+        known = set(self.labels)
+        return [name for name in dict.fromkeys(classes) if name not in known]
+
+    def with_labels(self, names: list[str]) -> str:
+        """The config with ``<Label value=...>`` appended to the control (comments are kept)."""
+        root = ET.fromstring(self.xml, parser=ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True)))
+        control = next(el for el in root.iter() if _tag(el) == "rectanglelabels" and el.get("name") == self.from_name)
+        children = list(control)
+        closing = (children[-1].tail if children else control.text) or ""
+        indent = (control.text if children and control.text and not control.text.strip() else None) or (closing + "  ")
+        previous = children[-1] if children else None
+        if previous is None:
+            control.text = indent
+        for name in names:
+            if previous is not None:
+                previous.tail = indent
+            previous = ET.SubElement(control, "Label", {"value": name})
+        assert previous is not None
+        previous.tail = closing
+        return ET.tostring(root, encoding="unicode")
+
+
+def _tag(element: ET.Element) -> str:
+    return element.tag.lower() if isinstance(element.tag, str) else ""
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def project_title(policy: str, model: str) -> str:
+    """``alpolicy <policy>: <model>``, the model's start cut to fit Label Studio's 50 characters."""
+    head = f"alpolicy {policy}"[: TITLE_MAX - 10]
+    room = TITLE_MAX - len(head) - 2
+    tail = model if len(model) <= room else "…" + model[-(room - 1):]
+    return f"{head}: {tail}"
+
+
+def _base_url(value: str) -> str:
+    url = str(value).strip().rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"Label Studio URL {value!r} should look like http://localhost:8080")
+    return url
+
+
+def _upload_id(remote_id: str | None) -> int | None:
+    if remote_id and remote_id.startswith("upload:") and remote_id[7:].isdigit():
+        return int(remote_id[7:])
+    return None
+
+
+def _plural(items: list[str], one: str, many: str) -> str:
+    return one if len(items) == 1 else many
+
+
+def _message(response: requests.Response) -> str:
+    """Label Studio's error on one line: ``detail`` and ``validation_errors``; secrets masked."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text or ""
+        return redact(" ".join(text[:200].split())) if "<html" not in text[:500].lower() else "(an HTML page)"
+    parts: list[str] = []
+    if isinstance(body, dict):
+        for key in ("detail", "message", "error"):
+            if body.get(key) and body[key] != "Validation error":
+                parts.append(str(body[key]))
+        errors = body.get("validation_errors")
+        if isinstance(errors, dict):
+            for field, problems in errors.items():
+                items = problems if isinstance(problems, list) else [problems]
+                prefix = "" if field == "non_field_errors" else f"{field}: "
+                parts.append(prefix + "; ".join(str(p) for p in items))
+        elif errors:
+            parts.append(str(errors))
+    else:
+        parts.append(str(body))
+    text = " ".join(" ".join(parts).split())
+    return redact(text[:500] + ("…" if len(text) > 500 else "")) or f"HTTP {response.status_code}"
+
+
+def make_destination(target: str, options: DestinationOptions) -> LabelStudioDestination:
+    return LabelStudioDestination(target, options)
+
+
+@hookimpl
+def alpolicy_destinations(register: Callable[[DestinationSpec], None]) -> None:
+    register(DestinationSpec(
+        "labelstudio", make_destination,
+        f"A Label Studio project (token from {API_KEY_ENV}, server from --labelstudio-url): labelstudio:PROJECT_ID or labelstudio:new",
+    ))
