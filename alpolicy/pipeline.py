@@ -158,6 +158,8 @@ def run(
             source_name = source
         else:
             images, total, source_name = _as_images(source), None, "<images>"
+        if sink is not None and callable(getattr(sink, "prepare_run", None)):
+            sink.prepare_run(policy.name, backend.model_id if backend is not None else None)
         if sink is not None and not options.dry_run:
             sink.check()
         journal = Journal(options.journal or ":memory:")

@@ -176,14 +176,16 @@ def test_qualifying_images_become_one_task_each_with_pixel_exact_pre_labels(ls, 
     assert len(ls.tasks(project)) == 3
 
 
-def test_many_images_at_the_default_concurrency_each_get_one_task_with_its_prediction(ls, env, tmp_path):
+def test_many_images_at_the_default_concurrency_are_imported_in_batches_each_once_with_its_prediction(ls, env, tmp_path):
     frames = {f"f{i:02d}.jpg": ((120, 90), [("car", 0.5 + i / 100, (i, i, 20 + i, 10))]) for i in range(24)}
     images, predictions = make_dataset(tmp_path, frames)
     project = ls.create_project("alpolicy many", label_config(["car"]))
     run_options = options(tmp_path)
     run_options.concurrency = 8  # the default: 16 send threads
-    report = run(images, predictions, f"labelstudio:{project}", run_options)
+    sink = destination(ls, project)
+    report = run(images, predictions, sink, run_options)
     assert (report.sent, report.failed) == (24, 0), report.failures
+    assert sink.import_requests < 24, "task imports were not batched"
     tasks = by_key(ls.tasks(project))
     assert sorted(tasks) == sorted(sha256(path) for path in images.iterdir())
     assert [len(task["predictions"]) for task in tasks.values()] == [1] * 24
@@ -372,6 +374,11 @@ def test_labelstudio_new_makes_a_project_from_the_classes_and_reuses_it(ls, env,
     again = run(images, predictions, "labelstudio:new", options(tmp_path, "second.sqlite"))
     assert (again.sent, again.duplicates) == (3, 3)
     assert len(ls.api("GET", "/api/projects/", params={"page_size": 100})["results"]) == len(before) + 1
+    # Same journal, another policy: another project, and nothing in it counts as already sent.
+    other = {**POLICY, "name": "second-opinion"}
+    third = run(images, predictions, "labelstudio:new", options(tmp_path), policy=other)
+    assert (third.sent, third.already_sent) == (3, 0)
+    assert len(ls.api("GET", "/api/projects/", params={"page_size": 100})["results"]) == len(before) + 2
 
 
 # -- tokens and errors --------------------------------------------------------------------------

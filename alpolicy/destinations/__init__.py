@@ -15,6 +15,8 @@ The contract (see also the README's "Write a destination"):
   the next run sends it), :class:`PermanentError` for what never will (recorded as failed with
   the reason), :class:`alpolicy.backends.AuthError` when credentials are refused (the run stops).
 * ``send`` is called from several threads at once.
+* Optional ``prepare_run(policy, model)`` is called first with the policy's name and the model
+  id, for a destination whose identity (its ``name`` in the journal) depends on them.
 """
 
 from __future__ import annotations

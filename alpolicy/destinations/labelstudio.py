@@ -110,6 +110,21 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _STRIPES = 64
 
 
+#: Most tasks created by one import request.
+MAX_IMPORT_BATCH = 50
+
+
+@dataclass
+class _PendingTask:
+    """A task waiting for a batched import, and what became of it."""
+
+    task: dict[str, Any]
+    key: str
+    result: tuple[int, int | None] | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class LabelStudioDestination:
     """Thread-safe: sends of one content are serialised (striped locks), config changes under a lock."""
 
@@ -141,6 +156,10 @@ class LabelStudioDestination:
         self.config: LabelConfig | None = None
         self._lock = threading.Lock()  # the project (labelstudio:new) and its labeling config
         self._import_lock = threading.Lock()  # one task import at a time (see _create_task)
+        self._queue_lock = threading.Lock()
+        self._queue: list[_PendingTask] = []  # tasks waiting for the next batched import
+        #: Import requests made (each may create many tasks): diagnostics and tests.
+        self.import_requests = 0
         self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
 
     # -- contract ----------------------------------------------------------------------------
@@ -239,6 +258,13 @@ class LabelStudioDestination:
                 log.info("added %s to the labeling config of Label Studio project %s", ", ".join(missing), self.project_id)
             self.config = config
             return config
+
+    def prepare_run(self, policy: str | None, model: str | None) -> None:
+        """Before the run (``labelstudio:new``): name the journal's destination after the project
+        this policy and model will use, so a run with another policy or model -- another
+        project -- does not take images sent to this one for already sent."""
+        if self.create_project and policy and model:
+            self.name = f"labelstudio:{self.url}/projects/new/{project_title(policy, model)}"
 
     def _ensure_project(self, delivery: Delivery) -> None:
         """``labelstudio:new``: find the project titled after the policy and model, or make it."""
@@ -396,40 +422,99 @@ class LabelStudioDestination:
         return {"data": data, "predictions": task["predictions"]}
 
     def _create_task(self, task: dict[str, Any], key: str) -> tuple[int, int | None]:
-        """The new task's id and how many predictions Label Studio says it stored with it.
+        """The new task's id and how many predictions Label Studio stored with it.
 
-        One import at a time per destination: Label Studio on SQLite (what ``label-studio start``
-        runs by default) numbers a task from the highest id it reads, and concurrent imports then
-        answer 201 with ``prediction_count: 0`` and the prediction silently dropped (seen with
-        1.23.2). Sending them one by one avoids that; the caller re-adds a dropped prediction.
+        Imports are batched by group commit: each sender queues its task, and whichever sender
+        holds the import lock imports everything queued (up to ``MAX_IMPORT_BATCH`` tasks) in one
+        request. One import at a time also matters for correctness: Label Studio on SQLite (what
+        ``label-studio start`` runs by default) answers *concurrent* imports 201 but drops their
+        predictions (seen with 1.23.2); the caller re-adds a dropped prediction.
         """
-        def create() -> requests.Response:
+        entry = _PendingTask(task, key)
+        with self._queue_lock:
+            self._queue.append(entry)
+        while not entry.done:
             with self._import_lock:
-                return self._request(
-                    "POST", f"/api/projects/{self.project_id}/import", what="creating the task", client=self.once,
-                    params={"return_task_ids": "true"}, json=[task],
-                )
+                if entry.done:
+                    break
+                with self._queue_lock:
+                    batch, self._queue = self._queue[:MAX_IMPORT_BATCH], self._queue[MAX_IMPORT_BATCH:]
+                if batch:
+                    self._import_batch(batch)
+        if entry.error is not None:
+            raise entry.error
+        assert entry.result is not None
+        return entry.result
 
-        response, found = self._once(create, lambda: self._find_task(key), "creating the task")
+    def _import_batch(self, batch: list["_PendingTask"]) -> None:
+        """Import queued tasks in one request, exactly once each; resolves every entry of ``batch``."""
+        try:
+            self._import_pending(list(batch))
+        except BaseException as error:  # every waiting sender learns why
+            for entry in batch:
+                if not entry.done:
+                    entry.error, entry.done = error, True
+            if not isinstance(error, Exception):
+                raise
+
+    def _import_pending(self, pending: list["_PendingTask"]) -> None:
+        problem = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self._request(
+                    "POST", f"/api/projects/{self.project_id}/import", what="creating the tasks", client=self.once,
+                    params={"return_task_ids": "true"}, json=[entry.task for entry in pending],
+                )
+            except ServiceError as error:  # no answer, or a 5xx: some tasks may exist anyway
+                problem = str(error)
+                pending = [entry for entry in pending if not self._resolve_if_found(entry)]
+                if not pending:
+                    return
+                if attempt < self.attempts:
+                    self.client.stats.add(retries=1)
+                    time.sleep(self.client._backoff(attempt))
+                continue
+            self.import_requests += 1
+            if response.status_code == 404:
+                raise UsageError(f"Label Studio project {self.project_id} no longer exists at {self.url}")
+            if response.status_code != 201:
+                if len(pending) > 1:  # one bad task must not fail the others: import them one by one
+                    for entry in pending:
+                        self._import_batch([entry])
+                    return
+                raise self._refused(response, "creating the task")
+            self._resolve_created(pending, self._json(response, "creating the tasks"))
+            return
+        error = RetryableError(f"creating the tasks failed after {self.attempts} attempts: {problem}")
+        for entry in pending:
+            entry.error, entry.done = error, True
+
+    def _resolve_if_found(self, entry: "_PendingTask") -> bool:
+        found = self._find_task(entry.key)
         if found is not None:
-            return found
-        assert response is not None
-        if response.status_code == 404:
-            raise UsageError(f"Label Studio project {self.project_id} no longer exists at {self.url}")
-        if response.status_code != 201:
-            raise self._refused(response, "creating the task")
-        body = self._json(response, "creating the task")
-        ids = body.get("task_ids")
-        if isinstance(ids, list) and len(ids) == 1:
-            count = body.get("prediction_count")
-            return int(ids[0]), int(count) if isinstance(count, int) else None
-        # An asynchronous import (Label Studio Enterprise answers {"import": id}): wait for the task.
+            entry.result, entry.done = found, True
+        return found is not None
+
+    def _resolve_created(self, pending: list["_PendingTask"], body: Any) -> None:
+        ids = body.get("task_ids") if isinstance(body, dict) else None
+        if isinstance(ids, list) and len(ids) == len(pending):
+            stored = body.get("prediction_count")
+            every_prediction_kept = isinstance(stored, int) and stored == len(pending)
+            for entry, task_id in zip(pending, ids):
+                if every_prediction_kept:
+                    entry.result, entry.done = (int(task_id), 1), True
+                elif not self._resolve_if_found(entry):  # read each task's own prediction count
+                    entry.result, entry.done = (int(task_id), None), True
+            return
+        # An asynchronous import (Label Studio Enterprise answers {"import": id}): wait for the tasks.
         for _ in range(30):
-            found = self._find_task(key)
-            if found is not None:
-                return found
+            pending = [entry for entry in pending if not self._resolve_if_found(entry)]
+            if not pending:
+                return
             time.sleep(1.0)
-        raise RetryableError("Label Studio accepted the task but it did not appear within 30 s")
+        error = RetryableError("Label Studio accepted the tasks but they did not appear within 30 s")
+        for entry in pending:
+            entry.error, entry.done = error, True
 
     def _add_prediction(self, task_id: int, prediction: dict[str, Any]) -> None:
         """``POST /api/predictions/`` for a task that has none (checked again after a lost answer)."""
