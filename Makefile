@@ -42,12 +42,14 @@ demo: install
 	rm -rf $(DEMO)
 	$(BIN)/python -m alpolicy_onnx.synthetic $(DEMO)/frames --frames 300 --seed 7
 	$(BIN)/alpolicy run $(DEMO)/frames --model onnx:demo --confidence 20 \
-		--policy examples/demo-policy.json --to folder:$(DEMO)/queue --journal $(DEMO)/journal.sqlite
+		--policy examples/demo-policy.json --to folder:$(DEMO)/queue --journal $(DEMO)/journal.sqlite \
+		--report $(DEMO)/report
 	@echo
 	@echo "Results:"
 	@echo "  labeling queue:     $(DEMO)/queue/images/  (what a labeler would see)"
 	@echo "  pre-labels:         $(DEMO)/queue/annotations.coco.json, $(DEMO)/queue/labelstudio-tasks.json"
 	@echo "  every decision:     $(DEMO)/decisions/run-1.jsonl"
+	@echo "  run report:         $(DEMO)/report/index.html  (funnel, charts, chosen and rejected images; open in a browser)"
 	@echo "  try another policy: $(BIN)/alpolicy run $(DEMO)/frames --reuse-predictions --policy YOUR.json --dry-run --journal $(DEMO)/journal.sqlite"
 
 bench: install

@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from ..errors import AlpolicyError, PolicyError
-from . import policy_commands, run_command
+from . import policy_commands, report_command, run_command
 
 DESCRIPTION = """\
 Decide which raw images deserve a labeler's time: run a detection model over a folder of
@@ -27,6 +27,8 @@ examples:
   alpolicy rules                             the rules you can use in a policy
   alpolicy plugins                           installed plugins and what they register
   alpolicy schema > policy.schema.json       the policy JSON Schema, for your editor
+  alpolicy report JOURNAL --out report/      an HTML page of the last run: funnel, charts, galleries
+  alpolicy compare JOURNAL a.json b.json     what-if: which stored images each policy would send
 
 Run `alpolicy COMMAND --help` for the options of a command.
 """
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_command.add_parsers(subparsers)
     policy_commands.add_parsers(subparsers)
+    report_command.add_parsers(subparsers)
     return parser
 
 

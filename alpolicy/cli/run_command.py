@@ -9,6 +9,7 @@ import sys
 from ..backends import ModelOptions
 from ..destinations import DestinationOptions
 from ..errors import UsageError
+from ..html_report import write_run_report
 from ..images import normalise_extensions
 from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, RunOptions, run
 from ..policy import Policy
@@ -70,6 +71,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag every image sent (repeatable)")
     behaviour.add_argument("--no-progress", action="store_true", help="no progress output")
     behaviour.add_argument("--json", action="store_true", help="print the run report as JSON instead of the summary")
+    behaviour.add_argument("--report", metavar="DIR", help="after the run, write an HTML report to DIR/index.html (see `alpolicy report`)")
     remote = parser.add_argument_group("services")
     remote.add_argument("--api-key", metavar="KEY", help="Roboflow API key (prefer $ROBOFLOW_API_KEY: arguments show in `ps`)")
     remote.add_argument("--inference-url", metavar="URL", help="inference server (default: $ROBOFLOW_INFERENCE_URL or Roboflow hosted)")
@@ -95,6 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         policy = load_policy_argument(args.policy, args.conditionals)
     if args.destination is None and not args.dry_run:
         raise UsageError("say where qualifying images go with --to (roboflow:PROJECT or folder:DIR), or use --dry-run")
+    if args.report and args.journal == ":memory:":
+        raise UsageError("--report reads the run back from its journal: give --journal a file, not :memory:")
     if args.model is None and not args.reuse_predictions:
         raise UsageError("say which model to run with --model (e.g. roboflow:PROJECT/VERSION), or use --reuse-predictions")
     options = RunOptions(
@@ -123,5 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
         print(report.summary())
+    if args.report:
+        page = write_run_report(report.journal, args.report, report.run_id)
+        print(f"  report:        {page}", file=sys.stderr if args.json else sys.stdout)
     sys.stdout.flush()
     return report.exit_code
