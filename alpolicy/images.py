@@ -84,6 +84,8 @@ class ImageFile:
 
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode fully, EXIF orientation applied, as RGB: what a local model or a thumbnail needs."""
+        if self.size == 0:
+            raise ImageDecodeError("the file is empty")
         with _open(self.path) as image:
             _check_pixels(image, max_pixels)
             try:

@@ -178,6 +178,12 @@ def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
         yield item if isinstance(item, ImageFile) else ImageFile.from_path(item)
 
 
+def one_line(text: object) -> str:
+    """A reason fit for a summary line, the journal and logs: redacted, newlines made visible
+    (a reason may quote a file name or a server message that holds one)."""
+    return redact(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _retries(thing: Any) -> int:
     """Retries made by a backend's or destination's HTTP client (0 for those without one)."""
     stats = getattr(getattr(thing, "client", None), "stats", None)
@@ -506,14 +512,13 @@ class _Run:
         try:
             receipt = future.result()
         except (PermanentError, ImageDecodeError) as error:
-            self.journal.mark_unsent(item.image, self.destination_name, str(error), permanent=True)
-            record["error"] = str(error)
+            self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
             self._fail(item, "send", str(error), record)
             return
         except (RetryableError, ServiceError, AuthError) as error:
-            self.journal.mark_unsent(item.image, self.destination_name, str(error), permanent=False)
+            self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=False)
             self.report.pending += 1
-            record["error"] = str(error)
+            record["error"] = one_line(error)
             self._log(item, record)
             if isinstance(error, AuthError):
                 raise
@@ -533,11 +538,12 @@ class _Run:
 
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, item: _Item, stage: str, error: str, record: dict[str, Any] | None = None) -> None:
-        error = redact(error)
+        error = one_line(error)
         self.report.add_failure(item.image.path, stage, error)
         self.journal.record_failure(self.run_id, item.image, stage, error)
         if record is None:
-            record = {"seq": item.seq, "image": item.image.path, "qualifies": None, "sampled": False, "error": error}
+            record = {"seq": item.seq, "image": item.image.path, "qualifies": None, "sampled": False}
+        record["error"] = error
         record["failed"] = stage
         self._log(item, record)
 

@@ -85,7 +85,8 @@ class RunReport:
             for rule, count in self.rejected_by.most_common():
                 lines.append(f"    {rule:<{rule_width}}  {count:>7}")
         for failure in self.failures[:5]:
-            lines.append(f"  failed: {failure['path']}: {failure['error']}")
+            path = failure["path"].replace("\r", "\\r").replace("\n", "\\n")  # one line per failure
+            lines.append(f"  failed: {path}: {failure['error']}")
         if self.failed > 5:
             lines.append(f"  ... {self.failed - 5} more failures in the journal and the decisions log")
         if self.decisions_log:

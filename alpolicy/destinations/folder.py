@@ -57,6 +57,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
+from ..images import ImageDecodeError
 from ..prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
 from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
@@ -128,6 +129,12 @@ class FolderDestination:
         sha = delivery.key
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise PermanentError(f"delivery key {sha!r} is not a sha256 hex digest of the image")
+        try:
+            # A header parse: an empty file, a non-image or a bomb must not enter the dataset (a
+            # backend that never reads pixels, like replay:, lets them through to here).
+            delivery.image.check()
+        except ImageDecodeError as error:
+            raise PermanentError(str(error)) from None
         try:
             self._prepare()
         except UsageError as error:
