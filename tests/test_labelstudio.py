@@ -506,3 +506,31 @@ def test_the_labeling_config_is_read_and_extended_without_losing_anything():
     with pytest.raises(UsageError, match="not from a task field"):
         LabelConfig.parse('<View><Image name="i" value="http://x/y.jpg"/><RectangleLabels name="r" toName="i"/></View>', "test")
     assert len(project_title("p" * 80, "replay:/a/very/long/path/to/some/predictions")) == 50
+
+
+# -- faults between alpolicy and Label Studio ---------------------------------------------------
+
+
+def test_faults_in_front_of_label_studio_lose_nothing_and_make_no_second_task(ls, env, tmp_path):
+    """A loopback proxy in front of the real server injects 503s, resets and lost responses."""
+    from .servers.faultproxy import FaultProxy, Faults
+
+    frames = {f"g{i:02d}.jpg": ((100, 80), [("car", 0.6 + i / 100, (5 + i, 5, 30, 20))]) for i in range(12)}
+    images, predictions = make_dataset(tmp_path, frames)
+    project = ls.create_project("alpolicy faults", label_config(["car"]))
+    with FaultProxy(ls.url) as proxy:
+        proxy.faults = [
+            Faults(f"/api/projects/{project}/import", lose_every=2, max_faults=4),  # uploads and task creation
+            Faults("/api/tasks", error_every=3, max_faults=4),  # the exactly-once lookups
+            Faults("/api/import/file-upload", reset_every=2, max_faults=3),
+        ]
+        run_options = options(tmp_path)
+        run_options.destination_options.extra = {"labelstudio_url": proxy.url}
+        run_options.destination_options.attempts = 6
+        report = run(images, predictions, f"labelstudio:{project}", run_options)
+        injected = proxy.injected()
+    assert (report.sent, report.failed, report.pending) == (12, 0, 0), report.failures
+    assert injected == {"lose": 4, "error": 4, "reset": 3}
+    tasks = by_key(ls.tasks(project))
+    assert sorted(tasks) == sorted(sha256(path) for path in images.iterdir())  # one task per image, no more
+    assert all(len(task["predictions"]) == 1 for task in tasks.values())
