@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_remote.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_onnx.py
+	$(BIN)/python benchmarks/bench_dedupe.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(DEMO) .alpolicy
+	rm -rf $(VENV) $(LS_VENV) build *.egg-info $(DEMO) .alpolicy test-artifacts
