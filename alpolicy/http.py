@@ -39,6 +39,24 @@ class RetryPolicy:
 
 
 @dataclass
+class ServiceOptions:
+    """What every backend and destination that talks to a service may be given."""
+
+    api_key: str | None = None
+    #: Seconds to wait for one response.
+    timeout: float = 60.0
+    #: Attempts per request on connection errors, 429 and 5xx.
+    attempts: int = 5
+    #: First backoff in seconds (doubled per attempt, full jitter, capped at 30 s).
+    retry_backoff: float = 0.5
+    #: Backend- or destination-specific settings.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def retry_policy(self) -> "RetryPolicy":
+        return RetryPolicy(attempts=self.attempts, backoff=self.retry_backoff)
+
+
+@dataclass
 class HttpStats:
     requests: int = 0
     retries: int = 0

@@ -13,10 +13,11 @@ failed with the reason; nothing is decided, nothing is lost: the next run retrie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from ..errors import AlpolicyError, AuthError, ServiceError
+from ..http import ServiceOptions
 from ..images import ImageFile
 from ..prediction import Prediction
 
@@ -26,23 +27,16 @@ class ImageError(AlpolicyError):
 
 
 @dataclass
-class ModelOptions:
-    """Settings every backend may use; backend-specific ones go in ``extra``."""
+class ModelOptions(ServiceOptions):
+    """Settings every backend may use (``api_key``, ``timeout``, ``attempts``, ``retry_backoff``,
+    ``extra`` come from :class:`~alpolicy.http.ServiceOptions`); backend-specific ones go in ``extra``."""
 
-    api_key: str | None = None
     #: Base URL of an inference server (Roboflow hosted or a local Inference server).
     inference_url: str | None = None
     #: Minimum confidence, in percent, asked of the server (Roboflow's ``confidence``). SDK default 40.
     confidence: float = 40
     #: Overlap (IoU) threshold for NMS, in percent (Roboflow's ``overlap``). SDK default 30.
     overlap: float = 30
-    #: Seconds to wait for one response.
-    timeout: float = 60.0
-    #: Attempts per request on connection errors, 429 and 5xx.
-    attempts: int = 5
-    #: First backoff in seconds (doubled per attempt, full jitter, capped at 30 s).
-    retry_backoff: float = 0.5
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..http import HttpClient, RetryPolicy, server_message
+from ..http import HttpClient, server_message
 from ..images import ImageDecodeError, ImageFile
 from ..prediction import Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
@@ -58,7 +58,7 @@ class RoboflowInference:
             "format": "json",
         }
         self.client = HttpClient(
-            timeout=options.timeout, retry=RetryPolicy(attempts=options.attempts, backoff=options.retry_backoff), service="inference server"
+            timeout=options.timeout, retry=options.retry_policy(), service="inference server"
         )
 
     def predict(self, image: ImageFile) -> Prediction:

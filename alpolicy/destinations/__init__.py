@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from ..decision import Decision
 from ..errors import AlpolicyError
+from ..http import ServiceOptions
 from ..images import ImageFile
 from ..prediction import Prediction
 
@@ -66,19 +67,14 @@ class Receipt:
 
 
 @dataclass
-class DestinationOptions:
-    """Settings every destination may use; destination-specific ones go in ``extra``."""
+class DestinationOptions(ServiceOptions):
+    """Settings every destination may use (``api_key``, ``timeout``, ``attempts``,
+    ``retry_backoff``, ``extra`` come from :class:`~alpolicy.http.ServiceOptions`)."""
 
-    api_key: str | None = None
     api_url: str | None = None
-    timeout: float = 60.0
-    attempts: int = 5
-    #: First backoff in seconds (doubled per attempt, full jitter, capped at 30 s).
-    retry_backoff: float = 0.5
     #: Roboflow-style dataset split and batch name.
     split: str = "train"
     batch: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

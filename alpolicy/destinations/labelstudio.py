@@ -147,7 +147,7 @@ class LabelStudioDestination:
         token = options.api_key or os.environ.get(API_KEY_ENV)
         if not token:
             raise UsageError(f"sending to Label Studio needs an API token: set {API_KEY_ENV} or pass --api-key")
-        retry = RetryPolicy(attempts=options.attempts, backoff=options.retry_backoff)
+        retry = options.retry_policy()
         self.client = HttpClient(timeout=options.timeout, retry=retry, service="Label Studio API")
         #: For the one request that must not be repeated blindly (creating a task or a project).
         self.once = HttpClient(timeout=options.timeout, retry=RetryPolicy(attempts=1), service="Label Studio API")

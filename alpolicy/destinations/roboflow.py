@@ -34,7 +34,7 @@ from PIL import Image
 from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..http import HttpClient, RetryPolicy, server_message
+from ..http import HttpClient, server_message
 from ..images import ImageDecodeError
 from ..prediction import Prediction
 from ..registry import DestinationSpec
@@ -101,7 +101,7 @@ class RoboflowDestination:
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 95:
             raise UsageError(f"JPEG quality {self.jpeg_quality} should be between 1 and 95")
         self.reencode = self.max_size is not None or self.jpeg_quality is not None
-        self.client = HttpClient(timeout=options.timeout, retry=RetryPolicy(attempts=options.attempts, backoff=options.retry_backoff), service="Roboflow API")
+        self.client = HttpClient(timeout=options.timeout, retry=options.retry_policy(), service="Roboflow API")
 
     def check(self) -> None:
         """``GET {api}/?api_key=…``: a refused key stops the run before any image is processed."""
