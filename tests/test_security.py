@@ -80,3 +80,37 @@ def test_a_policy_is_data_nothing_in_it_is_imported_or_executed(tmp_path):
         Policy.from_dict(hostile)
     assert "unknown detection rule 'os.system'" in str(caught.value)
     assert not marker.exists() and set(sys.modules) - before <= {"difflib"}
+
+
+def test_the_roboflow_key_given_on_the_command_line_is_never_sent_to_label_studio(tmp_path):
+    """--api-key is for Roboflow: a run into Label Studio must not use it as a Label Studio token."""
+    import http.server
+    import json
+    import threading
+
+    seen: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            seen.append(self.headers.get("Authorization") or "")
+            body = json.dumps({"detail": "nope"}).encode()
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    frames = tmp_path / "frames"
+    make_frames(frames, 1)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    result = alpolicy_cli("run", str(frames), "--model", "replay:sidecar", "--to", "labelstudio:1", "--labelstudio-url", url,
+                          "--api-key", API_KEY, "--journal", str(tmp_path / "j.sqlite"),
+                          env={"LABEL_STUDIO_API_KEY": "ls-token-1234"})
+    server.shutdown()
+    assert result.code == 2 and "refused the legacy API token" in result.err and "check LABEL_STUDIO_API_KEY" in result.err
+    assert seen and all(API_KEY not in header for header in seen)
+    assert all("ls-token-1234" in header for header in seen)

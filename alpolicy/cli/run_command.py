@@ -73,7 +73,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour.add_argument("--json", action="store_true", help="print the run report as JSON instead of the summary")
     behaviour.add_argument("--report", metavar="DIR", help="after the run, write an HTML report to DIR/index.html (see `alpolicy report`)")
     remote = parser.add_argument_group("services")
-    remote.add_argument("--api-key", metavar="KEY", help="Roboflow API key (prefer $ROBOFLOW_API_KEY: arguments show in `ps`)")
+    remote.add_argument("--api-key", metavar="KEY", help="Roboflow API key (prefer $ROBOFLOW_API_KEY: arguments show in `ps`); never sent to other services")
     remote.add_argument("--inference-url", metavar="URL", help="inference server (default: $ROBOFLOW_INFERENCE_URL or Roboflow hosted)")
     remote.add_argument("--api-url", metavar="URL", help="Roboflow API (default: $ROBOFLOW_API_URL or https://api.roboflow.com)")
     remote.add_argument("--confidence", type=float, default=40, metavar="PCT", help="minimum confidence the model server returns, percent (default 40)")
@@ -114,7 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout=args.timeout, extra={"labels": args.labels} if args.labels else {},
         ),
         destination_options=DestinationOptions(
-            api_key=args.api_key, api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
+            # --api-key is the Roboflow key: never hand it to another service (Label Studio reads
+            # its own token from $LABEL_STUDIO_API_KEY).
+            api_key=args.api_key if (args.destination or "").startswith("roboflow:") else None,
+            api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
             extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality,
                    "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels},
         ),

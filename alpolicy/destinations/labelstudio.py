@@ -146,7 +146,7 @@ class LabelStudioDestination:
         self.preferred_control = extra.get("labelstudio_from_name")
         token = options.api_key or os.environ.get(API_KEY_ENV)
         if not token:
-            raise UsageError(f"sending to Label Studio needs an API token: set {API_KEY_ENV} or pass --api-key")
+            raise UsageError(f"sending to Label Studio needs an API token: set {API_KEY_ENV}")
         retry = options.retry_policy()
         self.client = HttpClient(timeout=options.timeout, retry=retry, service="Label Studio API")
         #: For the one request that must not be repeated blindly (creating a task or a project).
@@ -578,7 +578,7 @@ class LabelStudioDestination:
             if response.status_code in (401, 403):
                 raise AuthError(
                     f"Label Studio at {self.url} refused the {self.credentials.kind} during {what} "
-                    f"(HTTP {response.status_code}): {_message(response)}; check {API_KEY_ENV} or --api-key"
+                    f"(HTTP {response.status_code}): {_message(response)}; check {API_KEY_ENV}"
                 )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -638,7 +638,7 @@ class _Credentials:
         if response.status_code in (401, 403):
             raise AuthError(
                 f"Label Studio at {self.url} refused the personal access token (HTTP {response.status_code}): "
-                f"{_message(response)}; check {API_KEY_ENV} or --api-key"
+                f"{_message(response)}; check {API_KEY_ENV}"
             )
         try:
             access = response.json()["access"]
