@@ -28,7 +28,7 @@ from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .errors import AlpolicyError, AuthError, ServiceError, UsageError
 from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
-from .journal import Journal
+from .journal import DeliveryRecord, Journal
 from .plugins import get_registry
 from .policy import Policy
 from .prediction import Prediction
@@ -81,6 +81,7 @@ class _Item:
     error: str | None = None
     sampling_tags: list[str] = field(default_factory=list)
     prepared: Future[None] | None = None
+    delivery: DeliveryRecord | None = None
 
 
 # ---------------------------------------------------------------------- building blocks from specs
@@ -231,8 +232,8 @@ class _Run:
         self.sending: dict[Future[Receipt], tuple[_Item, dict[str, Any]]] = {}
         #: Candidates held for a ``top_k`` budget: a min-heap of (score, -seq, item, prediction, decision, record).
         self.top_k: list[tuple[Any, ...]] = []
-        self.inference_failures_in_a_row = 0
-        self.send_failures_in_a_row = 0
+        #: Consecutive service failures per stage ("inference", "sending"): the circuit breaker.
+        self.failures_in_a_row = {"inference": 0, "sending": 0}
         self.done = 0
 
     def _open_decisions_log(self) -> TextIO | None:
@@ -308,8 +309,8 @@ class _Run:
         self.report.seen += 1
         item = _Item(seq, image)
         if self.sending_enabled:
-            record = self.journal.delivery(image, self.destination_name)  # type: ignore[arg-type]
-            if record is not None and record.state == "sent":
+            item.delivery = self.journal.delivery(image, self.destination_name)  # type: ignore[arg-type]
+            if item.delivery is not None and item.delivery.state == "sent":
                 item.skip_reason = "already sent"
         if self.model_id is not None:
             stored = self.journal.prediction(image, self.model_id)
@@ -351,19 +352,14 @@ class _Run:
             return
         except ServiceError as error:
             self._fail(item, "inference", str(error))
-            self.inference_failures_in_a_row += 1
-            if self.inference_failures_in_a_row >= self.options.max_consecutive_failures:
-                raise RunAborted(
-                    f"inference failed for {self.inference_failures_in_a_row} images in a row (last: {error}); "
-                    "nothing is lost: run again to resume"
-                ) from None
+            self._service_failed("inference", error, "nothing is lost: run again to resume")
             return
         finally:
             self.progress.update(self.done, self._detail())
         if prediction is None:  # already sent and nothing to decide
             self.report.already_sent += 1
             return
-        self.inference_failures_in_a_row = 0
+        self.failures_in_a_row["inference"] = 0
         if self.on_result is not None:
             self.on_result(item.image, prediction)
         if item.skip_reason == "already sent":
@@ -460,7 +456,7 @@ class _Run:
 
     def _submit_send(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
         assert self.destination is not None and self.destination_name is not None
-        existing = self.journal.delivery(item.image, self.destination_name)
+        existing = item.delivery  # read once, when the image entered the run
         remote_id = existing.remote_id if existing is not None and existing.state == "uploaded" else None
         self.journal.mark_sending(item.image, self.destination_name, self.run_id)
         model = prediction.model_id or item.model
@@ -522,19 +518,21 @@ class _Run:
             self._log(item, record)
             if isinstance(error, AuthError):
                 raise
-            self.send_failures_in_a_row += 1
-            if self.send_failures_in_a_row >= self.options.max_consecutive_failures:
-                raise RunAborted(
-                    f"sending failed for {self.send_failures_in_a_row} images in a row (last: {error}); "
-                    "they stay pending: run again to send them"
-                ) from None
+            self._service_failed("sending", error, "they stay pending: run again to send them")
             return
-        self.send_failures_in_a_row = 0
+        self.failures_in_a_row["sending"] = 0
         self.journal.mark_sent(item.image, self.destination_name, receipt.remote_id, receipt.url, receipt.duplicate)
         self.report.sent += 1
         self.report.duplicates += int(receipt.duplicate)
         record.update(remote_id=receipt.remote_id, url=receipt.url, duplicate=receipt.duplicate, destination=self.destination_name)
         self._log(item, record)
+
+    def _service_failed(self, stage: str, error: Exception, advice: str) -> None:
+        """Count a service failure; too many in a row stop the run (going on would only pile them up)."""
+        self.failures_in_a_row[stage] += 1
+        count = self.failures_in_a_row[stage]
+        if count >= self.options.max_consecutive_failures:
+            raise RunAborted(f"{stage} failed for {count} images in a row (last: {error}); {advice}") from None
 
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, item: _Item, stage: str, error: str, record: dict[str, Any] | None = None) -> None:

@@ -23,6 +23,8 @@ from typing import Any, Callable
 from .decision import Decision
 from .images import ImageFile
 from .journal import Journal
+from .registry import Stage
+from .validation import common_keys
 
 #: Inference's limit types -> usage windows.
 LIMIT_WINDOWS = {"minutely": "minute", "hourly": "hour", "daily": "day"}
@@ -92,7 +94,7 @@ class Sampler:
 
     def _fresh(self, leaf: Any) -> _Step:
         source = leaf.source or {}
-        params = {k: v for k, v in source.items() if k not in ("rule", "tag", "note", "name", "tags", "limits")}
+        params = {k: v for k, v in source.items() if k not in common_keys(Stage.SAMPLING)}
         rule = leaf.factory(params) if leaf.factory is not None else leaf.rule
         if hasattr(rule, "name"):
             rule.name = leaf.label
