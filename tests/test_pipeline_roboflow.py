@@ -163,20 +163,21 @@ def test_dry_run_sends_nothing_and_reuse_predictions_skips_the_model(roboflow, e
     assert report.sent == len(roboflow.images("q")) == len(expected_uploads(roboflow, frames, {"required_objects_count": 3}))
 
 
-def test_user_errors_are_one_line(tmp_path, env):
-    result = alpolicy_cli("run", str(tmp_path / "missing"), "--model", "roboflow:vehicles/3", "--to", "folder:out")
-    assert result.code == 2 and result.err.strip().endswith("does not exist")
+def test_user_errors_are_one_line(tmp_path, env, monkeypatch):
     (tmp_path / "empty").mkdir()
-    result = alpolicy_cli("run", str(tmp_path / "empty"), "--model", "roboflow:vehicles/3", "--dry-run")
-    assert result.code == 2 and "no images in" in result.err
-    result = alpolicy_cli("run", str(tmp_path), "--model", "robofow:vehicles/3", "--dry-run")
-    assert "no inference backend for 'robofow' (did you mean 'roboflow'?)" in result.err
-    result = alpolicy_cli("run", str(tmp_path), "--model", "roboflow:vehicles", "--dry-run")
-    assert "should be PROJECT/VERSION" in result.err
-    for outcome in (result,):
-        assert "Traceback" not in outcome.err and len(outcome.err.strip().splitlines()) == 1
+    cases = [
+        ((str(tmp_path / "missing"), "--model", "roboflow:vehicles/3", "--to", f"folder:{tmp_path / 'out'}"), "does not exist"),
+        ((str(tmp_path / "empty"), "--model", "roboflow:vehicles/3", "--dry-run"), "no images in"),
+        ((str(tmp_path), "--model", "robofow:vehicles/3", "--dry-run"), "no inference backend for 'robofow' (did you mean 'roboflow'?)"),
+        ((str(tmp_path), "--model", "roboflow:vehicles", "--dry-run"), "should be PROJECT/VERSION"),
+    ]
+    for args, expected in cases:
+        result = alpolicy_cli("run", *args)
+        assert result.code == 2 and expected in result.err, (args, result.err)
+        assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not (tmp_path / "out").exists()
+    monkeypatch.delenv("ROBOFLOW_API_KEY")
     with pytest.raises(UsageError, match="ROBOFLOW_API_KEY"):
-        os.environ.pop("ROBOFLOW_API_KEY")
         alpolicy.run(str(tmp_path), Policy.from_conditionals({}), model="roboflow:vehicles/3", options=RunOptions(journal=None))
 
 
