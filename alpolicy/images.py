@@ -25,6 +25,22 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 DEFAULT_MAX_PIXELS = 89_478_485
 
 
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB chunks: the one content hash of the project
+    (image identity, model fingerprints, the folder destination's integrity checks).
+
+    Raises ``OSError`` as ``open`` does; callers decide what an unreadable file means to them.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class ImageDecodeError(AlpolicyError):
     """The file is not a readable image (empty, truncated, not an image, too large)."""
 
@@ -64,14 +80,10 @@ class ImageFile:
     def sha256(self) -> str:
         """Content hash: the idempotency key destinations use (same bytes, same remote item)."""
         if self._sha256 is None:
-            digest = hashlib.sha256()
             try:
-                with open(self.path, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(chunk)
+                self._sha256 = sha256_file(self.path)
             except OSError as error:
                 raise ImageDecodeError(f"cannot read the file: {error.strerror or error}") from None
-            self._sha256 = digest.hexdigest()
         return self._sha256
 
     def check(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:

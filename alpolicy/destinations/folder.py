@@ -57,7 +57,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..images import ImageDecodeError
+from ..images import ImageDecodeError, sha256_file
 from ..prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
 from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
@@ -241,7 +241,7 @@ class FolderDestination:
             try:
                 if os.path.getsize(path) != size:
                     return False
-                known = _sha256_of(path)
+                known = sha256_file(path)
             except OSError:
                 return False
             self._hashes[name] = known
@@ -590,12 +590,7 @@ def _read_json(path: str, *, strict: bool = False) -> Any:
         return None
 
 
-def _sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+
 
 
 def _candidates(source_name: str, sha: str) -> list[str]:
