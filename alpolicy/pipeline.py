@@ -218,7 +218,7 @@ class _Run:
         self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
         self.log_file = self._open_decisions_log()
         self.progress = Progress(total, enabled=options.progress)
-        self.sampler = Sampler(policy, journal, self.run_id)
+        self.sampler = Sampler(policy, journal, self.run_id, dry_run=options.dry_run)
         self.needs_pixels = self.sampler.needs_pixels
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
