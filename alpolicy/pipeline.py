@@ -308,8 +308,8 @@ class _Run:
     def _begin(self, seq: int, image: ImageFile) -> _Item:
         self.report.seen += 1
         item = _Item(seq, image)
-        if self.sending_enabled:
-            item.delivery = self.journal.delivery(image, self.destination_name)  # type: ignore[arg-type]
+        if self.destination_name is not None:  # a dry run too: it decides as a real run would
+            item.delivery = self.journal.delivery(image, self.destination_name)
             if item.delivery is not None and item.delivery.state == "sent":
                 item.skip_reason = "already sent"
         if self.model_id is not None:

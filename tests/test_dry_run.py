@@ -131,3 +131,16 @@ def test_a_dry_run_leaves_no_near_duplicate_history(tmp_path):
     assert run.sent_names() == sorted(p.name for p in copies)
     again = run(tmp_path / "both", dry_run=True)  # the real run's picks are
     assert (again.would_send, again.rejected_by["near_duplicate"]) == (0, 3)
+
+
+def test_a_dry_run_spends_no_top_k_and_counts_what_was_sent(tmp_path):
+    folder = tmp_path / "frames"
+    paths = make_frames(folder, 6, seed=3)
+    with_sidecars(paths, [0.9, 0.45, 0.8, 0.52, 0.7, 0.6])
+    run = Runs(tmp_path, {"version": 1, "image": {"rule": "uncertainty"}, "sampling": [{"rule": "top_k", "k": 2}]})
+    dry = run(folder, dry_run=True)
+    assert (dry.would_send, dry.rejected_by["top_k"]) == (2, 4)
+    real = run(folder, dry_run=False)
+    assert real.sent == 2 and run.sent_names() == ["frame_00001.jpg", "frame_00003.jpg"]
+    after = run(folder, dry_run=True)  # as a real run would: the 2 already sent fill k
+    assert (after.already_sent, after.would_send) == (2, 0)
