@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -151,6 +152,28 @@ def normalise_extensions(extensions: list[str] | tuple[str, ...] | None) -> tupl
     return tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in extensions)
 
 
+_DIGIT_RUN = re.compile(r"[0-9]+")
+
+
+def _number(match: re.Match[str]) -> str:
+    digits = match.group().lstrip("0")
+    return f"\x01{chr(len(digits) + 1)}{digits}"  # marker, length, digits: compares as the number
+
+
+def natural_key(name: str) -> str:
+    """The sort key of natural order: ``frame_2`` before ``frame_10``, ``a10b2`` before ``a10b10``.
+
+    Runs of ASCII digits compare as numbers (of any size) and sort before text at the same place;
+    text compares case-insensitively (``str.casefold``); names still equal (``Frame_3`` and
+    ``frame_3``, ``f07`` and ``f7``) are ordered by their exact code points, so different names
+    never tie and the order is the same on every machine. It is the order of the tuples
+    ``(casefolded text, int, casefolded text, ..., name)``, packed into one string: sorting a folder
+    of 100,000 names takes about a third of the memory tuples would. (Names hold neither NUL nor,
+    in practice, U+0001, the two markers.)
+    """
+    return f"{_DIGIT_RUN.sub(_number, name.casefold())}\x00{name}"
+
+
 def iter_folder(
     root: str,
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
@@ -159,10 +182,15 @@ def iter_folder(
     case_sensitive: bool = False,
     include_hidden: bool = False,
 ) -> Iterator[ImageFile]:
-    """Yield image files lazily with ``os.scandir`` (memory does not grow with the folder).
+    """Yield a folder's image files lazily, in natural order (:func:`natural_key`).
 
-    Directories are visited depth-first in scandir order; a directory reached twice (a symlink
-    loop) is visited once. Files that vanish between listing and stat are skipped.
+    ``os.scandir`` order depends on the file system (hash order on ext4), and the order decides
+    limits, ``top_k`` ties and near-duplicates: sorting makes a folder give the same decisions on
+    every machine. A folder's images come before its sub-folders, which are visited depth-first,
+    in natural order too; a directory reached twice (a symlink loop) is visited once. Memory:
+    one folder's listing at a time (the names of its images and sub-folders) and the paths of
+    the sub-folders still to visit, never the whole tree.
+    Files that vanish between listing and stat are skipped.
     """
     visited: set[tuple[int, int]] = set()
     stack = [root]
@@ -176,30 +204,47 @@ def iter_folder(
         if identity in visited:
             continue
         visited.add(identity)
-        try:
-            entries = os.scandir(folder)
-        except OSError:
+        listing = _list_folder(folder, extensions, recursive, case_sensitive, include_hidden)
+        if listing is None:
             continue
-        subfolders: list[str] = []
-        with entries:
-            for entry in entries:
-                if not include_hidden and entry.name.startswith("."):
+        files, subfolders = listing
+        del listing
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            yield ImageFile(path, stat.st_size, stat.st_mtime_ns)
+        del files  # the next folder's listing replaces this one
+        stack.extend(os.path.join(folder, name) for name in reversed(subfolders))
+
+
+def _list_folder(folder: str, extensions: tuple[str, ...], recursive: bool, case_sensitive: bool,
+                 include_hidden: bool) -> tuple[list[str], list[str]] | None:
+    """One folder's image names and sub-folder names, each in natural order (``None``: unreadable)."""
+    files: list[str] = []
+    subfolders: list[str] = []
+    try:
+        entries = os.scandir(folder)
+    except OSError:
+        return None
+    with entries:
+        for entry in entries:
+            if not include_hidden and entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    if recursive:
+                        subfolders.append(entry.name)
                     continue
-                try:
-                    if entry.is_dir():
-                        if recursive:
-                            subfolders.append(entry.path)
-                        continue
-                    if not entry.is_file():
-                        continue
-                except OSError:
+                if not entry.is_file():
                     continue
-                name = entry.name if case_sensitive else entry.name.lower()
-                if not name.endswith(extensions):
-                    continue
-                try:
-                    stat = entry.stat()
-                except OSError:
-                    continue
-                yield ImageFile(entry.path, stat.st_size, stat.st_mtime_ns)
-        stack.extend(reversed(subfolders))
+            except OSError:
+                continue
+            name = entry.name if case_sensitive else entry.name.lower()
+            if name.endswith(extensions):
+                files.append(entry.name)
+    files.sort(key=natural_key)
+    subfolders.sort(key=natural_key)
+    return files, subfolders

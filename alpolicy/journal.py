@@ -16,6 +16,7 @@ transaction survives ``kill -9`` of the process.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -31,7 +32,23 @@ from .prediction import Prediction
 
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
+#: Sampling usage: the journal's tables, and a dry run's scratch copies of them (TEMP tables).
+_CHARGES = """(
+    rule TEXT NOT NULL,
+    image_key TEXT NOT NULL,
+    class TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (rule, image_key, class)
+)"""
+_HASHES = """(
+    rule TEXT NOT NULL,
+    image_key TEXT NOT NULL,
+    hash INTEGER NOT NULL,
+    PRIMARY KEY (rule, image_key)
+)"""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -83,21 +100,9 @@ CREATE TABLE IF NOT EXISTS failures (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_by_run ON failures (run_id);
-CREATE TABLE IF NOT EXISTS sampling_charges (
-    rule TEXT NOT NULL,
-    image_key TEXT NOT NULL,
-    class TEXT NOT NULL,
-    run_id INTEGER NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (rule, image_key, class)
-);
+CREATE TABLE IF NOT EXISTS sampling_charges {_CHARGES};
 CREATE INDEX IF NOT EXISTS sampling_charges_by_time ON sampling_charges (rule, class, at);
-CREATE TABLE IF NOT EXISTS sampled_hashes (
-    rule TEXT NOT NULL,
-    image_key TEXT NOT NULL,
-    hash INTEGER NOT NULL,
-    PRIMARY KEY (rule, image_key)
-);
+CREATE TABLE IF NOT EXISTS sampled_hashes {_HASHES};
 """
 
 
@@ -143,6 +148,10 @@ class Journal:
     def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         with self._lock:
             return self._db.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------------ runs
     def start_run(self, *, source: str, model: str | None, destination: str | None, policy: str, options: dict[str, Any]) -> int:
@@ -268,38 +277,83 @@ class Journal:
             return [dict(zip(("run_id", "path", "stage", "error"), row)) for row in self._db.execute(sql, params)]
 
     # ------------------------------------------------------------------ sampling usage
-    def sampling_charge(self, rule: str, image: ImageFile, cls: str, run_id: int, at: float) -> None:
-        """Count one sampled image against a rule (once per image: a resume does not pay twice)."""
-        self._write("INSERT OR IGNORE INTO sampling_charges VALUES (?, ?, ?, ?, ?)", (rule, image.key, cls, run_id, at))
+    def sampling_ledger(self, *, scratch: bool = False) -> "SamplingLedger":
+        """The sampling usage a run reads and records: the journal's own, or (``scratch``, a dry
+        run) a layer over it that a later run never sees. See :class:`SamplingLedger`."""
+        return SamplingLedger(self, scratch)
 
-    def add_sampled_hash(self, rule: str, image_key: str, value: int) -> None:
-        """Keep a sampled image's perceptual hash (64-bit, stored signed) for later runs."""
-        signed = value - (1 << 64) if value >= 1 << 63 else value
-        self._write("INSERT OR IGNORE INTO sampled_hashes VALUES (?, ?, ?)", (rule, image_key, signed))
-
-    def sampled_hashes(self, rule: str) -> list[tuple[str, int]]:
+    def close(self) -> None:
         with self._lock:
-            rows = self._db.execute("SELECT image_key, hash FROM sampled_hashes WHERE rule = ?", (rule,)).fetchall()
-        return [(key, value + (1 << 64) if value < 0 else value) for key, value in rows]
+            self._db.close()
 
-    def sampling_has(self, rule: str, image: ImageFile, cls: str = "") -> bool:
+
+_scratch_ids = itertools.count(1)
+
+
+class SamplingLedger:
+    """Sampling usage: which images each rule took (charges, per class) and the perceptual hashes
+    of sampled images (``near_duplicate`` with ``scope: all``).
+
+    A real run's ledger reads and writes the journal's tables. A *scratch* ledger (a dry run)
+    reads them as well -- it decides as a real run would, given the usage real runs recorded --
+    but records its own charges and hashes in TEMP tables of the journal's connection. SQLite
+    keeps TEMP tables out of the journal file and drops them with the connection, so nothing a
+    dry run took is read back by a later run (nor by another dry run: each ledger has its own).
+    """
+
+    def __init__(self, journal: Journal, scratch: bool) -> None:
+        self._journal, self.scratch = journal, scratch
+        charges, hashes = "main.sampling_charges", "main.sampled_hashes"
+        self._charges = self._own_charges = charges
+        self._hashes = self._own_hashes = hashes
+        if scratch:
+            n = next(_scratch_ids)  # identifiers made here, never from user input
+            self._own_charges, self._own_hashes = f"temp.scratch_charges_{n}", f"temp.scratch_hashes_{n}"
+            with journal._lock:
+                journal._db.executescript(
+                    f"CREATE TEMP TABLE scratch_charges_{n} {_CHARGES};"
+                    f"CREATE INDEX temp.scratch_charges_{n}_by_time ON scratch_charges_{n} (rule, class, at);"
+                    f"CREATE TEMP TABLE scratch_hashes_{n} {_HASHES};"
+                )
+            self._charges = f"(SELECT * FROM {charges} UNION ALL SELECT * FROM {self._own_charges})"
+            self._hashes = f"(SELECT * FROM {hashes} UNION ALL SELECT * FROM {self._own_hashes})"
+
+    def charge(self, rule: str, image: ImageFile, cls: str, run_id: int, at: float) -> None:
+        """Count one sampled image against a rule (once per image: a resume does not pay twice)."""
+        self._journal._write(
+            f"""INSERT OR IGNORE INTO {self._own_charges} SELECT ?, ?, ?, ?, ?
+                WHERE NOT EXISTS (SELECT 1 FROM {self._charges} WHERE rule = ? AND image_key = ? AND class = ?)""",
+            (rule, image.key, cls, run_id, at, rule, image.key, cls),
+        )
+
+    def holds(self, rule: str, image: ImageFile, cls: str = "") -> bool:
         """True when this image already holds a place in this rule's usage (it was sampled before)."""
-        return self._one("SELECT 1 FROM sampling_charges WHERE rule = ? AND image_key = ? AND class = ?", (rule, image.key, cls)) is not None
+        sql = f"SELECT 1 FROM {self._charges} WHERE rule = ? AND image_key = ? AND class = ? LIMIT 1"
+        return self._journal._one(sql, (rule, image.key, cls)) is not None
 
-    def sampling_count(self, rule: str, cls: str = "", *, run_id: int | None = None, since: float | None = None) -> int:
-        sql, params = "SELECT COUNT(*) FROM sampling_charges WHERE rule = ? AND class = ?", [rule, cls]
+    def count(self, rule: str, cls: str = "", *, run_id: int | None = None, since: float | None = None) -> int:
+        sql, params = f"SELECT COUNT(*) FROM {self._charges} WHERE rule = ? AND class = ?", [rule, cls]
         if run_id is not None:
             sql += " AND run_id = ?"
             params.append(run_id)
         if since is not None:
             sql += " AND at >= ?"
             params.append(since)
-        row = self._one(sql, tuple(params))
+        row = self._journal._one(sql, tuple(params))
         return int(row[0]) if row else 0
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def add_hash(self, rule: str, image_key: str, value: int) -> None:
+        """Keep a sampled image's perceptual hash (64-bit, stored signed) for later runs."""
+        signed = value - (1 << 64) if value >= 1 << 63 else value
+        self._journal._write(
+            f"""INSERT OR IGNORE INTO {self._own_hashes} SELECT ?, ?, ?
+                WHERE NOT EXISTS (SELECT 1 FROM {self._hashes} WHERE rule = ? AND image_key = ?)""",
+            (rule, image_key, signed, rule, image_key),
+        )
+
+    def hashes(self, rule: str) -> list[tuple[str, int]]:
+        rows = self._journal._all(f"SELECT image_key, hash FROM {self._hashes} WHERE rule = ?", (rule,))
+        return [(key, value + (1 << 64) if value < 0 else value) for key, value in rows]
 
 
 def _flag(value: bool | None) -> int | None:

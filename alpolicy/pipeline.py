@@ -218,7 +218,7 @@ class _Run:
         self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
         self.log_file = self._open_decisions_log()
         self.progress = Progress(total, enabled=options.progress)
-        self.sampler = Sampler(policy, journal, self.run_id)
+        self.sampler = Sampler(policy, journal, self.run_id, dry_run=options.dry_run)
         self.needs_pixels = self.sampler.needs_pixels
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
@@ -308,8 +308,8 @@ class _Run:
     def _begin(self, seq: int, image: ImageFile) -> _Item:
         self.report.seen += 1
         item = _Item(seq, image)
-        if self.sending_enabled:
-            item.delivery = self.journal.delivery(image, self.destination_name)  # type: ignore[arg-type]
+        if self.destination_name is not None:  # a dry run too: it decides as a real run would
+            item.delivery = self.journal.delivery(image, self.destination_name)
             if item.delivery is not None and item.delivery.state == "sent":
                 item.skip_reason = "already sent"
         if self.model_id is not None:

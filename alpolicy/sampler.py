@@ -10,7 +10,8 @@ For each image that passed the image stage, in stream order:
    image that was finally turned down.
 
 Usage is counted in the journal, per image (charging the same image twice counts once), in
-fixed UTC windows: limits hold across restarts and a resumed run does not pay twice.
+fixed UTC windows: limits hold across restarts and a resumed run does not pay twice. A dry run
+reads that usage but records its own apart (:class:`Usage`): it spends nothing.
 Sampling rule objects are rebuilt from the policy for every run: their state is the run's.
 """
 
@@ -32,10 +33,18 @@ _WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 class Usage:
-    """How many images each sampling rule took, per run / UTC window / in total (journal-backed)."""
+    """How many images each sampling rule took, per run / UTC window / in total (journal-backed),
+    and the hashes of the images they took: all the sampling state a later run reads back.
 
-    def __init__(self, journal: Journal, run_id: int, clock: Callable[[], float] = time.time) -> None:
-        self.journal, self.run_id, self.clock = journal, run_id, clock
+    The one place a dry run differs: its usage is a scratch layer over the journal's
+    (:meth:`Journal.sampling_ledger`). It decides from what real runs took, counts its own picks
+    within the run (a limit of 3 stops after 3), and leaves nothing a later run reads.
+    """
+
+    def __init__(self, journal: Journal, run_id: int, clock: Callable[[], float] = time.time, *,
+                 dry_run: bool = False) -> None:
+        self.ledger = journal.sampling_ledger(scratch=dry_run)
+        self.run_id, self.clock = run_id, clock
 
     def window_start(self, per: str) -> float | None:
         if per in _WINDOW_SECONDS:
@@ -44,17 +53,22 @@ class Usage:
         return None
 
     def count(self, rule: str, per: str, cls: str = "") -> int:
-        return self.journal.sampling_count(
-            rule, cls, run_id=self.run_id if per == "run" else None, since=self.window_start(per)
-        )
+        return self.ledger.count(rule, cls, run_id=self.run_id if per == "run" else None, since=self.window_start(per))
 
     def holds(self, rule: str, image: ImageFile, cls: str = "") -> bool:
         """The image already counts against this rule: deciding it again (a resume) needs no new room."""
-        return self.journal.sampling_has(rule, image, cls)
+        return self.ledger.holds(rule, image, cls)
 
     def charge(self, rule: str, image: ImageFile, classes: list[str]) -> None:
         for cls in classes:
-            self.journal.sampling_charge(rule, image, cls, self.run_id, self.clock())
+            self.ledger.charge(rule, image, cls, self.run_id, self.clock())
+
+    def sampled_hashes(self, rule: str) -> list[tuple[str, int]]:
+        """(image key, perceptual hash) of the images this rule took in earlier runs."""
+        return self.ledger.hashes(rule)
+
+    def add_sampled_hash(self, rule: str, image: ImageFile, value: int) -> None:
+        self.ledger.add_hash(rule, image.key, value)
 
 
 @dataclass
@@ -77,9 +91,9 @@ class _Step:
 
 class Sampler:
     def __init__(self, policy: Any, journal: Journal | None = None, run_id: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, dry_run: bool = False) -> None:
         self.journal = journal or Journal(":memory:")
-        self.usage = Usage(self.journal, run_id, clock)
+        self.usage = Usage(self.journal, run_id, clock, dry_run=dry_run)
         self.gates: list[_Step] = []
         self.strategies: list[_Step] = []
         #: ``k`` of a ``top_k`` rule: the pipeline sends only the k best-scored sampled images, at the end.

@@ -1,9 +1,14 @@
 """``alpolicy.active_learning``: a drop-in for the Roboflow SDK's ``Workspace.active_learning``.
 
 Same parameters, defaults and return value (a list of ``{"image": path, "predictions": [...]}``
-for every image inferred, in the SDK's order), and for the same server and folder the same
-images uploaded -- but each *with* its prediction as a pre-label, concurrently, resumable, never
-twice, and with a summary of why. Extra keyword arguments reach :class:`RunOptions`.
+for every image inferred), and for the same server and folder the same images uploaded -- but
+each *with* its prediction as a pre-label, concurrently, resumable, never twice, and with a
+summary of why. Extra keyword arguments reach :class:`RunOptions`.
+
+One deliberate difference: images are processed (and returned) in natural order
+(:func:`alpolicy.images.natural_key`), not in the SDK's ``glob`` order, which is the file
+system's and differs between machines (hash order on ext4): the same folder makes the same
+decisions everywhere.
 """
 
 from __future__ import annotations
@@ -103,9 +108,10 @@ def _run_options(api_key: str | None, use_localhost: bool, local_server: str, op
 
 
 def _sdk_files(folder: str, extension: str) -> Any:
-    """The SDK's ``glob(folder + "/*" + extension)``: this folder only, no hidden files, a
-    case-sensitive suffix. An empty extension takes every common image type instead of every
-    file (the SDK would send non-images to the model and crash)."""
+    """The files of the SDK's ``glob(folder + "/*" + extension)``: this folder only, no hidden
+    files, a case-sensitive suffix; in natural order instead of glob's. An empty extension takes
+    every common image type instead of every file (the SDK would send non-images to the model
+    and crash)."""
     if not os.path.isdir(folder):
         raise UsageError(f"raw_data_location {folder!r} is not a folder")
     if extension:

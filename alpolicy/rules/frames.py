@@ -42,7 +42,7 @@ class NearDuplicateRule(SamplingRule):
         self.usage, self.name = usage, name
         self.index = HashIndex(self.max_distance)
         if self.scope == "all":
-            for key, value in usage.journal.sampled_hashes(name):
+            for key, value in usage.sampled_hashes(name):
                 self.index.add(value, key)
 
     def prepare(self, image: ImageFile) -> None:
@@ -87,7 +87,7 @@ class NearDuplicateRule(SamplingRule):
             return
         self.index.add(value, image.key)
         if self.scope == "all" and self.usage is not None:
-            self.usage.journal.add_sampled_hash(self.name, image.key, value)
+            self.usage.add_sampled_hash(self.name, image, value)
 
     def explain(self, matched: bool) -> str:
         return self.last
