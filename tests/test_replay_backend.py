@@ -242,6 +242,9 @@ def test_the_fingerprint_follows_the_prediction_files(tmp_path: Path) -> None:
     third = replay(stored).fingerprint
     (stored / "notes.txt").write_text("not a prediction")
     assert len({first, second, third}) == 3 and replay(stored).fingerprint == third
+    (stored / "loop.json").symlink_to(stored / "loop.json")  # listed, not a reason to stop the run
+    (stored / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    assert replay(stored).fingerprint != third
 
     coco = write_json(tmp_path / "c.json", {"images": [], "categories": [], "annotations": []})
     before = replay(coco)

@@ -96,18 +96,27 @@ def _identity(source: _Source) -> dict[str, str]:
 
 
 def _listing_digest(folder: str) -> str:
-    """sha256 of the sorted (name, size, mtime) of the folder's ``.json`` files: one ``scandir``,
+    """sha256 of the sorted (name, size, mtime, mode) of the folder's ``.json`` files: one ``scandir``,
     no file read (hashing every file's content would cost a replay as much as the run itself)."""
     entries = []
     try:
         with os.scandir(folder) as scan:
             for entry in scan:
-                if entry.name.lower().endswith(".json") and entry.is_file():
-                    stat = entry.stat()
-                    entries.append(f"{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}")
+                if entry.name.lower().endswith(".json"):
+                    entries.append(f"{entry.name}\0{_stat_line(entry)}")
     except OSError as error:
         raise UsageError(f"replay: cannot list {folder}: {error.strerror or error}") from None
     return hashlib.sha256("\n".join(sorted(entries)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _stat_line(entry: os.DirEntry[str]) -> str:
+    """Size and time of a file (through a symlink); a broken link or a loop is listed as such,
+    not an error: the image it belongs to fails alone, when it is replayed."""
+    try:
+        stat = entry.stat()
+    except OSError as error:
+        return f"unreadable {error.errno}"
+    return f"{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_mode}"
 
 
 # -- one JSON per image ----------------------------------------------------------------------
