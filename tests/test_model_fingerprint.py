@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import alpolicy
 from alpolicy import Policy, RunOptions
 from alpolicy.backends import ModelOptions
+from alpolicy.html_report import load_run
 from alpolicy.images import ImageFile
 from alpolicy.journal import SCHEMA_VERSION, Journal
 from alpolicy.prediction import Prediction
@@ -235,8 +238,6 @@ def test_reuse_predictions_still_finds_the_predictions_of_a_schema_1_journal(rob
 def test_the_html_report_of_a_schema_1_run_still_finds_its_predictions(tmp_path, frames):
     journal = tmp_path / "old.sqlite"
     old_journal(journal, frames)
-    from alpolicy.html_report import load_run
-
     before = load_run(journal)  # read-only: a report never migrates (or changes) a journal
     assert len(before.confidences) == 30
     Journal(journal).close()  # migrated
@@ -286,3 +287,17 @@ def test_a_backend_without_a_fingerprint_is_keyed_by_its_model_id(tmp_path, fram
     again = alpolicy.run(str(frames), Policy.from_conditionals({}), model=second, options=options)
     assert second.calls == 0 and again.reused == 30
     assert "reused predictions of acme/1 (settings not recorded)" in again.summary()
+
+
+def test_processes_opening_a_schema_1_journal_at_once_migrate_it_once(tmp_path, frames):
+    journal = tmp_path / "old.sqlite"
+    old_journal(journal, frames)
+    script = ("import sys; from alpolicy.journal import Journal; j = Journal(sys.argv[1]); "
+              "print(sum(1 for _ in j.iter_predictions())); j.close()")
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(journal)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outcomes = [process.communicate(timeout=120) for process in processes]
+    assert [out.strip() for out, _ in outcomes] == ["30"] * 4, outcomes
+    with sqlite3.connect(journal) as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT fingerprint) FROM predictions").fetchone() == (30, 1)
+        assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'predictions_schema_1'").fetchone() == (0,)
