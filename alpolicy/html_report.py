@@ -44,6 +44,7 @@ from . import svg
 from .destinations.folder import corner_box
 from .errors import AlpolicyError, UsageError
 from .images import DEFAULT_MAX_PIXELS
+from .journal import UNKNOWN_SETTINGS
 from .policy import Policy
 from .prediction import Detection, Prediction, detection_label
 
@@ -177,8 +178,19 @@ class _Tally:
 _DECISIONS = """
 SELECT d.seq, d.image_key, d.path, d.qualifies, d.sampled, d.rejected_by, d.decision, p.prediction
 FROM decisions d LEFT JOIN predictions p
-  ON p.image_key = d.image_key AND p.model = json_extract(d.decision, '$.model')
+  ON p.image_key = d.image_key AND {match}
 WHERE d.run_id = ?"""
+#: The prediction a decision was made on: by the fingerprint it records; a decision of schema 1
+#: (no fingerprint) by the ``MODEL@unknown`` its predictions were migrated to.
+_BY_FINGERPRINT = (f"p.fingerprint = COALESCE(json_extract(d.decision, '$.fingerprint'), "
+                   f"json_extract(d.decision, '$.model') || '@{UNKNOWN_SETTINGS}')")
+#: A schema-1 journal not migrated yet (a report opens it read-only: it never migrates it).
+_BY_MODEL = "p.model = json_extract(d.decision, '$.model')"
+
+
+def _decisions_sql(db: sqlite3.Connection) -> str:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
+    return _DECISIONS.format(match=_BY_FINGERPRINT if "fingerprint" in columns else _BY_MODEL)
 
 
 def load_run(journal: str | os.PathLike[str], run_id: int | None = None, *, gallery_limit: int = GALLERY_LIMIT,
@@ -193,7 +205,7 @@ def load_run(journal: str | os.PathLike[str], run_id: int | None = None, *, gall
         model.area_relative = _area_unit_is_fraction(document)
         model.confidence_bands, model.area_bands = rule_bands(document, "confidence"), rule_bands(document, "box_area")
         tally = _Tally(cascade=[0] * (len(policy.detection_leaves) if policy else 0))
-        for row in db.execute(_DECISIONS + " ORDER BY d.seq", (run.id,)):
+        for row in db.execute(_decisions_sql(db) + " ORDER BY d.seq", (run.id,)):
             _tally_row(row, tally, model, policy)
         model.counts, model.funnel = _funnel(db, run, tally, policy)
         chosen = tally.chosen_seqs[:gallery_limit]
@@ -355,7 +367,7 @@ def _rows(db: sqlite3.Connection, run_id: int, seqs: Sequence[int]) -> Iterator[
     for start in range(0, len(seqs), 500):
         chunk = seqs[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        yield from db.execute(_DECISIONS + f" AND d.seq IN ({marks}) ORDER BY d.seq", (run_id, *chunk))
+        yield from db.execute(_decisions_sql(db) + f" AND d.seq IN ({marks}) ORDER BY d.seq", (run_id, *chunk))
 
 
 def _shot(row: tuple[Any, ...], policy: Policy | None, *, chosen: bool) -> Shot:

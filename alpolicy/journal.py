@@ -1,7 +1,9 @@
 """The run journal: SQLite (WAL) recording every image's progress, so runs resume exactly-once.
 
-One row per image version (``path|size|mtime``) holds its stored predictions; one row per
-(image, destination) its delivery state::
+One row per (image version ``path|size|mtime``, model fingerprint) holds a stored prediction
+(see :func:`alpolicy.backends.fingerprint`: the same model at another confidence is another
+fingerprint, so its predictions are never taken for this one's); one row per fingerprint the
+settings that went into it; one row per (image, destination) its delivery state::
 
     (none) --mark_sending--> sending --checkpoint--> uploaded --mark_sent--> sent
                                  \\------------------------------------------^
@@ -12,6 +14,12 @@ delivery left in ``sending`` or ``uploaded`` is sent again; destinations are ide
 hash names, "duplicate" answers), so the retry completes the delivery instead of repeating it.
 Every state change is its own transaction: with WAL and ``synchronous=NORMAL`` a committed
 transaction survives ``kill -9`` of the process.
+
+Schema 1 (alpolicy 0.1) keyed predictions by model id alone, with no record of the settings.
+Opening such a journal migrates it: its predictions get the fingerprint ``MODEL@unknown``, which
+no backend produces, so a run with a model infers again rather than trusting them, while
+``--reuse-predictions`` (the latest prediction of each image, whatever its fingerprint) still
+decides from them.
 """
 
 from __future__ import annotations
@@ -24,13 +32,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from .errors import UsageError
 from .images import ImageFile
 from .prediction import Prediction
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Fingerprint suffix of predictions migrated from schema 1, whose settings were never recorded.
+UNKNOWN_SETTINGS = "unknown"
 
 #: Sampling usage: the journal's tables, and a dry run's scratch copies of them (TEMP tables).
 _CHARGES = """(
@@ -55,15 +66,22 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL NOT NULL,
     finished_at REAL,
     status TEXT NOT NULL DEFAULT 'running',
-    source TEXT, model TEXT, destination TEXT, policy TEXT, options TEXT, summary TEXT
+    source TEXT, model TEXT, destination TEXT, policy TEXT, options TEXT, summary TEXT, fingerprint TEXT
 );
 CREATE TABLE IF NOT EXISTS predictions (
     image_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
     model TEXT NOT NULL,
     path TEXT NOT NULL,
     prediction TEXT NOT NULL,
     created_at REAL NOT NULL,
-    PRIMARY KEY (image_key, model)
+    PRIMARY KEY (image_key, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    fingerprint TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    settings TEXT,
+    first_seen REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     image_key TEXT NOT NULL,
@@ -106,6 +124,38 @@ CREATE TABLE IF NOT EXISTS sampled_hashes {_HASHES};
 """
 
 
+#: Schema 1 -> 2: predictions re-keyed by fingerprint (the old rows get ``MODEL@unknown``), and
+#: runs record the fingerprint they used. One transaction: a crash leaves schema 1 intact.
+_MIGRATE_1_TO_2 = f"""
+ALTER TABLE predictions RENAME TO predictions_schema_1;
+CREATE TABLE predictions (
+    image_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    path TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (image_key, fingerprint)
+);
+INSERT INTO predictions (image_key, fingerprint, model, path, prediction, created_at)
+    SELECT image_key, model || '@{UNKNOWN_SETTINGS}', model, path, prediction, created_at
+    FROM predictions_schema_1 ORDER BY rowid;
+INSERT OR IGNORE INTO fingerprints (fingerprint, model, settings, first_seen)
+    SELECT model || '@{UNKNOWN_SETTINGS}', model, NULL, MIN(created_at) FROM predictions_schema_1 GROUP BY model;
+DROP TABLE predictions_schema_1;
+ALTER TABLE runs ADD COLUMN fingerprint TEXT;
+"""
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A prediction read back from the journal, with what produced it."""
+
+    fingerprint: str
+    model: str
+    prediction: Prediction
+
+
 @dataclass(frozen=True)
 class DeliveryRecord:
     state: str
@@ -129,17 +179,31 @@ class Journal:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as error:
             raise UsageError(f"{self.path} is not a usable alpolicy journal ({error}); pass another --journal") from None
 
     def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise UsageError(f"journal {self.path} was written by a newer alpolicy (schema {row[0]}); upgrade alpolicy")
+        """Create a new journal, or migrate an older one, under one write lock (``BEGIN IMMEDIATE``):
+        two processes opening the same old journal at once migrate it once."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row is not None else SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise UsageError(f"journal {self.path} was written by a newer alpolicy (schema {row[0]}); upgrade alpolicy")
+            # Creates what is missing; on a schema-1 journal it leaves the old tables as they are
+            # (so _SCHEMA must never index a column that schema 1 lacks), then the migration runs.
+            _run_script(self._db, _SCHEMA)
+            if version == 1:
+                _run_script(self._db, _MIGRATE_1_TO_2)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._lock:
@@ -154,46 +218,74 @@ class Journal:
             return self._db.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------------ runs
-    def start_run(self, *, source: str, model: str | None, destination: str | None, policy: str, options: dict[str, Any]) -> int:
+    def start_run(self, *, source: str, model: str | None, destination: str | None, policy: str, options: dict[str, Any],
+                  fingerprint: str | None = None) -> int:
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO runs (started_at, source, model, destination, policy, options) VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time(), source, model, destination, policy, json.dumps(options, default=str)),
+                "INSERT INTO runs (started_at, source, model, destination, policy, options, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), source, model, destination, policy, json.dumps(options, default=str), fingerprint),
             )
             return int(cursor.lastrowid)
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+        """A run without a model records, as its fingerprint, those it reused (``summary["reused_from"]``)."""
+        reused = ", ".join(sorted(str(entry["fingerprint"]) for entry in summary.get("reused_from") or ()))
         self._write(
-            "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
-            (time.time(), status, json.dumps(summary, default=str), run_id),
+            "UPDATE runs SET finished_at = ?, status = ?, summary = ?, fingerprint = COALESCE(fingerprint, NULLIF(?, '')) WHERE id = ?",
+            (time.time(), status, json.dumps(summary, default=str), reused, run_id),
         )
 
     def runs(self) -> list[dict[str, Any]]:
         with self._lock:
-            cursor = self._db.execute("SELECT id, started_at, finished_at, status, source, model, destination, summary FROM runs ORDER BY id")
+            cursor = self._db.execute(
+                "SELECT id, started_at, finished_at, status, source, model, fingerprint, destination, summary FROM runs ORDER BY id"
+            )
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     # ------------------------------------------------------------------ predictions
-    def prediction(self, image: ImageFile, model: str) -> Prediction | None:
-        row = self._one("SELECT prediction FROM predictions WHERE image_key = ? AND model = ?", (image.key, model))
+    def record_fingerprint(self, fingerprint: str, model: str, settings: Mapping[str, Any] | None) -> None:
+        """Remember what went into a fingerprint, so that a later run without the model can say it."""
+        self._write(
+            """INSERT INTO fingerprints VALUES (?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET
+               settings = COALESCE(fingerprints.settings, excluded.settings)""",
+            (fingerprint, model, json.dumps(settings) if settings is not None else None, time.time()),
+        )
+
+    def fingerprint_settings(self, fingerprint: str) -> dict[str, Any] | None:
+        """The settings recorded for a fingerprint; ``None`` when never recorded (schema 1, a 0.1 backend)."""
+        row = self._one("SELECT settings FROM fingerprints WHERE fingerprint = ?", (fingerprint,))
+        return json.loads(row[0]) if row and row[0] else None
+
+    def prediction(self, image: ImageFile, fingerprint: str) -> Prediction | None:
+        """This image's prediction by exactly this fingerprint (model and settings)."""
+        row = self._one("SELECT prediction FROM predictions WHERE image_key = ? AND fingerprint = ?", (image.key, fingerprint))
         return Prediction.from_json(json.loads(row[0]), check=False) if row else None
 
-    def any_prediction(self, image: ImageFile) -> tuple[str, Prediction] | None:
-        """The latest stored prediction of this image by any model (re-triage without a model)."""
+    def latest_prediction(self, image: ImageFile) -> StoredPrediction | None:
+        """The latest stored prediction of this image, whatever produced it (``--reuse-predictions``)."""
         row = self._one(
-            "SELECT model, prediction FROM predictions WHERE image_key = ? ORDER BY created_at DESC LIMIT 1", (image.key,)
+            "SELECT fingerprint, model, prediction FROM predictions WHERE image_key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (image.key,),
         )
-        return (row[0], Prediction.from_json(json.loads(row[1]), check=False)) if row else None
+        return StoredPrediction(row[0], row[1], Prediction.from_json(json.loads(row[2]), check=False)) if row else None
 
-    def save_prediction(self, image: ImageFile, model: str, prediction: Prediction) -> None:
+    def any_prediction(self, image: ImageFile) -> tuple[str, Prediction] | None:
+        """(model, prediction): :meth:`latest_prediction` without its fingerprint (the 0.1 API)."""
+        stored = self.latest_prediction(image)
+        return (stored.model, stored.prediction) if stored is not None else None
+
+    def save_prediction(self, image: ImageFile, model: str, prediction: Prediction, *, fingerprint: str | None = None) -> None:
+        """Store under ``fingerprint`` (default: ``model``, as for a backend without a fingerprint)."""
         self._write(
-            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
-            (image.key, model, image.path, json.dumps(prediction.to_json(), separators=(",", ":")), time.time()),
+            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
+            (image.key, fingerprint or model, model, image.path, json.dumps(prediction.to_json(), separators=(",", ":")),
+             time.time()),
         )
 
     def iter_predictions(self, model: str | None = None) -> Iterator[tuple[str, str, Prediction]]:
-        """(path, model, prediction) for every stored prediction (what-if reports, re-triage)."""
+        """(path, model, prediction) for every stored prediction, in the order written (what-if
+        reports, re-triage); a model stored at several fingerprints yields all of them, the latest last."""
         sql = "SELECT path, model, prediction FROM predictions"
         params: tuple[Any, ...] = ()
         if model is not None:
@@ -354,6 +446,16 @@ class SamplingLedger:
     def hashes(self, rule: str) -> list[tuple[str, int]]:
         rows = self._journal._all(f"SELECT image_key, hash FROM {self._hashes} WHERE rule = ?", (rule,))
         return [(key, value + (1 << 64) if value < 0 else value) for key, value in rows]
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Statement by statement, inside the caller's transaction (``executescript`` would commit it)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
 
 
 def _flag(value: bool | None) -> int | None:

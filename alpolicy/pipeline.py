@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
-from .backends import ImageError, InferenceBackend, ModelOptions, split_spec
+from .backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
+                       split_spec)
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .errors import AlpolicyError, AuthError, ServiceError, UsageError
 from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
-from .journal import DeliveryRecord, Journal
+from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .plugins import get_registry
 from .policy import Policy
 from .prediction import Prediction
@@ -54,7 +55,9 @@ class RunAborted(AlpolicyError):
 class RunOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     dry_run: bool = False
-    #: Decide from stored predictions: no model needed; images without one are reported failed.
+    #: Decide from stored predictions: without a model, each image's latest (whatever its
+    #: fingerprint; images without one are reported failed); with a model, those of its
+    #: fingerprint (the others are inferred). The run report names the fingerprints used.
     reuse_predictions: bool = False
     #: SQLite journal path; ``None`` keeps it in memory (no resume).
     journal: str | None = DEFAULT_JOURNAL
@@ -77,6 +80,7 @@ class _Item:
     future: Future[Prediction] | None = None
     prediction: Prediction | None = None
     model: str | None = None
+    fingerprint: str | None = None
     skip_reason: str | None = None
     error: str | None = None
     sampling_tags: list[str] = field(default_factory=list)
@@ -209,13 +213,20 @@ class _Run:
         self.images, self.policy, self.backend, self.destination = images, policy, backend, destination
         self.journal, self.options, self.on_result = journal, options, on_result
         self.model_id = backend.model_id if backend is not None else None
+        #: Keys this run's stored predictions: the model and every setting that changes its output.
+        self.fingerprint = fingerprint_of(backend) if backend is not None else None
+        if backend is not None:
+            journal.record_fingerprint(self.fingerprint, self.model_id, settings_of(backend))  # type: ignore[arg-type]
+        self._settings_notes: dict[str, str] = {}
         self.destination_name = destination.name if destination is not None else None
         self.sending_enabled = destination is not None and not options.dry_run
         self.run_id = journal.start_run(
             source=source_name, model=self.model_id, destination=self.destination_name,
             policy=policy.to_json(indent=None), options={"dry_run": options.dry_run, "concurrency": options.concurrency},
+            fingerprint=self.fingerprint,
         )
         self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
+        self.report.fingerprint = self.fingerprint
         self.log_file = self._open_decisions_log()
         self.progress = Progress(total, enabled=options.progress)
         self.sampler = Sampler(policy, journal, self.run_id, dry_run=options.dry_run)
@@ -312,22 +323,22 @@ class _Run:
             item.delivery = self.journal.delivery(image, self.destination_name)
             if item.delivery is not None and item.delivery.state == "sent":
                 item.skip_reason = "already sent"
-        if self.model_id is not None:
-            stored = self.journal.prediction(image, self.model_id)
+        if self.fingerprint is not None:
+            # Only this fingerprint's: the same model at other settings predicted something else.
+            stored = self.journal.prediction(image, self.fingerprint)
             if stored is not None:
-                item.prediction, item.model = stored, self.model_id
+                item.prediction, item.model, item.fingerprint = stored, self.model_id, self.fingerprint
                 return self._prepare_pixels(item)
-        if self.options.reuse_predictions:
-            found = self.journal.any_prediction(image)
-            if found is not None:
-                item.model, item.prediction = found
-                return self._prepare_pixels(item)
-            if self.backend is None:
+        elif self.options.reuse_predictions:
+            found = self.journal.latest_prediction(image)
+            if found is None:
                 item.error = "no stored prediction for this image (run it with a model first)"
                 return item
+            item.prediction, item.model, item.fingerprint = found.prediction, found.model, found.fingerprint
+            return self._prepare_pixels(item)
         if item.skip_reason is None and self.backend is not None:
             item.future = self.infer_pool.submit(self._predict, image)
-            item.model = self.model_id
+            item.model, item.fingerprint = self.model_id, self.fingerprint
         return item
 
     def _predict(self, image: ImageFile) -> Prediction:
@@ -375,14 +386,27 @@ class _Run:
             raise ImageError(item.error)
         if item.future is None:
             if item.prediction is not None:
-                self.report.reused += 1
+                fingerprint = item.fingerprint or item.model or "unknown"
+                self.report.add_reuse(fingerprint, self._settings_note(fingerprint))
             return item.prediction
         prediction = item.future.result()
         if prediction.model_id is None:
             prediction.model_id = self.model_id
-        self.journal.save_prediction(item.image, self.model_id or "unknown", prediction)
+        self.journal.save_prediction(item.image, self.model_id or "unknown", prediction, fingerprint=self.fingerprint)
         self.report.inferred += 1
         return prediction
+
+    def _settings_note(self, fingerprint: str) -> str:
+        """``confidence 15, overlap 30``: what went into a fingerprint, read once from the journal."""
+        note = self._settings_notes.get(fingerprint)
+        if note is None:
+            settings = self.journal.fingerprint_settings(fingerprint)
+            if settings is None and fingerprint.endswith(f"@{UNKNOWN_SETTINGS}"):
+                note = "settings not recorded: stored by an earlier alpolicy"
+            else:
+                note = describe_settings(settings)
+            self._settings_notes[fingerprint] = note
+        return note
 
     def _route(self, item: _Item, prediction: Prediction, decision: Decision) -> None:
         record = self._record(item, decision)
@@ -446,6 +470,7 @@ class _Run:
             "seq": item.seq,
             "image": item.image.path,
             "model": item.model,
+            "fingerprint": item.fingerprint,
             "qualifies": decision.qualifies,
             "sampled": False,
             "rejected_by": decision.rejected_by,

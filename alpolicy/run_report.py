@@ -33,6 +33,16 @@ class RunReport:
     rejected_by: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, str]] = field(default_factory=list)
     message: str | None = None
+    #: The fingerprint of the model this run inferred with (``None``: no model, stored predictions only).
+    fingerprint: str | None = None
+    #: Predictions taken from the journal, per fingerprint, and what went into each (for people).
+    reused_from: Counter[str] = field(default_factory=Counter)
+    reused_settings: dict[str, str] = field(default_factory=dict)
+
+    def add_reuse(self, fingerprint: str, settings: str) -> None:
+        self.reused += 1
+        self.reused_from[fingerprint] += 1
+        self.reused_settings.setdefault(fingerprint, settings)
 
     def add_failure(self, path: str, stage: str, error: str) -> None:
         self.failed += 1
@@ -49,6 +59,9 @@ class RunReport:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["rejected_by"] = dict(self.rejected_by.most_common())
+        del data["reused_settings"]
+        data["reused_from"] = [{"fingerprint": fingerprint, "settings": self.reused_settings.get(fingerprint), "count": count}
+                               for fingerprint, count in self.reused_from.most_common()]
         return data
 
     def summary(self) -> str:
@@ -77,6 +90,7 @@ class RunReport:
         width = max(len(name) for name, _, _ in rows)
         for name, value, note in rows:
             lines.append(f"  {name:<{width}}  {value:>7}" + (f"  ({note})" if note else ""))
+        lines += self._reused_lines()
         if self.retries:
             lines.append(f"  {self.retries} requests were retried")
         if self.rejected_by:
@@ -93,6 +107,19 @@ class RunReport:
             lines.append(f"  decisions log: {self.decisions_log}")
         lines.append(f"  journal:       {self.journal}")
         return "\n".join(lines)
+
+
+    def _reused_lines(self) -> list[str]:
+        """Which stored predictions were decided on: the fingerprint says which model, at which settings."""
+        named = {fingerprint: f"{fingerprint} ({self.reused_settings.get(fingerprint) or 'settings not recorded'})"
+                 for fingerprint in self.reused_from}
+        if len(named) == 1:
+            return [f"  reused predictions of {next(iter(named.values()))}"]
+        if not named:
+            return []
+        lines = [f"  reused predictions of {len(named)} model fingerprints:"]
+        lines += [f"    {count:>7}  {named[fingerprint]}" for fingerprint, count in self.reused_from.most_common()]
+        return lines
 
 
 def _duration(seconds: float) -> str:

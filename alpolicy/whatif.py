@@ -10,7 +10,8 @@ the order of a run, on clocks and usage windows, or on pixels); :attr:`Compariso
 names the sampling rules each policy has so that the output can say so.
 
 Images: the latest stored prediction per image path (a file changed since is judged on its newest
-prediction). When the journal holds predictions of several models, one must be chosen.
+prediction, and so is one stored at several settings, i.e. model fingerprints). When the journal
+holds predictions of several models, one must be chosen.
 """
 
 from __future__ import annotations

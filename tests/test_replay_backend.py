@@ -226,3 +226,43 @@ def test_registered_through_the_registry(tmp_path: Path) -> None:
     spec = alpolicy.get_registry().backends["replay"]
     assert spec.plugin == "alpolicy.backends.replay"
     assert isinstance(spec.factory(str(tmp_path), ModelOptions()), ReplayBackend)
+
+
+# -- the fingerprint: a changed prediction file is read again -------------------------------
+
+
+def test_the_fingerprint_follows_the_prediction_files(tmp_path: Path) -> None:
+    stored = tmp_path / "preds"
+    write_json(stored / "a.json", pred(det("car", 0.4), width=64, height=48))
+    first = replay(stored).fingerprint
+    assert first.startswith(f"replay:{stored}@") and first == replay(stored).fingerprint
+    write_json(stored / "b.json", pred(det("bus", 0.4), width=64, height=48))
+    second = replay(stored).fingerprint
+    write_json(stored / "a.json", pred(det("car", 0.45), width=64, height=48))  # rewritten in place
+    third = replay(stored).fingerprint
+    (stored / "notes.txt").write_text("not a prediction")
+    assert len({first, second, third}) == 3 and replay(stored).fingerprint == third
+    (stored / "loop.json").symlink_to(stored / "loop.json")  # listed, not a reason to stop the run
+    (stored / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    assert replay(stored).fingerprint != third
+
+    coco = write_json(tmp_path / "c.json", {"images": [], "categories": [], "annotations": []})
+    before = replay(coco)
+    assert before.fingerprint_settings["sha256"] == alpolicy.images.sha256_file(coco)
+    write_json(coco, {"images": [], "categories": [{"id": 1, "name": "car"}], "annotations": []})
+    assert replay(coco).fingerprint != before.fingerprint
+    assert replay("sidecar").fingerprint == replay("sidecar").fingerprint
+
+
+def test_a_rerun_after_a_prediction_file_changed_decides_on_the_new_file(tmp_path: Path) -> None:
+    stored = tmp_path / "preds"
+    make_jpeg(tmp_path / "img" / "a.jpg")
+    write_json(stored / "a.json", pred(det("car", 0.4), width=64, height=48))
+    options = alpolicy.RunOptions(journal=str(tmp_path / "j.sqlite"), progress=False, dry_run=True)
+    seen: list[str] = []
+    policy = alpolicy.Policy.from_conditionals({})
+    on_result = lambda image, prediction: seen.append(prediction.detections[0]["class"])  # noqa: E731
+    first = alpolicy.run(str(tmp_path / "img"), policy, model=f"replay:{stored}", options=options, on_result=on_result)
+    write_json(stored / "a.json", pred(det("truck", 0.4), width=64, height=48))
+    again = alpolicy.run(str(tmp_path / "img"), policy, model=f"replay:{stored}", options=options, on_result=on_result)
+    assert seen == ["car", "truck"] and (first.inferred, again.inferred, again.reused) == (1, 1, 0)

@@ -9,12 +9,24 @@ Failures: raise :class:`ImageError` when this image cannot be processed (it is r
 and the run goes on), :class:`AuthError` when credentials are refused (the run stops), and
 :class:`ServiceError` when the service stays unreachable after retries (the image is recorded as
 failed with the reason; nothing is decided, nothing is lost: the next run retries it).
+
+Fingerprint: the journal keys stored predictions by the backend's ``fingerprint``, a short
+stable string naming *what produced them*: the scheme, the model id (or the model file's content
+hash) and every setting that changes the output (confidence, overlap, labels, input size...).
+Build it with :func:`fingerprint` (``roboflow:vehicles/3@1a2b3c4d5e6f``) and expose the settings
+you gave it as ``fingerprint_settings`` (the run summary shows them: "confidence 15, overlap 30").
+A run whose fingerprint differs from the stored one infers again, so a setting left out means
+predictions made under another value are reused silently. A backend written against 0.1 has only
+``model_id``: it is then used as the fingerprint (nothing breaks; the settings are not recorded).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from ..errors import AlpolicyError, AuthError, ServiceError
 from ..http import ServiceOptions
@@ -41,9 +53,14 @@ class ModelOptions(ServiceOptions):
 
 @runtime_checkable
 class InferenceBackend(Protocol):
-    """What the pipeline needs from a backend."""
+    """What the pipeline needs from a backend.
 
-    #: Identifies the model in journals and pre-labels (e.g. ``roboflow:vehicles/3``).
+    Optional, and not part of the runtime check so that 0.1 backends still pass it:
+    ``fingerprint: str`` (keys the stored predictions; :func:`fingerprint_of` falls back to
+    ``model_id``) and ``fingerprint_settings: Mapping`` (what went into it, shown to people).
+    """
+
+    #: Identifies the model for people: tags, pre-labels, reports (e.g. ``vehicles/3``).
     model_id: str
 
     def predict(self, image: ImageFile) -> Prediction:
@@ -53,6 +70,70 @@ class InferenceBackend(Protocol):
     def close(self) -> None:
         """Release connections, sessions, threads."""
         ...
+
+
+#: Hex digits of the settings' hash in a fingerprint: 48 bits, no collision among a journal's models.
+FINGERPRINT_DIGITS = 12
+
+
+def fingerprint(scheme: str, model_id: str, settings: Mapping[str, Any]) -> str:
+    """``scheme:model_id@<12 hex>``: the sha256 of a canonical JSON of the scheme, the model id and
+    ``settings`` (every setting that changes the output). Canonical: keys sorted, numbers as
+    floats (``--confidence 15`` and ``15.0`` are one setting), tuples as lists."""
+    canonical = json.dumps(
+        {"scheme": scheme, "model": model_id, "settings": canonical_settings(settings)},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:FINGERPRINT_DIGITS]
+    name = model_id if model_id.startswith(f"{scheme}:") else f"{scheme}:{model_id}"
+    return f"{name}@{digest}"
+
+
+def canonical_settings(value: Any) -> Any:
+    """JSON-ready settings in one spelling per value (what :func:`fingerprint` hashes and the journal keeps)."""
+    if isinstance(value, Mapping):
+        return {str(key): canonical_settings(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical_settings(item) for item in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        number = float(value)
+        return number if math.isfinite(number) else str(number)
+    return str(value)
+
+
+def fingerprint_of(backend: Any) -> str:
+    """The backend's fingerprint, or its ``model_id`` for a backend that has none (0.1)."""
+    return str(getattr(backend, "fingerprint", None) or backend.model_id)
+
+
+def settings_of(backend: Any) -> dict[str, Any] | None:
+    """The settings in the backend's fingerprint, for people; ``None`` when it does not say."""
+    settings = getattr(backend, "fingerprint_settings", None)
+    return canonical_settings(settings) if isinstance(settings, Mapping) else None
+
+
+def describe_settings(settings: Mapping[str, Any] | None) -> str:
+    """``confidence 15, overlap 30``: a fingerprint's settings on one short line (long strings such
+    as a content hash are cut to 12 characters, long lists to their length)."""
+    if settings is None:
+        return "settings not recorded"
+    return ", ".join(f"{key} {_short(value)}" for key, value in settings.items()) or "no settings"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        text = ",".join(_short(item) for item in value)
+        return text if len(text) <= 40 else f"({len(value)} items)"
+    if isinstance(value, Mapping):
+        return f"({len(value)} settings)"
+    text = str(value)
+    if len(text) > 16 and all(c in "0123456789abcdef" for c in text):  # a content hash
+        return text[:FINGERPRINT_DIGITS] + "…"
+    return text if len(text) <= 60 else "…" + text[-59:]  # a path: its end says the most
 
 
 def split_spec(spec: str, kind: str) -> tuple[str, str]:
@@ -70,4 +151,7 @@ _EXAMPLES = {
     "destination": "roboflow:my-project or folder:out/",
 }
 
-__all__ = ["AuthError", "ImageError", "InferenceBackend", "ModelOptions", "ServiceError", "split_spec"]
+__all__ = [
+    "AuthError", "ImageError", "InferenceBackend", "ModelOptions", "ServiceError", "describe_settings", "fingerprint",
+    "fingerprint_of", "settings_of", "split_spec",
+]

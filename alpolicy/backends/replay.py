@@ -18,10 +18,17 @@ Three sources:
 
 Relative paths are resolved against the current directory when the backend is built. A stored
 prediction's own ``model_id`` is kept; otherwise the prediction carries ``replay:TARGET``.
+
+Fingerprint (what keys the predictions the journal keeps of a replay): the absolute source path,
+plus for a COCO file its content hash and for a DIR a hash of its listing (name, size and
+modification time of every ``.json``), so that a changed, added or removed prediction file makes
+the next run read the files again instead of reusing the journal's copy. ``replay:sidecar`` has
+no one place to list: its fingerprint is fixed, and a changed sidecar file needs a new journal.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import defaultdict
@@ -31,10 +38,10 @@ from typing import Any, Callable, Protocol
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..images import ImageFile
+from ..images import ImageFile, sha256_file
 from ..prediction import Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
-from . import ImageError, ModelOptions
+from . import ImageError, ModelOptions, fingerprint
 
 SIDECAR = "sidecar"
 
@@ -49,6 +56,8 @@ class ReplayBackend:
     def __init__(self, target: str, options: ModelOptions) -> None:
         self.model_id = f"replay:{target}"
         self.source = _open_source(target)
+        self.fingerprint_settings = _identity(self.source)
+        self.fingerprint = fingerprint("replay", self.model_id, self.fingerprint_settings)
 
     def predict(self, image: ImageFile) -> Prediction:
         prediction = self.source.predict(image)
@@ -72,6 +81,42 @@ def _open_source(target: str) -> _Source:
         f"replay: {path} does not exist; give a folder of prediction JSON files (replay:DIR), "
         f"a COCO file (replay:FILE.json) or replay:{SIDECAR}"
     )
+
+
+def _identity(source: _Source) -> dict[str, str]:
+    """What the replayed predictions depend on (see the module docstring)."""
+    if isinstance(source, CocoFile):
+        try:
+            return {"source": source.path, "sha256": sha256_file(source.path)}
+        except OSError as error:
+            raise UsageError(f"replay: cannot read {source.path}: {error.strerror or error}") from None
+    if isinstance(source, JsonFolder) and source.folder is not None:
+        return {"source": source.folder, "listing": _listing_digest(source.folder)}
+    return {"source": SIDECAR}
+
+
+def _listing_digest(folder: str) -> str:
+    """sha256 of the sorted (name, size, mtime, mode) of the folder's ``.json`` files: one ``scandir``,
+    no file read (hashing every file's content would cost a replay as much as the run itself)."""
+    entries = []
+    try:
+        with os.scandir(folder) as scan:
+            for entry in scan:
+                if entry.name.lower().endswith(".json"):
+                    entries.append(f"{entry.name}\0{_stat_line(entry)}")
+    except OSError as error:
+        raise UsageError(f"replay: cannot list {folder}: {error.strerror or error}") from None
+    return hashlib.sha256("\n".join(sorted(entries)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _stat_line(entry: os.DirEntry[str]) -> str:
+    """Size and time of a file (through a symlink); a broken link or a loop is listed as such,
+    not an error: the image it belongs to fails alone, when it is replayed."""
+    try:
+        stat = entry.stat()
+    except OSError as error:
+        return f"unreadable {error.errno}"
+    return f"{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_mode}"
 
 
 # -- one JSON per image ----------------------------------------------------------------------

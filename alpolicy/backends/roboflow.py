@@ -19,7 +19,7 @@ from ..images import ImageDecodeError, ImageFile
 from ..prediction import Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
 from ..secrets import register as register_secret
-from . import ImageError, ModelOptions
+from . import ImageError, ModelOptions, fingerprint
 
 HOSTED_INFERENCE_URL = "https://serverless.roboflow.com"
 INFERENCE_URL_ENV = "ROBOFLOW_INFERENCE_URL"
@@ -57,6 +57,10 @@ class RoboflowInference:
             "overlap": _percent(options.overlap),
             "format": "json",
         }
+        #: What changes the answer for one image: the model (project/version) and the thresholds
+        #: the server applies. The URL is not in it: hosted and self-hosted serve the same weights.
+        self.fingerprint_settings = {"confidence": float(options.confidence), "overlap": float(options.overlap)}
+        self.fingerprint = fingerprint("roboflow", self.model_id, self.fingerprint_settings)
         self.client = HttpClient(
             timeout=options.timeout, retry=options.retry_policy(), service="inference server"
         )

@@ -65,7 +65,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour = parser.add_argument_group("run")
     behaviour.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send")
-    behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal; --model optional")
+    behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal: each image's latest, or with --model those of its fingerprint (model and settings); the summary names the fingerprints used")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
     behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: next to the journal)")
     behaviour.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag every image sent (repeatable)")

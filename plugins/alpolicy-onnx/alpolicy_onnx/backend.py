@@ -22,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from alpolicy import Prediction, UsageError
-from alpolicy.backends import ImageError, ModelOptions
-from alpolicy.images import ImageDecodeError, ImageFile
+from alpolicy.backends import ImageError, ModelOptions, fingerprint
+from alpolicy.images import ImageDecodeError, ImageFile, sha256_file
 
 from .decode import class_names_from_metadata, decode, detect_layout, letterbox
 
@@ -69,6 +69,14 @@ class OnnxBackend:
             raise UsageError(f"{path.name}: {error}") from None
         classes = output.shape[1] - 4 if self.layout == "yolov8" else output.shape[2] - 5
         self.names = _class_names(options.extra.get("labels"), metadata, classes, path.name)
+        #: Everything that changes a prediction: the weights (by content, so a copied or moved file
+        #: keeps its stored predictions), the thresholds, the class names, the input size and the
+        #: output layout. Batching and threads do not change answers and are left out.
+        self.fingerprint_settings = {
+            "sha256": _model_hash(path), "confidence": float(options.confidence), "overlap": float(options.overlap),
+            "labels": list(self.names), "input_size": list(self.input_size), "layout": self.layout,
+        }
+        self.fingerprint = fingerprint("onnx", self.model_id, self.fingerprint_settings)
         #: Diagnostics: ``session.run`` calls and the largest batch stacked so far.
         self.batches_run = 0
         self.largest_batch = 0
@@ -134,6 +142,13 @@ def _session(path: Path, options: ModelOptions) -> ort.InferenceSession:
         return ort.InferenceSession(str(path), settings, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         raise UsageError(f"cannot load {path.name} with ONNX Runtime: {str(error).splitlines()[0]}") from None
+
+
+def _model_hash(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as error:
+        raise UsageError(f"cannot read {path.name}: {error.strerror or error}") from None
 
 
 def _input_size(shape: list[Any], metadata: dict[str, str]) -> tuple[int, int]:

@@ -154,3 +154,63 @@ def test_alpolicy_run_with_the_demo_model_end_to_end(tmp_path):
     coco = json.loads((out / "annotations.coco.json").read_text())
     assert len(coco["images"]) == report["sent"] and coco["annotations"]
     assert {c["name"] for c in coco["categories"]} <= {"circle", "square", "triangle"}
+
+
+# ---------------------------------------------------------------------- the model fingerprint
+def fingerprint_of(target: str, confidence: float = 25, overlap: float = 45, **extra) -> tuple[str, dict]:
+    spec = alpolicy.get_registry().backends["onnx"]
+    model = spec.factory(target, ModelOptions(confidence=confidence, overlap=overlap, extra=extra))
+    model.close()
+    return model.fingerprint, model.fingerprint_settings
+
+
+def test_the_fingerprint_follows_the_file_content_and_every_setting_that_changes_answers(tmp_path):
+    from alpolicy.images import sha256_file
+
+    raw = _v8([(32, 32, 20, 10, 1, 0.9)], num_classes=3, anchors=16)
+    path = save(_constant_detector(raw, (64, 64)), tmp_path / "model.onnx")
+    (tmp_path / "abc.txt").write_text("cat\ndog\nbird\n")
+    (tmp_path / "xyz.txt").write_text("cat\ndog\nfish\n")
+    base, settings = fingerprint_of(path, labels=str(tmp_path / "abc.txt"))
+    assert base.startswith("onnx:model.onnx@") and settings["sha256"] == sha256_file(path)
+    assert settings["labels"] == ["cat", "dog", "bird"] and settings["input_size"] == [64, 64]
+
+    (tmp_path / "copy").mkdir()
+    copied = tmp_path / "copy" / "model.onnx"
+    copied.write_bytes(Path(path).read_bytes())
+    same, same_settings = fingerprint_of(str(copied), labels=str(tmp_path / "abc.txt"), batch=1, threads=1)
+    assert same == base and same_settings["sha256"] == settings["sha256"], "a copied file keeps its predictions"
+    renamed = tmp_path / "copy" / "other-name.onnx"
+    renamed.write_bytes(Path(path).read_bytes())
+    assert fingerprint_of(str(renamed), labels=str(tmp_path / "abc.txt"))[1]["sha256"] == settings["sha256"]
+
+    changed = {
+        "confidence": fingerprint_of(path, confidence=60, labels=str(tmp_path / "abc.txt"))[0],
+        "overlap": fingerprint_of(path, overlap=70, labels=str(tmp_path / "abc.txt"))[0],
+        "labels": fingerprint_of(path, labels=str(tmp_path / "xyz.txt"))[0],
+        "no labels file": fingerprint_of(path)[0],
+        "weights": fingerprint_of(save(_constant_detector(_v8([(30, 30, 20, 10, 1, 0.9)], num_classes=3, anchors=16), (64, 64)),
+                                       (tmp_path / "other").mkdir() or tmp_path / "other" / "model.onnx"), labels=str(tmp_path / "abc.txt"))[0],
+    }
+    assert base not in changed.values() and len(set(changed.values())) == len(changed), changed
+    assert all(value.startswith("onnx:model.onnx@") for value in changed.values())
+
+
+def test_a_run_at_another_confidence_runs_the_onnx_model_again(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for seed in range(4):
+        frame(folder, seed, f"f{seed}.jpg")
+    spec = alpolicy.get_registry().backends["onnx"]
+
+    def run(confidence: float) -> tuple[int, alpolicy.RunReport]:
+        model = spec.factory("demo", ModelOptions(confidence=confidence, extra={"batch": 1}))
+        options = alpolicy.RunOptions(journal=str(tmp_path / "j.sqlite"), progress=False, dry_run=True, concurrency=1)
+        report = alpolicy.run(str(folder), alpolicy.Policy.from_conditionals({}), model=model, options=options)
+        return model.batches_run, report
+
+    assert run(20)[0] == 4
+    batches, again = run(20.0)
+    assert batches == 0 and again.reused == 4
+    batches, other = run(60)
+    assert batches == 4 and other.inferred == 4 and other.fingerprint != again.fingerprint
