@@ -12,9 +12,11 @@ import email.utils
 import logging
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,20 +142,39 @@ class HttpClient:
         return random.uniform(0, ceiling)
 
     def _retry_after(self, response: requests.Response) -> float | None:
-        value = response.headers.get("Retry-After")
-        if not value:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is None:
-                return None
-            seconds = parsed.timestamp() - time.time()
-        return max(0.0, min(seconds, self.retry.max_retry_after))
+        return retry_after_seconds(response.headers.get("Retry-After"), self.retry.max_retry_after)
 
     def close(self) -> None:
         self.session.close()
+
+
+_DELAY_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def retry_after_seconds(value: str | None, cap: float, now: float | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, at most ``cap``; ``None`` when absent or malformed.
+
+    RFC 9110 allows a number of seconds (whole; fractions accepted too) or an HTTP date. Anything
+    else -- ``soon``, a negative number, ``nan``, ``inf`` -- is a server's mistake, and must not end
+    a night-long run: the caller backs off as if the header were absent. A date without a zone
+    (``-0000``) is UTC, as RFC 5322 says; a date in the past asks for no wait.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    if _DELAY_SECONDS.fullmatch(text):
+        seconds = float(text)  # 400 digits are inf: the cap
+    else:
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):  # garbage raises since Python 3.10
+            return None
+        if parsed is None:  # what older Pythons answer for garbage
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        seconds = parsed.timestamp() - (time.time() if now is None else now)
+    return max(0.0, min(seconds, cap))
 
 
 def _short(error: Exception) -> str:

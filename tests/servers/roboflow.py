@@ -163,7 +163,8 @@ class FaultConfig:
 
     ``error_every``: answer ``error_status`` (503) on every Nth request, without doing the work.
     ``throttle_every``: answer 429 with ``Retry-After: retry_after`` (seconds; real servers
-    send whole seconds, fractions are allowed so tests stay fast).
+    send whole seconds, fractions are allowed so tests stay fast). A string is sent verbatim,
+    so a test can send an HTTP date or a malformed value (``"soon"``).
     ``reset_every``: read the whole request, then abort the TCP connection (RST, via
     ``SO_LINGER`` 0) without doing the work: the client sees a connection reset.
     ``slow_every``: do the work, then wait ``slow_delay`` seconds more before answering, so a
@@ -178,7 +179,7 @@ class FaultConfig:
     error_every: int = 0
     error_status: int = 503
     throttle_every: int = 0
-    retry_after: float = 1.0
+    retry_after: float | str = 1.0
     reset_every: int = 0
     slow_every: int = 0
     slow_delay: float = 0.0
@@ -968,9 +969,12 @@ class FakeRoboflow:
         if fault == "throttle":
             response = _route_error(route, 429, "Too Many Requests", "RateLimitException")
             seconds = config.retry_after
-            response.headers["Retry-After"] = (
-                str(int(seconds)) if float(seconds).is_integer() else str(seconds)
-            )
+            if isinstance(seconds, str):
+                response.headers["Retry-After"] = seconds
+            else:
+                response.headers["Retry-After"] = (
+                    str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+                )
             return response
         return None
 
