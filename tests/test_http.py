@@ -3,9 +3,11 @@ its reading of ``Retry-After``, end to end against the loopback Roboflow server.
 
 from __future__ import annotations
 
+import requests
+
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.http import HttpClient, retry_after_seconds
+from alpolicy.http import HttpClient, retry_after_seconds, server_message
 
 from .conftest import make_frames
 
@@ -57,3 +59,27 @@ def test_retry_after_is_seconds_or_an_http_date_and_anything_else_is_absent():
     assert retry_after_seconds("Thu, 22 Oct 2015 07:28:00 GMT", 120, now) == 120
     for malformed in (None, "", "soon", "-5", "nan", "inf", "-inf", "1e3", "0x10", "Wed, 99 Oct 2015"):
         assert retry_after_seconds(malformed, 120, now) is None, malformed
+
+
+def answer(status: int, body: str, content_type: str = "application/json") -> requests.Response:
+    response = requests.Response()
+    response.status_code, response._content, response.encoding = status, body.encode(), "utf-8"
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def test_one_reader_of_error_bodies_knows_every_services_shape():
+    shapes = {
+        '{"error": {"message": "Unknown project.", "type": "GraphMethodException"}}': "Unknown project.",  # Roboflow API
+        '{"message": "Invalid image"}': "Invalid image",  # Roboflow inference
+        '{"detail": "Not found."}': "Not found.",  # Label Studio
+        '{"detail": "Validation error", "validation_errors": {"non_field_errors": ["a", "b"], "title": "too long"}}':
+            "a; b title: too long",
+        '["just", "a list"]': "['just', 'a list']",
+        "{}": "no message",
+        "": "no message",
+        "  Bad\n gateway  ": "Bad gateway",
+    }
+    for body, expected in shapes.items():
+        assert server_message(answer(400, body)) == expected, body
+    assert server_message(answer(502, "<!DOCTYPE html><html><body>nginx</body></html>", "text/html")) == "(an HTML page)"

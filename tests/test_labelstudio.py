@@ -21,7 +21,6 @@ import alpolicy
 from alpolicy import AuthError, Policy, RuleSpec, RunOptions, Stage, UsageError, hookimpl
 from alpolicy.destinations import Delivery, DestinationOptions
 from alpolicy.destinations.labelstudio import LabelConfig, LabelStudioDestination, make_destination, project_title
-from alpolicy.errors import ServiceError
 from alpolicy.images import ImageFile
 from alpolicy.plugins import build_registry, make_plugin_manager
 from alpolicy.prediction import Prediction
@@ -270,18 +269,16 @@ def test_a_send_repeated_after_a_crash_concurrently_or_after_a_lost_response_mak
     assert len({r.remote_id for r in receipts}) == 1 and sorted(r.duplicate for r in receipts) == [False] + [True] * 7
 
     # The task is made but its response is lost: the retry finds it instead of making a second.
-    real = dest.once.request
-    posted: list[str] = []
+    from .servers.faultproxy import FaultProxy, Faults
 
-    def lose_the_response(method, url, **kwargs):  # type: ignore[no-untyped-def]
-        real(method, url, **kwargs)  # Label Studio makes the task...
-        posted.append(url)
-        raise ServiceError("creating the task failed after 1 attempts: no answer within 60 s")  # ...we never hear
-
-    dest.once.request = lose_the_response  # type: ignore[method-assign]
-    receipt = dest.send(delivery_for(images / "c d.jpg"))
-    dest.once.request = real  # type: ignore[method-assign]
-    assert posted == [f"{ls.url}/api/projects/{project}/import"] and not receipt.duplicate
+    with FaultProxy(ls.url) as proxy:
+        imports = Faults(f"/api/projects/{project}/import", lose_every=2, max_faults=1)  # the upload, then the task
+        proxy.faults = [imports]
+        lossy = destination(ls, project, labelstudio_url=proxy.url)
+        receipt = lossy.send(delivery_for(images / "c d.jpg"))
+        lossy.close()
+    assert proxy.injected() == {"lose": 1} and imports.seen == 2 and not receipt.duplicate  # no second import
+    assert lossy.import_requests == 0  # the one import was never answered: the lookup found its task
 
     # A task that Label Studio stored without its prediction (what concurrent imports do to a
     # SQLite Label Studio): the next send of that content adds the prediction, once.
