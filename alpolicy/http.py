@@ -234,11 +234,18 @@ def _short(error: Exception) -> str:
     for marker in ("Caused by ", "Failed to establish a new connection: ", "] "):
         if marker in text:
             text = text.rsplit(marker, 1)[-1]
-    return text.strip("()'\" ")[:200]
+    return clip(text.strip("()'\" "), 200)
 
 
 #: The longest server message quoted in an error (a summary line, the journal, the report).
-MESSAGE_LIMIT = 500
+MESSAGE_LIMIT = 300
+
+
+def clip(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line of at most ``limit`` characters, secrets masked *before* the cut: a
+    secret crossing the cut would otherwise be cut out of recognition and keep all but its tail."""
+    line = " ".join(redact(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def server_message(response: requests.Response) -> str:
@@ -246,7 +253,8 @@ def server_message(response: requests.Response) -> str:
 
     The one reader of error bodies, for every service alpolicy talks to: Roboflow's
     ``{"error": {"message": ...}}`` and ``{"message": ...}``, Label Studio's ``{"detail": ...,
-    "validation_errors": {field: [...]}}``. A text body is quoted, an HTML page only named.
+    "validation_errors": {field: [...]}}``. A text body is quoted, an HTML page only named;
+    at most :data:`MESSAGE_LIMIT` characters, redacted before they are cut (:func:`clip`).
     """
     try:
         body = response.json()
@@ -254,9 +262,8 @@ def server_message(response: requests.Response) -> str:
         text = response.text or ""
         if "<html" in text[:500].lower():
             return "(an HTML page)"
-        return redact(" ".join(text[:200].split())) or "no message"
-    text = " ".join(" ".join(_message_parts(body)).split())
-    return redact(text[:MESSAGE_LIMIT] + ("…" if len(text) > MESSAGE_LIMIT else "")) or "no message"
+        return clip(text) or "no message"
+    return clip(" ".join(_message_parts(body))) or "no message"
 
 
 def _message_parts(body: Any) -> list[str]:

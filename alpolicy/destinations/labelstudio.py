@@ -86,7 +86,7 @@ import requests
 
 from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
-from ..http import AttemptFailed, HttpClient, server_message
+from ..http import AttemptFailed, HttpClient, clip, server_message
 from ..images import ImageDecodeError, sha256_bytes
 from ..registry import DestinationSpec
 from ..secrets import register
@@ -338,7 +338,7 @@ class LabelStudioDestination:
             body = self._json(response, "looking for the task")
             tasks = body.get("tasks") if isinstance(body, dict) else None
             if not isinstance(tasks, list):
-                raise PermanentError(f"unexpected answer from Label Studio while looking for the task: {str(body)[:200]}")
+                raise PermanentError(f"unexpected answer from Label Studio while looking for the task: {clip(body, 200)}")
             for task in tasks:
                 data = task.get("data") if isinstance(task, dict) else None
                 if isinstance(data, dict) and data.get(KEY_FIELD) == key:
