@@ -4,6 +4,11 @@ Retries with exponential backoff and full jitter on connection errors, timeouts,
 ``Retry-After``) and 5xx; a per-request timeout; 401/403 raise :class:`AuthError` at once (no
 retry can fix a refused key). Every message is passed through :func:`alpolicy.secrets.redact`,
 because requests' exceptions quote the URL, and Roboflow's URLs carry the API key.
+
+One of each mechanism, for every backend and destination: :func:`retry` is the retry loop
+(:meth:`HttpClient.request` is :meth:`HttpClient.attempt` under it; a request that must not be
+repeated blindly runs its own check between attempts under it too), :func:`server_message` reads
+every error body.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import email.utils
 import logging
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timezone
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -25,6 +32,8 @@ from .errors import AuthError, ServiceError
 from .secrets import redact
 
 log = logging.getLogger("alpolicy.http")
+
+T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "alpolicy/0.1"
@@ -68,6 +77,49 @@ class HttpStats:
             self.retries += retries
 
 
+class AttemptFailed(ServiceError):
+    """One attempt of a request failed in a way another attempt may mend: no answer, a timeout,
+    429 or 5xx. ``wait`` is what the server asked for (``Retry-After``), if anything."""
+
+    def __init__(self, what: str, problem: str, wait: float | None = None) -> None:
+        super().__init__(f"{what}: {problem}")
+        self.problem = problem
+        self.wait = wait
+
+
+def backoff(policy: RetryPolicy, attempt: int) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog): spreads retries of many threads."""
+    ceiling = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)
+
+
+def retry(
+    call: Callable[[], T], *, what: str, policy: RetryPolicy, stats: HttpStats | None = None,
+    exhausted: Callable[[str], Exception] = ServiceError,
+) -> T:
+    """``call()`` until it returns, again after each :class:`AttemptFailed`: the one retry loop.
+
+    Waits what the failure's ``Retry-After`` asked for, else :func:`backoff`; after
+    ``policy.attempts`` attempts raises ``exhausted("<what> failed after N attempts: <problem>")``
+    (a :class:`ServiceError` unless the caller wants its own kind). Any other exception ends it at
+    once. A call that must not be repeated blindly checks, before it raises, whether its failed
+    attempt took effect (the Label Studio destination's task creation).
+    """
+    attempts = max(1, policy.attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except AttemptFailed as failure:
+            if attempt == attempts:
+                raise exhausted(f"{what} failed after {attempts} attempts: {failure.problem}") from None
+            wait = failure.wait or backoff(policy, attempt)
+            if stats is not None:
+                stats.add(retries=1)
+            log.info("%s: %s; retrying in %.1f s (attempt %d of %d)", what, failure.problem, wait, attempt + 1, attempts)
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class HttpClient:
     """A pooled ``requests.Session`` with retries; one per backend or destination."""
 
@@ -94,37 +146,43 @@ class HttpClient:
 
         ``what`` names the operation for messages (``"inference"``, ``"upload"``).
         """
+        return self.with_retries(
+            lambda: self.attempt(method, url, what=what, ok_statuses=ok_statuses, **kwargs), what=what
+        )
+
+    def attempt(self, method: str, url: str, *, what: str, ok_statuses: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
+        """Send once: the response, :class:`AuthError` for a refused key, or :class:`AttemptFailed`
+        (no answer, a timeout, 429 or 5xx) carrying the wait a ``Retry-After`` asked for.
+
+        For a request that must not be repeated blindly (creating something): the caller finds
+        out whether a failed attempt took effect before it tries again with :meth:`with_retries`.
+        """
         kwargs.setdefault("timeout", (min(10.0, self.timeout), self.timeout))
         kwargs.setdefault("proxies", self._proxies_for(url))
-        attempts = max(1, self.retry.attempts)
-        for attempt in range(1, attempts + 1):
-            self.stats.add(requests_=1)
-            try:
-                response = self.session.request(method, url, **kwargs)
-            except requests.Timeout:
-                problem, wait = f"no answer within {self.timeout:g} s", self._backoff(attempt)
-            except requests.ConnectionError as error:
-                problem, wait = f"connection failed ({_short(error)})", self._backoff(attempt)
-            except requests.RequestException as error:
-                problem, wait = f"request failed ({_short(error)})", self._backoff(attempt)
-            else:
-                status = response.status_code
-                if status in (401, 403) and status not in ok_statuses:
-                    raise AuthError(
-                        f"the {self.service} refused the credentials during {what} (HTTP {status}): "
-                        f"{_server_message(response)}; check the API key"
-                    )
-                if status not in RETRY_STATUSES or status in ok_statuses:
-                    return response
-                problem = f"HTTP {status} {_server_message(response)}".rstrip()
-                wait = self._retry_after(response) or self._backoff(attempt)
-                response.close()
-            if attempt == attempts:
-                raise ServiceError(f"{what} failed after {attempts} attempts: {problem}")
-            self.stats.add(retries=1)
-            log.info("%s: %s; retrying in %.1f s (attempt %d of %d)", what, problem, wait, attempt + 1, attempts)
-            time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+        self.stats.add(requests_=1)
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.Timeout:
+            raise AttemptFailed(what, f"no answer within {self.timeout:g} s") from None
+        except requests.ConnectionError as error:
+            raise AttemptFailed(what, f"connection failed ({_short(error)})") from None
+        except requests.RequestException as error:
+            raise AttemptFailed(what, f"request failed ({_short(error)})") from None
+        status = response.status_code
+        if status in (401, 403) and status not in ok_statuses:
+            raise AuthError(
+                f"the {self.service} refused the credentials during {what} (HTTP {status}): "
+                f"{server_message(response)}; check the API key"
+            )
+        if status not in RETRY_STATUSES or status in ok_statuses:
+            return response
+        failure = AttemptFailed(what, f"HTTP {status}: {server_message(response)}", self._retry_after(response))
+        response.close()
+        raise failure
+
+    def with_retries(self, call: Callable[[], T], *, what: str, exhausted: Callable[[str], Exception] = ServiceError) -> T:
+        """:func:`retry` with this client's policy, counted in its stats."""
+        return retry(call, what=what, policy=self.retry, stats=self.stats, exhausted=exhausted)
 
     def _proxies_for(self, url: str) -> dict[str, str]:
         """The environment's proxies for this URL's host (``HTTPS_PROXY``, ``NO_PROXY``...), cached."""
@@ -134,26 +192,40 @@ class HttpClient:
             proxies = self._proxies[host] = requests.utils.get_environ_proxies(url)
         return proxies
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter (AWS architecture blog): spreads retries of many threads."""
-        ceiling = min(self.retry.max_backoff, self.retry.backoff * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)
-
     def _retry_after(self, response: requests.Response) -> float | None:
-        value = response.headers.get("Retry-After")
-        if not value:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is None:
-                return None
-            seconds = parsed.timestamp() - time.time()
-        return max(0.0, min(seconds, self.retry.max_retry_after))
+        return retry_after_seconds(response.headers.get("Retry-After"), self.retry.max_retry_after)
 
     def close(self) -> None:
         self.session.close()
+
+
+_DELAY_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def retry_after_seconds(value: str | None, cap: float, now: float | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, at most ``cap``; ``None`` when absent or malformed.
+
+    RFC 9110 allows a number of seconds (whole; fractions accepted too) or an HTTP date. Anything
+    else -- ``soon``, a negative number, ``nan``, ``inf`` -- is a server's mistake, and must not end
+    a night-long run: the caller backs off as if the header were absent. A date without a zone
+    (``-0000``) is UTC, as RFC 5322 says; a date in the past asks for no wait.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    if _DELAY_SECONDS.fullmatch(text):
+        seconds = float(text)  # 400 digits are inf: the cap
+    else:
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):  # garbage raises since Python 3.10
+            return None
+        if parsed is None:  # what older Pythons answer for garbage
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        seconds = parsed.timestamp() - (time.time() if now is None else now)
+    return max(0.0, min(seconds, cap))
 
 
 def _short(error: Exception) -> str:
@@ -162,21 +234,54 @@ def _short(error: Exception) -> str:
     for marker in ("Caused by ", "Failed to establish a new connection: ", "] "):
         if marker in text:
             text = text.rsplit(marker, 1)[-1]
-    return text.strip("()'\" ")[:200]
+    return clip(text.strip("()'\" "), 200)
 
 
-def _server_message(response: requests.Response) -> str:
-    """A server's error message from its JSON body (Roboflow: ``message`` or ``error.message``)."""
+#: The longest server message quoted in an error (a summary line, the journal, the report).
+MESSAGE_LIMIT = 300
+
+
+def clip(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line of at most ``limit`` characters, secrets masked *before* the cut: a
+    secret crossing the cut would otherwise be cut out of recognition and keep all but its tail."""
+    line = " ".join(redact(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def server_message(response: requests.Response) -> str:
+    """A server's error message on one line, secrets masked (``no message`` when the body has none).
+
+    The one reader of error bodies, for every service alpolicy talks to: Roboflow's
+    ``{"error": {"message": ...}}`` and ``{"message": ...}``, Label Studio's ``{"detail": ...,
+    "validation_errors": {field: [...]}}``. A text body is quoted, an HTML page only named;
+    at most :data:`MESSAGE_LIMIT` characters, redacted before they are cut (:func:`clip`).
+    """
     try:
         body = response.json()
     except ValueError:
-        return redact(response.text[:200].strip())
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            return redact(error.get("message") or error)
-        return redact(body.get("message") or error or "")
-    return ""
+        text = response.text or ""
+        if "<html" in text[:500].lower():
+            return "(an HTML page)"
+        return clip(text) or "no message"
+    return clip(" ".join(_message_parts(body))) or "no message"
 
 
-server_message = _server_message
+def _message_parts(body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        return [] if body in (None, "") else [str(body)]
+    parts: list[str] = []
+    for key in ("detail", "message", "error"):
+        value = body.get(key)
+        if isinstance(value, dict):  # Roboflow: {"error": {"message": ..., "type": ...}}
+            value = value.get("message") or value
+        if value and value != "Validation error":
+            parts.append(str(value))
+    errors = body.get("validation_errors")
+    if isinstance(errors, dict):
+        for name, problems in errors.items():
+            items = problems if isinstance(problems, list) else [problems]
+            prefix = "" if name == "non_field_errors" else f"{name}: "
+            parts.append(prefix + "; ".join(str(p) for p in items))
+    elif errors:
+        parts.append(str(errors))
+    return parts

@@ -42,6 +42,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def sha256_bytes(content: bytes) -> str:
+    """:func:`sha256_file`'s digest of bytes already read: a sender checks that what it is about to
+    send is still the content its key names (the file may have changed since it was hashed)."""
+    return hashlib.sha256(content).hexdigest()
+
+
 class ImageDecodeError(AlpolicyError):
     """The file is not a readable image (empty, truncated, not an image, too large)."""
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -21,7 +23,6 @@ import alpolicy
 from alpolicy import AuthError, Policy, RuleSpec, RunOptions, Stage, UsageError, hookimpl
 from alpolicy.destinations import Delivery, DestinationOptions
 from alpolicy.destinations.labelstudio import LabelConfig, LabelStudioDestination, make_destination, project_title
-from alpolicy.errors import ServiceError
 from alpolicy.images import ImageFile
 from alpolicy.plugins import build_registry, make_plugin_manager
 from alpolicy.prediction import Prediction
@@ -270,18 +271,16 @@ def test_a_send_repeated_after_a_crash_concurrently_or_after_a_lost_response_mak
     assert len({r.remote_id for r in receipts}) == 1 and sorted(r.duplicate for r in receipts) == [False] + [True] * 7
 
     # The task is made but its response is lost: the retry finds it instead of making a second.
-    real = dest.once.request
-    posted: list[str] = []
+    from .servers.faultproxy import FaultProxy, Faults
 
-    def lose_the_response(method, url, **kwargs):  # type: ignore[no-untyped-def]
-        real(method, url, **kwargs)  # Label Studio makes the task...
-        posted.append(url)
-        raise ServiceError("creating the task failed after 1 attempts: no answer within 60 s")  # ...we never hear
-
-    dest.once.request = lose_the_response  # type: ignore[method-assign]
-    receipt = dest.send(delivery_for(images / "c d.jpg"))
-    dest.once.request = real  # type: ignore[method-assign]
-    assert posted == [f"{ls.url}/api/projects/{project}/import"] and not receipt.duplicate
+    with FaultProxy(ls.url) as proxy:
+        imports = Faults(f"/api/projects/{project}/import", lose_every=2, max_faults=1)  # the upload, then the task
+        proxy.faults = [imports]
+        lossy = destination(ls, project, labelstudio_url=proxy.url)
+        receipt = lossy.send(delivery_for(images / "c d.jpg"))
+        lossy.close()
+    assert proxy.injected() == {"lose": 1} and imports.seen == 2 and not receipt.duplicate  # no second import
+    assert lossy.import_requests == 0  # the one import was never answered: the lookup found its task
 
     # A task that Label Studio stored without its prediction (what concurrent imports do to a
     # SQLite Label Studio): the next send of that content adds the prediction, once.
@@ -534,3 +533,32 @@ def test_faults_in_front_of_label_studio_lose_nothing_and_make_no_second_task(ls
     tasks = by_key(ls.tasks(project))
     assert sorted(tasks) == sorted(sha256(path) for path in images.iterdir())  # one task per image, no more
     assert all(len(task["predictions"]) == 1 for task in tasks.values())
+
+
+def test_a_token_crossing_the_cut_of_an_error_body_is_masked_whole(ls, env, tmp_path, caplog):
+    """Label Studio's refusals quote their body: redacted before it is cut, wherever it goes."""
+    from .servers.faultproxy import FaultProxy, Faults
+    from .test_security import leaks, straddling
+
+    caplog.set_level(logging.INFO, logger="alpolicy")
+    images, predictions = make_dataset(tmp_path)
+    project = ls.create_project("alpolicy error bodies", label_config(["car", "person"]))
+    bodies = {"text": straddling(LEGACY_TOKEN).encode(), "json": json.dumps({"detail": straddling(LEGACY_TOKEN)}).encode()}
+    for name, body in bodies.items():
+        with FaultProxy(ls.url) as proxy:  # the image uploads refused (400) with that body
+            proxy.faults = [Faults(f"/api/projects/{project}/import", error_every=1, error_status=400, error_body=body)]
+            report = run(images, predictions, f"labelstudio:{project}", options(tmp_path, f"{name}.sqlite", labelstudio_url=proxy.url))
+        assert (report.failed, report.sent, proxy.injected()) == (3, 0, {"error": 3}), report.failures
+        journal = b"".join(path.read_bytes() for path in tmp_path.glob(f"{name}.sqlite*"))
+        texts = {"summary": report.summary(), "report": str(report.to_json()), "journal": journal.decode("latin-1"),
+                 "decisions log": Path(report.decisions_log).read_text(), "log": caplog.text}
+        assert all("(HTTP 400): proxy error: ..." in texts[where] for where in ("summary", "journal", "decisions log")), texts
+        assert [where for where, text in texts.items() if leaks(LEGACY_TOKEN, text)] == [], name
+
+        with FaultProxy(ls.url) as proxy:  # the token refused (401) with that body: the run stops
+            proxy.faults = [Faults(f"/api/projects/{project}/", error_every=1, error_status=401, error_body=body)]
+            with pytest.raises(AuthError) as caught:
+                run(images, predictions, f"labelstudio:{project}", options(tmp_path, f"{name}-auth.sqlite", labelstudio_url=proxy.url))
+        text = "".join(traceback.format_exception(caught.value)) + repr(caught.value)
+        assert "(HTTP 401): proxy error: ..." in text and not leaks(LEGACY_TOKEN, text), text
+    assert ls.tasks(project) == []

@@ -57,6 +57,57 @@ def test_a_refused_key_is_never_quoted_in_the_error_or_its_traceback(roboflow, e
     assert secret not in text and "HTTP 401" in text
 
 
+def straddling(secret: str, cuts: tuple[int, ...] = (200, 300, 500), head: str = "proxy error: ") -> str:
+    """An error body quoting ``secret`` across each of ``cuts`` (half of it either side): a
+    message cut there before redaction would keep the secret's first half unmasked."""
+    text = head
+    for cut in cuts:
+        text += "." * (cut - len(secret) // 2 - len(text)) + secret
+    return text + " (end of page)"
+
+
+def leaks(secret: str, text: str) -> bool:
+    """Whether ``text`` holds the secret or any prefix of it of 8 characters or more."""
+    return secret[:8] in text
+
+
+def test_a_key_crossing_the_cut_of_an_error_body_is_masked_whole(roboflow, env, tmp_path, caplog):
+    """The body of an error is redacted before it is cut, in every message it reaches."""
+    caplog.set_level(logging.INFO, logger="alpolicy")  # the retries' log lines quote it too
+    frames = tmp_path / "frames"
+    make_frames(frames, 8, seed=6)
+    state = tmp_path / "state"
+    state.mkdir()
+    for body in (straddling(API_KEY), {"message": straddling(API_KEY)}):  # a text page, a JSON message
+        assert leaks(API_KEY, str(body))
+        roboflow.reset()
+        roboflow.set_faults("upload", down=True, error_body=body)
+        name = "text" if isinstance(body, str) else "json"
+        options = RunOptions(journal=str(state / f"{name}.sqlite"), progress=False, concurrency=1,
+                             decisions_log=str(state / f"{name}.jsonl"), max_consecutive_failures=3)
+        options.destination_options.attempts, options.destination_options.retry_backoff = 2, 0.01
+        report = alpolicy.run(str(frames), Policy.from_conditionals({}), model="roboflow:vehicles/3",
+                              destination="roboflow:q", options=options)
+        uploads = roboflow.requests["upload"]
+        assert report.status == "aborted" and report.pending >= 3 and uploads.total >= 2 * 3 and set(uploads.by_status) == {503}
+        assert "HTTP 503: proxy error: ..." in report.message  # the body reached the message...
+        journal = b"".join(path.read_bytes() for path in state.glob(f"{name}.sqlite*"))
+        texts = {"summary": report.summary(), "report": str(report.to_json()), "message": report.message,
+                 "journal": journal.decode("latin-1"), "decisions log": (state / f"{name}.jsonl").read_text(),
+                 "log": caplog.text}
+        assert all("proxy error: ..." in text for text in texts.values()), texts  # ...and every artefact
+        assert [where for where, text in texts.items() if leaks(API_KEY, text)] == [], name
+
+        # The same body stopping the run at its first request: the exception and its traceback.
+        roboflow.set_faults("root", down=True, error_body=body)
+        with pytest.raises(alpolicy.ServiceError) as caught:
+            alpolicy.run(str(frames), Policy.from_conditionals({}), model="roboflow:vehicles/3", destination="roboflow:q",
+                         options=options)
+        text = "".join(traceback.format_exception(caught.value)) + repr(caught.value)
+        assert "checking the API key failed after 2 attempts: HTTP 503: proxy error: ..." in text
+        assert not leaks(API_KEY, text), text
+
+
 def test_tls_verification_cannot_be_turned_off():
     sources = {path: path.read_text() for path in (ROOT / "alpolicy").rglob("*.py")}
     offenders = [str(p) for p, text in sources.items() if re.search(r"verify\s*=\s*False|CERT_NONE|_create_unverified_context", text)]

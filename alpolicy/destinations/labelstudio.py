@@ -70,7 +70,6 @@ into ``labelstudio:new`` skips images the journal already sent; give it the proj
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import mimetypes
@@ -87,10 +86,10 @@ import requests
 
 from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
-from ..http import HttpClient, RetryPolicy
-from ..images import ImageDecodeError
+from ..http import AttemptFailed, HttpClient, clip, server_message
+from ..images import ImageDecodeError, sha256_bytes
 from ..registry import DestinationSpec
-from ..secrets import redact, register
+from ..secrets import register
 from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder import StoredImage, labelstudio_config, labelstudio_tasks
 
@@ -147,11 +146,7 @@ class LabelStudioDestination:
         token = options.api_key or os.environ.get(API_KEY_ENV)
         if not token:
             raise UsageError(f"sending to Label Studio needs an API token: set {API_KEY_ENV}")
-        retry = options.retry_policy()
-        self.client = HttpClient(timeout=options.timeout, retry=retry, service="Label Studio API")
-        #: For the one request that must not be repeated blindly (creating a task or a project).
-        self.once = HttpClient(timeout=options.timeout, retry=RetryPolicy(attempts=1), service="Label Studio API")
-        self.attempts = max(1, options.attempts)
+        self.client = HttpClient(timeout=options.timeout, retry=options.retry_policy(), service="Label Studio API")
         self.credentials = _Credentials(token.strip(), self.url, self.client)
         self.config: LabelConfig | None = None
         self._lock = threading.Lock()  # the project (labelstudio:new) and its labeling config
@@ -192,7 +187,6 @@ class LabelStudioDestination:
 
     def close(self) -> None:
         self.client.close()
-        self.once.close()
 
     # -- the project and its labeling config -------------------------------------------------
 
@@ -252,7 +246,7 @@ class LabelStudioDestination:
                 if response.status_code != 200:
                     raise PermanentError(
                         f"Label Studio refused to add the labels {', '.join(map(repr, missing))} to project "
-                        f"{self.project_id} (HTTP {response.status_code}): {_message(response)}"
+                        f"{self.project_id} (HTTP {response.status_code}): {server_message(response)}"
                     )
                 config = self._parse_config(self._json(response, "adding labels"))
                 log.info("added %s to the labeling config of Label Studio project %s", ", ".join(missing), self.project_id)
@@ -309,7 +303,7 @@ class LabelStudioDestination:
         }
 
         def create() -> requests.Response:
-            return self._request("POST", "/api/projects/", what="creating the project", client=self.once, json=document)
+            return self._request("POST", "/api/projects/", what="creating the project", once=True, json=document)
 
         def made() -> dict[str, Any] | None:
             return self._find_project(title)
@@ -319,7 +313,7 @@ class LabelStudioDestination:
             return found
         assert response is not None
         if response.status_code != 201:
-            raise UsageError(f"Label Studio refused to create the project {title!r} (HTTP {response.status_code}): {_message(response)}")
+            raise UsageError(f"Label Studio refused to create the project {title!r} (HTTP {response.status_code}): {server_message(response)}")
         return self._json(response, "creating the project")
 
     # -- tasks -------------------------------------------------------------------------------
@@ -344,7 +338,7 @@ class LabelStudioDestination:
             body = self._json(response, "looking for the task")
             tasks = body.get("tasks") if isinstance(body, dict) else None
             if not isinstance(tasks, list):
-                raise PermanentError(f"unexpected answer from Label Studio while looking for the task: {str(body)[:200]}")
+                raise PermanentError(f"unexpected answer from Label Studio while looking for the task: {clip(body, 200)}")
             for task in tasks:
                 data = task.get("data") if isinstance(task, dict) else None
                 if isinstance(data, dict) and data.get(KEY_FIELD) == key:
@@ -365,7 +359,7 @@ class LabelStudioDestination:
             content = delivery.image.read_bytes()
         except ImageDecodeError as error:
             raise PermanentError(str(error)) from None
-        if hashlib.sha256(content).hexdigest() != delivery.key:
+        if sha256_bytes(content) != delivery.key:
             raise RetryableError(f"{delivery.image.path} changed while it was being sent")
         name = delivery.image.name
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -458,36 +452,37 @@ class LabelStudioDestination:
                 raise
 
     def _import_pending(self, pending: list["_PendingTask"]) -> None:
-        problem = ""
-        for attempt in range(1, self.attempts + 1):
+        def attempt() -> requests.Response | None:
+            nonlocal pending
             try:
-                response = self._request(
-                    "POST", f"/api/projects/{self.project_id}/import", what="creating the tasks", client=self.once,
+                return self._request(
+                    "POST", f"/api/projects/{self.project_id}/import", what="creating the tasks", once=True,
                     params={"return_task_ids": "true"}, json=[entry.task for entry in pending],
                 )
-            except ServiceError as error:  # no answer, or a 5xx: some tasks may exist anyway
-                problem = str(error)
+            except AttemptFailed:  # no answer, or a 5xx: some tasks may exist anyway
                 pending = [entry for entry in pending if not self._resolve_if_found(entry)]
                 if not pending:
-                    return
-                if attempt < self.attempts:
-                    self.client.stats.add(retries=1)
-                    time.sleep(self.client._backoff(attempt))
-                continue
-            self.import_requests += 1
-            if response.status_code == 404:
-                raise UsageError(f"Label Studio project {self.project_id} no longer exists at {self.url}")
-            if response.status_code != 201:
-                if len(pending) > 1:  # one bad task must not fail the others: import them one by one
-                    for entry in pending:
-                        self._import_batch([entry])
-                    return
-                raise self._refused(response, "creating the task")
-            self._resolve_created(pending, self._json(response, "creating the tasks"))
+                    return None
+                raise
+
+        try:
+            response = self.client.with_retries(attempt, what="creating the tasks", exhausted=RetryableError)
+        except RetryableError as error:
+            for entry in pending:
+                entry.error, entry.done = error, True
             return
-        error = RetryableError(f"creating the tasks failed after {self.attempts} attempts: {problem}")
-        for entry in pending:
-            entry.error, entry.done = error, True
+        if response is None:  # every task turned out to exist
+            return
+        self.import_requests += 1
+        if response.status_code == 404:
+            raise UsageError(f"Label Studio project {self.project_id} no longer exists at {self.url}")
+        if response.status_code != 201:
+            if len(pending) > 1:  # one bad task must not fail the others: import them one by one
+                for entry in pending:
+                    self._import_batch([entry])
+                return
+            raise self._refused(response, "creating the task")
+        self._resolve_created(pending, self._json(response, "creating the tasks"))
 
     def _resolve_if_found(self, entry: "_PendingTask") -> bool:
         found = self._find_task(entry.key)
@@ -520,7 +515,7 @@ class LabelStudioDestination:
         """``POST /api/predictions/`` for a task that has none (checked again after a lost answer)."""
         def create() -> requests.Response:
             return self._request(
-                "POST", "/api/predictions/", what="adding the prediction", client=self.once,
+                "POST", "/api/predictions/", what="adding the prediction", once=True,
                 json={"task": task_id, **prediction},
             )
 
@@ -535,40 +530,35 @@ class LabelStudioDestination:
         log.info("re-added the prediction Label Studio dropped from task %s", task_id)
 
     def _once(self, create: Callable[[], requests.Response], made: Callable[[], Any], what: str) -> tuple[requests.Response | None, Any]:
-        """Run a non-idempotent request; after a failure, ask ``made()`` before trying again.
+        """Run a non-idempotent request with the client's retries; after a failed attempt, ask
+        ``made()`` whether it took effect anyway before trying again.
 
         Returns ``(response, None)`` when the request was answered (any status), or
         ``(None, found)`` when an unanswered attempt turned out to have succeeded.
         """
-        problem = ""
-        for attempt in range(1, self.attempts + 1):
+        def attempt() -> tuple[requests.Response | None, Any]:
             try:
-                response = create()
-            except ServiceError as error:  # no answer, or a 5xx: it may have been done anyway
-                problem = str(error)
-            else:
-                return response, None
-            found = made()
-            if found is not None:
-                return None, found
-            if attempt < self.attempts:
-                self.client.stats.add(retries=1)
-                wait = self.client._backoff(attempt)
-                log.info("%s: %s; retrying in %.1f s (attempt %d of %d)", what, problem, wait, attempt + 1, self.attempts)
-                time.sleep(wait)
-        raise RetryableError(f"{what} failed after {self.attempts} attempts: {problem}")
+                return create(), None
+            except AttemptFailed:  # no answer, or a 5xx: it may have been done anyway
+                found = made()
+                if found is not None:
+                    return None, found
+                raise
+
+        return self.client.with_retries(attempt, what=what, exhausted=RetryableError)
 
     def _task_url(self, task_id: int) -> str:
         return f"{self.url}/projects/{self.project_id}/data?task={task_id}"
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, what: str, client: HttpClient | None = None, **kwargs: Any) -> requests.Response:
-        """One request with the token; a refused access token is renewed once, then AuthError."""
-        client = client or self.client
+    def _request(self, method: str, path: str, *, what: str, once: bool = False, **kwargs: Any) -> requests.Response:
+        """A request with the token, retried -- or with ``once``, a single attempt (see :meth:`_once`);
+        a refused access token is renewed once, then AuthError."""
+        send = self.client.attempt if once else self.client.request
         for attempt in (1, 2):
             authorization = self.credentials.authorization()
-            response = client.request(
+            response = send(
                 method, f"{self.url}{path}", what=what, ok_statuses=(401, 403),
                 headers={"Authorization": authorization}, **kwargs,
             )
@@ -578,7 +568,7 @@ class LabelStudioDestination:
             if response.status_code in (401, 403):
                 raise AuthError(
                     f"Label Studio at {self.url} refused the {self.credentials.kind} during {what} "
-                    f"(HTTP {response.status_code}): {_message(response)}; check {API_KEY_ENV}"
+                    f"(HTTP {response.status_code}): {server_message(response)}; check {API_KEY_ENV}"
                 )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -592,7 +582,7 @@ class LabelStudioDestination:
             raise PermanentError(f"Label Studio answered {what} with something that is not JSON (HTTP {response.status_code})") from None
 
     def _refused(self, response: requests.Response, what: str) -> Exception:
-        message = f"Label Studio: {what} failed (HTTP {response.status_code}): {_message(response)}"
+        message = f"Label Studio: {what} failed (HTTP {response.status_code}): {server_message(response)}"
         if response.status_code in (408, 409, 423, 429) or response.status_code >= 500:
             return RetryableError(message)
         return PermanentError(message)
@@ -638,13 +628,13 @@ class _Credentials:
         if response.status_code in (401, 403):
             raise AuthError(
                 f"Label Studio at {self.url} refused the personal access token (HTTP {response.status_code}): "
-                f"{_message(response)}; check {API_KEY_ENV}"
+                f"{server_message(response)}; check {API_KEY_ENV}"
             )
         try:
             access = response.json()["access"]
         except (ValueError, KeyError, TypeError):
             raise ServiceError(
-                f"Label Studio did not exchange the personal access token (HTTP {response.status_code}): {_message(response)}"
+                f"Label Studio did not exchange the personal access token (HTTP {response.status_code}): {server_message(response)}"
             ) from None
         register(access)
         self._access = str(access)
@@ -758,32 +748,6 @@ def _upload_id(remote_id: str | None) -> int | None:
 
 def _plural(items: list[str], one: str, many: str) -> str:
     return one if len(items) == 1 else many
-
-
-def _message(response: requests.Response) -> str:
-    """Label Studio's error on one line: ``detail`` and ``validation_errors``; secrets masked."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = response.text or ""
-        return redact(" ".join(text[:200].split())) if "<html" not in text[:500].lower() else "(an HTML page)"
-    parts: list[str] = []
-    if isinstance(body, dict):
-        for key in ("detail", "message", "error"):
-            if body.get(key) and body[key] != "Validation error":
-                parts.append(str(body[key]))
-        errors = body.get("validation_errors")
-        if isinstance(errors, dict):
-            for field, problems in errors.items():
-                items = problems if isinstance(problems, list) else [problems]
-                prefix = "" if field == "non_field_errors" else f"{field}: "
-                parts.append(prefix + "; ".join(str(p) for p in items))
-        elif errors:
-            parts.append(str(errors))
-    else:
-        parts.append(str(body))
-    text = " ".join(" ".join(parts).split())
-    return redact(text[:500] + ("…" if len(text) > 500 else "")) or f"HTTP {response.status_code}"
 
 
 def make_destination(target: str, options: DestinationOptions) -> LabelStudioDestination:

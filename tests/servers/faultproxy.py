@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy on loopback, in front of a real server (Label Studio in the tests).
 
 The Roboflow fake injects faults itself; a real Label Studio cannot, so this proxy forwards each
-request to it and, by a per-path-prefix schedule, answers 503 instead, resets the connection
+request to it and, by a per-path-prefix schedule, answers 503 (or a chosen status and body) instead, resets the connection
 before forwarding, or forwards and then drops the connection without answering (the "lost
 response": the server did the work, the client never hears). Counted, so tests can assert.
 """
@@ -25,6 +25,9 @@ class Faults:
     reset_every: int = 0
     lose_every: int = 0
     max_faults: int | None = None
+    #: The injected error's status and body (Label Studio's JSON shape by default).
+    error_status: int = 503
+    error_body: bytes = b'{"detail": "injected 503"}'
     seen: int = 0
     injected: dict[str, int] = field(default_factory=dict)
 
@@ -56,13 +59,15 @@ class FaultProxy:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fault = proxy._fault(self.path.split("?", 1)[0])
+                faults = proxy._faults_for(self.path.split("?", 1)[0])
+                fault = proxy._fault(faults)
                 if fault == "reset":
                     return self._reset()
                 if fault == "error":
-                    payload = b'{"detail": "injected 503"}'
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/json")
+                    assert faults is not None
+                    payload = faults.error_body
+                    self.send_response(faults.error_status)
+                    self.send_header("Content-Type", "application/json" if payload[:1] in (b"{", b"[") else "text/plain")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
@@ -89,12 +94,15 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _fault(self, path: str) -> str | None:
+    def _faults_for(self, path: str) -> Faults | None:
         with self.lock:
-            for faults in self.faults:
-                if path.startswith(faults.prefix):
-                    return faults.pick()
-        return None
+            return next((faults for faults in self.faults if path.startswith(faults.prefix)), None)
+
+    def _fault(self, faults: Faults | None) -> str | None:
+        if faults is None:
+            return None
+        with self.lock:
+            return faults.pick()
 
     def _forward(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, list, bytes]:
         connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=120)

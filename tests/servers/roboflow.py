@@ -163,7 +163,8 @@ class FaultConfig:
 
     ``error_every``: answer ``error_status`` (503) on every Nth request, without doing the work.
     ``throttle_every``: answer 429 with ``Retry-After: retry_after`` (seconds; real servers
-    send whole seconds, fractions are allowed so tests stay fast).
+    send whole seconds, fractions are allowed so tests stay fast). A string is sent verbatim,
+    so a test can send an HTTP date or a malformed value (``"soon"``).
     ``reset_every``: read the whole request, then abort the TCP connection (RST, via
     ``SO_LINGER`` 0) without doing the work: the client sees a connection reset.
     ``slow_every``: do the work, then wait ``slow_delay`` seconds more before answering, so a
@@ -171,6 +172,8 @@ class FaultConfig:
     ``lose_response_every``: do the work (store the upload or annotation), then abort the
     connection without answering: the case exactly-once clients must survive.
     ``down``: every request answers ``error_status`` (503).
+    ``error_body``: the injected 5xx/429 answers' body instead of the route's JSON error: a
+    string is sent verbatim as ``text/plain`` (a proxy's error page), anything else as JSON.
     ``max_faults``: stop injecting after this many faults (``None``: no limit), e.g. "lose
     only the first response" is ``lose_response_every=1, max_faults=1``.
     """
@@ -178,13 +181,14 @@ class FaultConfig:
     error_every: int = 0
     error_status: int = 503
     throttle_every: int = 0
-    retry_after: float = 1.0
+    retry_after: float | str = 1.0
     reset_every: int = 0
     slow_every: int = 0
     slow_delay: float = 0.0
     lose_response_every: int = 0
     down: bool = False
     max_faults: int | None = None
+    error_body: Any = None
 
     def __post_init__(self) -> None:
         for name in ("error_every", "throttle_every", "reset_every", "slow_every", "lose_response_every"):
@@ -302,7 +306,7 @@ class Project:
 
 @dataclass
 class Response:
-    """A JSON answer; ``Content-Length`` is always sent so keep-alive works."""
+    """A JSON answer (or raw bytes); ``Content-Length`` is always sent so keep-alive works."""
 
     status: int
     body: Any
@@ -964,15 +968,26 @@ class FakeRoboflow:
         config = self._fault_config(route)
         if fault in ("down", "error"):
             status = config.error_status
-            return _route_error(route, status, "Service Unavailable", "ServiceUnavailable")
+            return self._custom_error(config, status) or _route_error(route, status, "Service Unavailable", "ServiceUnavailable")
         if fault == "throttle":
-            response = _route_error(route, 429, "Too Many Requests", "RateLimitException")
+            response = self._custom_error(config, 429) or _route_error(route, 429, "Too Many Requests", "RateLimitException")
             seconds = config.retry_after
-            response.headers["Retry-After"] = (
-                str(int(seconds)) if float(seconds).is_integer() else str(seconds)
-            )
+            if isinstance(seconds, str):
+                response.headers["Retry-After"] = seconds
+            else:
+                response.headers["Retry-After"] = (
+                    str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+                )
             return response
         return None
+
+    @staticmethod
+    def _custom_error(config: FaultConfig, status: int) -> Response | None:
+        if config.error_body is None:
+            return None
+        if isinstance(config.error_body, str):
+            return Response(status, config.error_body.encode("utf-8"), {"Content-Type": "text/plain; charset=utf-8"})
+        return Response(status, config.error_body)
 
     # ---- route handlers --------------------------------------------------------------------
 
@@ -1277,10 +1292,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def send_json(self, response: Response) -> None:
-        payload = json.dumps(response.body).encode("utf-8")
+        """The body as JSON, or as it is when it is bytes (with the response's own Content-Type)."""
+        raw = isinstance(response.body, bytes)
+        payload = response.body if raw else json.dumps(response.body).encode("utf-8")
         try:
             self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
+            if not raw or "Content-Type" not in response.headers:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             for name, value in response.headers.items():
                 self.send_header(name, value)
