@@ -8,6 +8,7 @@ counter.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import select
@@ -23,7 +24,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.servers.roboflow import FakeRoboflow, FaultConfig, parse_multipart
+from tests.servers.roboflow import FakeRoboflow, FaultConfig, ImageRequests, parse_multipart
 
 KEY = "rf_test_key"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -484,6 +485,30 @@ def test_slow_response_times_out_the_client_after_the_work(
     assert len(server.images("dest")) == 1
     assert server.requests["upload"].faults == {"slow": 1}
     # close() must not wait for the sleeping handler (the fixture closes the server next).
+
+
+def test_requests_are_counted_per_image_whatever_the_fault(server: FakeRoboflow, session: requests.Session) -> None:
+    """The de-duplication makes a re-sent upload look harmless in ``images()``; the per-image
+    counts show every request: by content for uploads (also those a fault stopped before any
+    work), by image id for annotations."""
+    first, second = make_image(seed=1), make_image(seed=2)
+    server.set_faults("upload", reset_every=1, max_faults=1)
+    with pytest.raises(requests.ConnectionError):
+        upload(session, server.url, first)  # reset: no work done
+    server.set_faults("upload", lose_response_every=1, max_faults=1)
+    with pytest.raises(requests.ConnectionError):
+        upload(session, server.url, first)  # stored, answer lost
+    image_id = upload(session, server.url, first).json()["id"]  # duplicate
+    upload(session, server.url, second)
+    upload(session, server.url, second)  # a re-send no fault explains
+    per_content = server.requests["upload"].images
+    assert per_content[hashlib.sha256(first).hexdigest()] == ImageRequests(
+        requests=3, done=2, faults={"reset": 1, "lose_response": 1}, by_status={200: 1})
+    assert per_content[hashlib.sha256(second).hexdigest()] == ImageRequests(requests=2, done=2, by_status={200: 2})
+    annotate(session, server.url, image_id, {"predictions": []}, prediction="true")
+    annotate(session, server.url, image_id, {"predictions": []}, prediction="true")
+    assert server.requests["annotate"].images == {image_id: ImageRequests(requests=2, done=2, by_status={200: 1, 409: 1})}
+    assert len(server.annotations("dest")[image_id]) == 1  # what is stored hides the second call
 
 
 def test_route_down_then_cleared(server: FakeRoboflow, session: requests.Session) -> None:
