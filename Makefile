@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_onnx.py
 	$(BIN)/python benchmarks/bench_dedupe.py
+	$(BIN)/python benchmarks/bench_test_speeds.py
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) build *.egg-info $(DEMO) .alpolicy test-artifacts

@@ -8,13 +8,15 @@ counter.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import select
 import signal
+import socket
 import subprocess
 import sys
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +25,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.servers.roboflow import FakeRoboflow, FaultConfig, parse_multipart
+from tests.servers.roboflow import FakeRoboflow, FaultConfig, ImageRequests, parse_multipart
 
 KEY = "rf_test_key"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +51,7 @@ def make_image(
     return buffer.getvalue()
 
 
-def infer(session: requests.Session | Any, url: str, image: bytes, **params: Any) -> requests.Response:
+def infer(session: requests.Session | Any, url: str, image: bytes, timeout: float = 10, **params: Any) -> requests.Response:
     """Call hosted inference exactly as ``ObjectDetectionModel.predict`` does."""
     query = {
         "api_key": KEY,
@@ -64,7 +66,7 @@ def infer(session: requests.Session | Any, url: str, image: bytes, **params: Any
         params=query,
         data=base64.b64encode(image).decode("ascii"),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
-        timeout=10,
+        timeout=timeout,
     )
 
 
@@ -476,14 +478,36 @@ def test_lost_annotate_response_is_stored_and_the_retry_conflicts(
 def test_slow_response_times_out_the_client_after_the_work(
     server: FakeRoboflow, session: requests.Session
 ) -> None:
-    server.set_faults("upload", slow_every=1, slow_delay=5.0)
-    started = time.monotonic()
-    with pytest.raises(requests.ReadTimeout):
+    server.set_faults("upload", slow_every=1, slow_delay=30.0)
+    with pytest.raises(requests.ReadTimeout):  # the answer is held back far beyond the client's timeout
         upload(session, server.url, make_image(), timeout=0.3)
-    assert time.monotonic() - started < 2
     assert len(server.images("dest")) == 1
     assert server.requests["upload"].faults == {"slow": 1}
     # close() must not wait for the sleeping handler (the fixture closes the server next).
+
+
+def test_requests_are_counted_per_image_whatever_the_fault(server: FakeRoboflow, session: requests.Session) -> None:
+    """The de-duplication makes a re-sent upload look harmless in ``images()``; the per-image
+    counts show every request: by content for uploads (also those a fault stopped before any
+    work), by image id for annotations."""
+    first, second = make_image(seed=1), make_image(seed=2)
+    server.set_faults("upload", reset_every=1, max_faults=1)
+    with pytest.raises(requests.ConnectionError):
+        upload(session, server.url, first)  # reset: no work done
+    server.set_faults("upload", lose_response_every=1, max_faults=1)
+    with pytest.raises(requests.ConnectionError):
+        upload(session, server.url, first)  # stored, answer lost
+    image_id = upload(session, server.url, first).json()["id"]  # duplicate
+    upload(session, server.url, second)
+    upload(session, server.url, second)  # a re-send no fault explains
+    per_content = server.requests["upload"].images
+    assert per_content[hashlib.sha256(first).hexdigest()] == ImageRequests(
+        requests=3, done=2, faults={"reset": 1, "lose_response": 1}, by_status={200: 1})
+    assert per_content[hashlib.sha256(second).hexdigest()] == ImageRequests(requests=2, done=2, by_status={200: 2})
+    annotate(session, server.url, image_id, {"predictions": []}, prediction="true")
+    annotate(session, server.url, image_id, {"predictions": []}, prediction="true")
+    assert server.requests["annotate"].images == {image_id: ImageRequests(requests=2, done=2, by_status={200: 1, 409: 1})}
+    assert len(server.annotations("dest")[image_id]) == 1  # what is stored hides the second call
 
 
 def test_route_down_then_cleared(server: FakeRoboflow, session: requests.Session) -> None:
@@ -509,15 +533,23 @@ def test_fault_config_is_validated(server: FakeRoboflow) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_latency_overlaps_across_64_concurrent_clients() -> None:
-    with FakeRoboflow(KEY, models=["proj/1"], inference_latency=0.3) as server:
+def test_64_concurrent_clients_are_served_at_the_same_time() -> None:
+    """Every one of 64 requests is inside the model at once: each waits at a 64-party barrier,
+    which only opens if the server serves them concurrently (serially, the first would wait
+    alone until the barrier's timeout and answer 500). The timeout guards against a hang; it
+    measures nothing. How much the latency overlaps is measured in benchmarks/bench_test_speeds.py."""
+    barrier = threading.Barrier(64, timeout=120)
+
+    def predict(image: Image.Image, image_bytes: bytes) -> list[dict[str, Any]]:
+        barrier.wait()
+        return []
+
+    with FakeRoboflow(KEY, inference_latency=0.05) as server:
+        server.add_model("proj", 1, predict=predict)
         image = make_image()
-        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=64) as pool:
-            statuses = list(pool.map(lambda _: infer(requests, server.url, image).status_code, range(64)))
-        elapsed = time.monotonic() - started
-        assert statuses == [200] * 64
-        assert elapsed < 3.0, f"64 requests of 0.3 s took {elapsed:.2f} s: they did not overlap"
+            statuses = list(pool.map(lambda _: infer(requests, server.url, image, timeout=180).status_code, range(64)))
+        assert statuses == [200] * 64 and not barrier.broken
         assert server.connections_accepted == 64
 
 
@@ -533,13 +565,14 @@ def test_keep_alive_requests_are_not_delayed_by_nagle(
     server: FakeRoboflow, session: requests.Session
 ) -> None:
     # Headers and body are separate writes: without TCP_NODELAY each request waits ~40 ms for
-    # the client's delayed ACK, which would swamp any benchmark run against this server.
-    image = make_image()
-    infer(session, server.url, image)
-    started = time.monotonic()
-    for _ in range(20):
-        infer(session, server.url, image)
-    assert time.monotonic() - started < 0.4
+    # the client's delayed ACK, which would swamp any benchmark run against this server. The
+    # option is checked on the server's side of the connection; the delay it avoids is measured
+    # side by side in benchmarks/bench_test_speeds.py (a wall-clock bound here would flake).
+    infer(session, server.url, make_image())
+    with server._lock:
+        connections = list(server._connections)
+    assert len(connections) == 1
+    assert connections[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_close_drops_idle_keep_alive_connections(session: requests.Session) -> None:

@@ -278,7 +278,9 @@ STRICT = {"version": 1, "detection": [{"rule": "confidence", "min": 0.5, "max": 
           "image": {"rule": "witnesses", "min": 1}, "sampling": [{"rule": "limit", "max": 10}]}
 
 
-def test_compare_20000_stored_predictions_quickly_with_the_direct_evaluations_counts(tmp_path):
+def test_compare_20000_stored_predictions_with_the_direct_evaluations_counts(tmp_path):
+    """The counts of ``alpolicy compare`` over 20,000 stored predictions are those of evaluating
+    both policies directly. Its speed is measured in ``benchmarks/bench_test_speeds.py``."""
     latest = _synthetic_journal(tmp_path / "journal.sqlite", 20_000)
     wide, strict = Policy.from_dict(WIDE), Policy.from_dict(STRICT)
     a = {path for path, prediction in latest.items() if wide.evaluate(prediction).qualifies}
@@ -286,9 +288,7 @@ def test_compare_20000_stored_predictions_quickly_with_the_direct_evaluations_co
     (tmp_path / "a.json").write_text(json.dumps(WIDE))
     (tmp_path / "b.json").write_text(json.dumps(STRICT))
 
-    started = time.monotonic()
     result = alpolicy("compare", str(tmp_path / "journal.sqlite"), str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json")
-    elapsed = time.monotonic() - started  # the whole command: interpreter start, imports, the journal, both policies
     assert result.code == 0, result.err
     counts = json.loads(result.out)
     assert counts["images"] == 20_000
@@ -296,8 +296,6 @@ def test_compare_20000_stored_predictions_quickly_with_the_direct_evaluations_co
         len(a), len(b), len(a & b), len(a - b), len(b - a))
     assert 0 < len(b - a) and 0 < len(a - b), "the fixture should make the policies differ both ways"
     assert counts["sampling_not_applied"] == {"A": [], "B": ["limit"]}
-    assert elapsed < 10, f"compare took {elapsed:.1f}s for 20,000 predictions"
-    print(f"\ncompare, 20,000 predictions: {elapsed:.2f}s end to end, {counts['seconds']:.2f}s comparing")
 
     text = alpolicy("compare", str(tmp_path / "journal.sqlite"), str(tmp_path / "a.json"), str(tmp_path / "b.json"))
     assert f"would send {len(a):>7}" in text.out and "sampling rules of B not applied" in text.out and "limit" in text.out

@@ -17,16 +17,16 @@ from alpolicy import AuthError, Policy, RunOptions, UsageError
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import API_KEY, make_frames
-from .sdk_reference import sdk_would_upload
-from .test_conditionals import random_conditionals
+from .test_conditionals import expected_decision, random_conditionals
 
 
 def expected_uploads(server, folder: Path, conditionals: dict, extension: str = ".jpg") -> list[str]:
-    """What the SDK would upload: its own glob, the server's answers, its decision loop."""
+    """What the SDK would upload: its own glob, the server's answers, its decision loop (with
+    alpolicy's one stated deviation, see ``tests/test_conditionals.py``)."""
     chosen = []
     for path in glob.glob(str(folder) + "/*" + extension):
         answer = server.infer("vehicles", 3, Path(path).read_bytes(), confidence=0.4, overlap=0.3)
-        if sdk_would_upload(answer["predictions"], conditionals):
+        if expected_decision(answer["predictions"], conditionals):
             chosen.append(os.path.basename(path))
     return chosen
 

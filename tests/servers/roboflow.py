@@ -89,6 +89,10 @@ Test-only additions
   one request only one is injected, in this order: down, reset, throttle, error,
   lose_response, slow. Faults act before authentication, as a load balancer would. Injected
   503/429 bodies use the route's error shape; resets and lost responses close with RST.
+* Requests are counted per route and, for uploads and annotations, per image
+  (:class:`ImageRequests`: upload requests per content hash, annotate requests per image id,
+  each with its faults), so a test sees a client that re-sends even where the content
+  de-duplication makes the stored result look right.
 * Inspection in process (:class:`FakeRoboflow`), and over HTTP on reserved paths that real
   routes never use: ``GET /__state``, ``POST /__faults``, ``POST /__reset``.
 * ``python -m tests.servers.roboflow --port 0 --model proj/1 ...`` prints one line
@@ -236,8 +240,32 @@ class _RouteFaults:
 
 
 @dataclass
+class ImageRequests:
+    """The requests one route received for one image, whatever became of them.
+
+    The image is named by what the request carries: an upload by the sha256 of the image bytes
+    it sends (so a re-sent upload counts against its content even when a fault stopped it before
+    any work), an annotation by the image id in its path. ``done`` counts the requests whose work
+    ran (an upload stored or found a duplicate, an annotation stored or refused), including those
+    whose answer was then lost (``lose_response``) or delayed (``slow``). The content
+    de-duplication hides a client that re-sends; these counts do not: a client that repeats a
+    request only when it saw no answer sends at most ``1 + sum(faults.values())`` requests for
+    an image, and has its work done at most ``1 + faults["lose_response"] + faults["slow"]`` times.
+    """
+
+    requests: int = 0
+    done: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    by_status: dict[int, int] = field(default_factory=dict)
+
+    def copy(self) -> "ImageRequests":
+        return ImageRequests(self.requests, self.done, dict(self.faults), dict(self.by_status))
+
+
+@dataclass
 class RouteStats:
-    """What one route received: every request, each answered status, each injected fault.
+    """What one route received: every request, each answered status, each injected fault, and
+    the same per image (``images``: content sha256 for uploads, image id for annotations).
 
     A reset or a lost response has no status; it shows only in ``faults``.
     """
@@ -245,9 +273,11 @@ class RouteStats:
     total: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    images: dict[str, ImageRequests] = field(default_factory=dict)
 
     def copy(self) -> "RouteStats":
-        return RouteStats(self.total, dict(self.by_status), dict(self.faults))
+        images = {key: counts.copy() for key, counts in self.images.items()}
+        return RouteStats(self.total, dict(self.by_status), dict(self.faults), images)
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,7 +808,8 @@ class FakeRoboflow:
 
     @property
     def requests(self) -> dict[str, RouteStats]:
-        """Counters per route (``infer``, ``upload``, ``annotate``)."""
+        """Counters per route (``infer``, ``upload``, ``annotate``), with ``images``: per upload
+        content (sha256) and per annotated image id, see :class:`ImageRequests`."""
         with self._lock:
             return {route: stats.copy() for route, stats in self._stats.items()}
 
@@ -839,20 +870,48 @@ class FakeRoboflow:
             raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
         return route
 
-    def _admit(self, route: str) -> str | None:
-        """Count an arriving request and pick its fault, atomically."""
+    def _admit(self, route: str, image_key: str | None) -> str | None:
+        """Count an arriving request (for its route and its image) and pick its fault, atomically."""
         with self._lock:
             stats = self._stats[route]
             stats.total += 1
+            per_image = stats.images.setdefault(image_key, ImageRequests()) if image_key else None
+            if per_image is not None:
+                per_image.requests += 1
             fault = self._faults[route].next_fault()
             if fault is not None:
                 stats.faults[fault] = stats.faults.get(fault, 0) + 1
+                if per_image is not None:
+                    per_image.faults[fault] = per_image.faults.get(fault, 0) + 1
             return fault
 
-    def _count_status(self, route: str, status: int) -> None:
+    def _count_done(self, route: str, image_key: str | None) -> None:
+        """The route handler ran for this request (its answer may still be lost)."""
+        if image_key:
+            with self._lock:
+                self._stats[route].images.setdefault(image_key, ImageRequests()).done += 1
+
+    def _count_status(self, route: str, status: int, image_key: str | None = None) -> None:
         with self._lock:
-            by_status = self._stats[route].by_status
-            by_status[status] = by_status.get(status, 0) + 1
+            stats = self._stats[route]
+            stats.by_status[status] = stats.by_status.get(status, 0) + 1
+            if image_key:
+                per_image = stats.images.setdefault(image_key, ImageRequests()).by_status
+                per_image[status] = per_image.get(status, 0) + 1
+
+    @staticmethod
+    def _image_key(route: str, request: Request) -> str | None:
+        """What names the image a request is about: an upload's content hash, an annotation's
+        image id; ``None`` for other routes or a body with no readable image part."""
+        if route == "annotate":
+            return request.segments[3]
+        if route != "upload":
+            return None
+        try:
+            data = _body_image_bytes(request)
+        except HttpError:  # a malformed multipart body: the handler answers 400
+            return None
+        return hashlib.sha256(data).hexdigest() if data else None
 
     def _fault_config(self, route: str) -> FaultConfig:
         with self._lock:
@@ -935,7 +994,8 @@ class FakeRoboflow:
         if request.method != allowed:
             handler.send_json(Response(405, {"message": "Method Not Allowed"}, {"Allow": allowed}))
             return
-        fault = self._admit(route)
+        image_key = self._image_key(route, request)
+        fault = self._admit(route, image_key)
         early = self._early_fault_response(route, fault)
         if fault == "reset":
             handler.abort_connection()
@@ -943,12 +1003,13 @@ class FakeRoboflow:
         if early is None:
             self._sleep(self.latency[route])
             early = self._run(route, route_handler, request)
+            self._count_done(route, image_key)
         if fault == "lose_response":
             handler.abort_connection()
             return
         if fault == "slow":
             self._sleep(self._fault_config(route).slow_delay)
-        self._count_status(route, early.status)
+        self._count_status(route, early.status, image_key)
         handler.send_json(early)
 
     @staticmethod

@@ -1,9 +1,11 @@
-"""The synthetic frame generator: deterministic, correct ground truth, footage-shaped, fast."""
+"""The synthetic frame generator: deterministic, correct ground truth, footage-shaped.
+
+Its speed is measured in ``benchmarks/bench_test_speeds.py`` (side by side with plain Pillow
+saves), not asserted here: a wall-clock threshold flakes on a busy machine."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 
@@ -37,9 +39,7 @@ def test_random_scene_ground_truth_is_inside_the_frame_and_well_formed():
 
 
 def test_write_footage_frames_and_ground_truth(tmp_path):
-    started = time.perf_counter()
     path = write_footage(tmp_path, n_frames=60, seed=5, size=(320, 240))
-    elapsed = time.perf_counter() - started
     frames = sorted(p.name for p in tmp_path.glob("*.jpg"))
     assert frames == [f"frame_{i:05d}.jpg" for i in range(1, 61)]
     document = json.loads(path.read_text())
@@ -57,7 +57,6 @@ def test_write_footage_frames_and_ground_truth(tmp_path):
     for a, b in same_scene:
         for ba, bb in zip(a["boxes"], b["boxes"]):
             assert abs(ba["x"] - bb["x"]) < 10 and abs(ba["y"] - bb["y"]) < 10
-    assert elapsed < 10
     # the same seed and length write the same frames
     again = tmp_path / "again"
     write_footage(again, n_frames=60, seed=5, size=(320, 240))
