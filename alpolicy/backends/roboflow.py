@@ -18,7 +18,7 @@ from ..http import HttpClient, server_message
 from ..images import ImageDecodeError, ImageFile
 from ..prediction import Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
-from ..secrets import register as register_secret
+from ..secrets import Secret, secret
 from . import ImageError, ModelOptions
 
 HOSTED_INFERENCE_URL = "https://serverless.roboflow.com"
@@ -26,13 +26,13 @@ INFERENCE_URL_ENV = "ROBOFLOW_INFERENCE_URL"
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 
 
-def api_key_from(options_key: str | None, purpose: str) -> str:
-    """The API key from the argument or ``ROBOFLOW_API_KEY``; a clear error when neither is set."""
+def api_key_from(options_key: str | None, purpose: str) -> Secret:
+    """The API key from the argument or ``ROBOFLOW_API_KEY``, registered for redaction and
+    masked in any ``repr``; a clear error when neither is set."""
     key = options_key or os.environ.get(API_KEY_ENV)
     if not key:
         raise UsageError(f"{purpose} needs a Roboflow API key: set {API_KEY_ENV} or pass --api-key")
-    register_secret(key)
-    return key
+    return secret(key)
 
 
 def parse_model_target(target: str) -> tuple[str, str]:

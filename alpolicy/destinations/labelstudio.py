@@ -90,7 +90,7 @@ from ..hookspecs import hookimpl
 from ..http import HttpClient, RetryPolicy
 from ..images import ImageDecodeError
 from ..registry import DestinationSpec
-from ..secrets import redact, register
+from ..secrets import redact, secret
 from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder import StoredImage, labelstudio_config, labelstudio_tasks
 
@@ -605,8 +605,7 @@ class _Credentials:
     """A legacy token (``Token``), or a personal access token exchanged for ``Bearer`` access tokens."""
 
     def __init__(self, token: str, url: str, client: HttpClient) -> None:
-        register(token)
-        self.token = token
+        self.token = secret(token)
         self.url = url
         self.client = client
         self.renewable = token.count(".") == 2  # a JWT: header.payload.signature
@@ -646,8 +645,7 @@ class _Credentials:
             raise ServiceError(
                 f"Label Studio did not exchange the personal access token (HTTP {response.status_code}): {_message(response)}"
             ) from None
-        register(access)
-        self._access = str(access)
+        self._access = secret(str(access))
         expiry = _jwt_expiry(self._access)
         self._expires = expiry - ACCESS_MARGIN if expiry else 0.0
 
