@@ -80,5 +80,5 @@ def test_a_retried_downscaled_upload_is_still_a_duplicate(roboflow, env, tmp_pat
 def test_bad_destination_options_are_usage_errors(env, frames, tmp_path):
     with pytest.raises(UsageError, match="batch recreation 'hourly' should be one of never, daily, weekly, monthly"):
         run_into("x", frames, tmp_path, batch_recreation="hourly")
-    with pytest.raises(UsageError, match="JPEG quality 120"):
+    with pytest.raises(UsageError, match="jpeg_quality should be a whole number from 1 to 95, got 120"):
         run_into("x", frames, tmp_path, jpeg_quality=120)

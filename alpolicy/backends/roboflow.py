@@ -12,6 +12,7 @@ import base64
 import os
 from typing import Callable
 
+from .. import checks
 from ..errors import UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, server_message
@@ -48,8 +49,8 @@ class RoboflowInference:
     def __init__(self, target: str, options: ModelOptions) -> None:
         self.project, self.version = parse_model_target(target)
         self.api_key = api_key_from(options.api_key, "roboflow inference")
-        base = options.inference_url or os.environ.get(INFERENCE_URL_ENV) or HOSTED_INFERENCE_URL
-        self.url = f"{base.rstrip('/')}/{self.project}/{self.version}"
+        base = checks.configured_url(options.inference_url, "inference_url", INFERENCE_URL_ENV, HOSTED_INFERENCE_URL)
+        self.url = f"{base}/{self.project}/{self.version}"
         self.model_id = f"{self.project}/{self.version}"
         self.params = {
             "api_key": self.api_key,

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from .. import checks
 from ..decision import Decision
 from ..errors import AlpolicyError
 from ..http import ServiceOptions
@@ -75,6 +76,14 @@ class DestinationOptions(ServiceOptions):
     #: Roboflow-style dataset split and batch name.
     split: str = "train"
     batch: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """A wrong shared setting is a one-line :class:`~alpolicy.errors.UsageError` (checked when
+        made and again when a run starts); a destination checks its own ``extra`` and URLs."""
+        checks.service_options(self)
 
 
 @runtime_checkable

@@ -85,6 +85,7 @@ from typing import Any, Callable
 
 import requests
 
+from .. import checks
 from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, RetryPolicy
@@ -140,7 +141,7 @@ class LabelStudioDestination:
                 f"labelstudio destination {target!r} should be a project id or 'new', e.g. labelstudio:3 or labelstudio:new"
             )
         self.create_project = self.project_id is None
-        self.url = _base_url(extra.get("labelstudio_url") or os.environ.get(URL_ENV) or DEFAULT_URL)
+        self.url = checks.configured_url(extra.get("labelstudio_url"), "labelstudio_url", URL_ENV, DEFAULT_URL)
         self.name = f"labelstudio:{self.url}/projects/{target}"
         self.add_missing_labels = bool(extra.get("add_missing_labels")) or self.create_project
         self.preferred_control = extra.get("labelstudio_from_name")
@@ -738,14 +739,6 @@ def project_title(policy: str, model: str) -> str:
     room = TITLE_MAX - len(head) - 2
     tail = model if len(model) <= room else "…" + model[-(room - 1):]
     return f"{head}: {tail}"
-
-
-def _base_url(value: str) -> str:
-    url = str(value).strip().rstrip("/")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"Label Studio URL {value!r} should look like http://localhost:8080")
-    return url
 
 
 def _upload_id(remote_id: str | None) -> int | None:

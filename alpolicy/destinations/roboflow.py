@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from datetime import date, timedelta
 from pathlib import PurePath
 from typing import Any, Callable
 
 from PIL import Image
 
+from .. import checks
 from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import UsageError
 from ..hookspecs import hookimpl
@@ -88,18 +88,16 @@ class RoboflowDestination:
         if options.split not in SPLITS:
             raise UsageError(f"split {options.split!r} should be one of {', '.join(SPLITS)}")
         self.api_key = api_key_from(options.api_key, "uploading to roboflow")
-        self.api = (options.api_url or os.environ.get(API_URL_ENV) or API_URL).rstrip("/")
+        self.api = checks.configured_url(options.api_url, "api_url", API_URL_ENV, API_URL)
         self.name = f"roboflow:{self.project}"
         self.split = options.split
         self.batch_prefix = options.batch or "alpolicy"
         self.recreation = str(options.extra.get("batch_recreation") or "never")
         if self.recreation not in RECREATION_INTERVALS:
             raise UsageError(f"batch recreation {self.recreation!r} should be one of {', '.join(RECREATION_INTERVALS)}")
-        self.max_size = int(options.extra["max_size"]) if options.extra.get("max_size") else None
-        quality = options.extra.get("jpeg_quality")
-        self.jpeg_quality = int(quality) if quality else None
-        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 95:
-            raise UsageError(f"JPEG quality {self.jpeg_quality} should be between 1 and 95")
+        size, quality = options.extra.get("max_size"), options.extra.get("jpeg_quality")
+        self.max_size = checks.whole_number(size, "max_size", minimum=1) if size is not None else None
+        self.jpeg_quality = checks.whole_number(quality, "jpeg_quality", minimum=1, maximum=95) if quality is not None else None
         self.reencode = self.max_size is not None or self.jpeg_quality is not None
         self.client = HttpClient(timeout=options.timeout, retry=options.retry_policy(), service="Roboflow API")
 
