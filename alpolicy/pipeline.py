@@ -226,8 +226,8 @@ def run(
             images, total, source_name = _as_images(source), None, "<images>"
         if sink is not None and callable(getattr(sink, "prepare_run", None)):
             sink.prepare_run(policy.name, backend.model_id if backend is not None else None)
-        if sink is not None and not options.dry_run:
-            sink.check()
+        if sink is not None:
+            _check_destination(sink, options.dry_run)
         journal = Journal(options.journal or ":memory:")
     except BaseException:
         _close(backend, sink)
@@ -237,6 +237,18 @@ def run(
         return coordinator.execute()
     finally:
         journal.close()
+
+
+def _check_destination(sink: Destination, dry_run: bool) -> None:
+    """Before any image is inferred: a typo'd project, a refused key or an unwritable folder stop
+    the run in one line instead of failing every send. A dry run sends nothing, so it calls the
+    destination's ``check_read_only()`` (same checks, nothing written), when it has one."""
+    if not dry_run:
+        sink.check()
+        return
+    read_only = getattr(sink, "check_read_only", None)
+    if callable(read_only):
+        read_only()
 
 
 def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:

@@ -118,9 +118,14 @@ def test_a_refused_key_stops_the_run_before_any_image(roboflow, env, tmp_path, f
     with pytest.raises(AuthError, match=r"refused the credentials .*HTTP 401"):
         run_sdk(frames, {}, tmp_path)
     assert roboflow.requests["infer"].total == 0 and roboflow.requests["upload"].total == 0
-    # inference refusing the key (dry run: the destination is not asked)
-    with pytest.raises(AuthError, match="inference"):
+    # a dry run checks the destination too (it only reads), before any inference
+    with pytest.raises(AuthError, match="checking the API key"):
         run_sdk(frames, {}, tmp_path, dry_run=True)
+    assert roboflow.requests["infer"].total == 0
+    # inference refusing the key (a dry run without a destination)
+    with pytest.raises(AuthError, match="inference"):
+        alpolicy.active_learning(str(frames), ".jpg", ["vehicles", 3], "", {}, dry_run=True,
+                                 journal=str(tmp_path / "journal.sqlite"), progress=False)
     from alpolicy.journal import Journal
 
     journal = Journal(tmp_path / "journal.sqlite")

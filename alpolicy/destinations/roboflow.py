@@ -32,12 +32,12 @@ from PIL import Image
 
 from .. import checks
 from ..backends.roboflow import API_KEY_ENV, api_key_from
-from ..errors import UsageError
+from ..errors import AlpolicyError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, server_message
 from ..images import ImageDecodeError
 from ..prediction import Prediction
-from ..registry import DestinationSpec
+from ..registry import DestinationSpec, did_you_mean
 from . import Delivery, DestinationOptions, PermanentError, Receipt
 
 API_URL = "https://api.roboflow.com"
@@ -102,8 +102,39 @@ class RoboflowDestination:
         self.client = HttpClient(timeout=options.timeout, retry=options.retry_policy(), service="Roboflow API")
 
     def check(self) -> None:
-        """``GET {api}/?api_key=…``: a refused key stops the run before any image is processed."""
-        self.client.request("GET", f"{self.api}/", what="checking the API key", params={"api_key": self.api_key})
+        """Before any image is inferred, the two reads ``Roboflow().workspace().project()`` makes:
+        ``GET {api}/?api_key=…`` (a refused key stops the run; the answer names the key's
+        workspace) and ``GET {api}/{workspace}/{project}?api_key=…`` (404: the project does not
+        exist there -- a typo in ``--to`` -- and every upload would fail). It writes nothing, so
+        a dry run checks too."""
+        params = {"api_key": self.api_key}
+        root = self.client.request("GET", f"{self.api}/", what="checking the API key", params=params)
+        body = _json(root)
+        workspace = body.get("workspace") if isinstance(body, dict) else None
+        if root.status_code != 200 or not isinstance(workspace, str) or not workspace:
+            raise UsageError(
+                f"the Roboflow API at {self.api} did not name the key's workspace (HTTP {root.status_code}): "
+                f"check --api-url / {API_URL_ENV}"
+            )
+        found = self.client.request("GET", f"{self.api}/{workspace}/{self.project}", what="looking up the project", params=params)
+        if found.status_code == 404:
+            raise UsageError(
+                f"Roboflow project {self.project!r} does not exist in workspace {workspace!r}{self._closest(workspace)}"
+            )
+        if found.status_code != 200:
+            raise ServiceError(f"looking up Roboflow project {self.project!r} failed (HTTP {found.status_code}): {server_message(found)}")
+
+    check_read_only = check
+
+    def _closest(self, workspace: str) -> str:
+        """`` (did you mean 'review'?)`` from the workspace's projects; nothing if they cannot be listed."""
+        try:
+            listed = self.client.request("GET", f"{self.api}/{workspace}", what="listing the projects", params={"api_key": self.api_key})
+            projects = _json(listed)["workspace"]["projects"]
+            names = [str(p.get("id", "")).rpartition("/")[2] for p in projects if isinstance(p, dict)]
+        except (AlpolicyError, KeyError, TypeError):
+            return ""
+        return did_you_mean(self.project, names)
 
     def send(self, delivery: Delivery) -> Receipt:
         duplicate = False
