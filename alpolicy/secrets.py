@@ -72,10 +72,19 @@ def redact(text: object) -> str:
 
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     """Mask secrets in a record's message (arguments merged first), exception and stack text."""
-    message = record.getMessage()
-    cleaned = redact(message)
-    if cleaned != message:
-        record.msg, record.args = cleaned, None
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed format: never raise from a logging call; the handler
+        # reports it (``--- Logging error ---`` with the message and arguments), masked.
+        record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(repr(arg)) for arg in record.args)
+        elif record.args:
+            record.args = (redact(repr(record.args)),)
+    else:
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
     if record.exc_info and not record.exc_text:
         # Formatters use a pre-set exc_text as it is instead of formatting exc_info again: set
         # it only when the traceback holds a secret, so custom exception formats stay otherwise.

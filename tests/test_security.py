@@ -134,6 +134,7 @@ try:
 except RuntimeError:
     logging.getLogger("urllib3").exception("a traceback")
 logging.getLogger("alpolicy").debug("stack", stack_info=True)
+logging.getLogger("someone.else").warning("a malformed format %d", key)  # logging reports it on stderr
 sys.stdout.write(stream.getvalue())
 """
 
@@ -158,6 +159,7 @@ def test_no_logger_at_any_level_sees_the_key_with_debug_logging_on_at_the_root(r
     assert "a foreign logger: {'api_key': '***'}" in output
     assert "RuntimeError: the key in an exception: ***" in output
     assert roboflow.requests["upload"].total > 6
+    assert "--- Logging error ---" in result.stderr and "Message: 'a malformed format %d'" in result.stderr
     assert API_KEY not in output
 
 
