@@ -210,13 +210,17 @@ def test_user_errors_are_one_line(tmp_path, roboflow, env, monkeypatch):
         alpolicy.run(str(tmp_path), Policy.from_conditionals({}), model="roboflow:vehicles/3", options=RunOptions(journal=None))
 
 
-def test_the_library_takes_a_path_and_active_learnings_keywords_and_refuses_the_cli_s_mistakes(roboflow, env, tmp_path, frames):
+def test_the_library_takes_a_path_and_active_learnings_keywords_and_refuses_the_cli_s_mistakes(roboflow, env, tmp_path, frames,
+                                                                                                monkeypatch):
     from alpolicy import DestinationOptions, ModelOptions
 
     policy = Policy.from_conditionals({})
     journal = tmp_path / "j.sqlite"
+    monkeypatch.delenv("ROBOFLOW_API_KEY")  # api_key= reaches both the model and the Roboflow destination
     report = alpolicy.run(frames, policy, model="roboflow:vehicles/3", destination="roboflow:q", journal=str(journal),
-                          progress=False, concurrency=2, tags=("night",), split="valid", timeout=30, retry_backoff=0.01)
+                          progress=False, concurrency=2, tags=("night",), split="valid", timeout=30, retry_backoff=0.01,
+                          api_key=API_KEY)
+    monkeypatch.setenv("ROBOFLOW_API_KEY", API_KEY)
     uploaded = roboflow.images("q")
     assert report.sent == len(uploaded) > 0 and report.journal == str(journal) and journal.exists()
     assert all(image["split"] == "valid" and "night" in image["tags"] for image in uploaded)
