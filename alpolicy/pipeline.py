@@ -126,8 +126,7 @@ def options_with(options: RunOptions | None, keywords: Mapping[str, Any], destin
             if current != getattr(default, name) and current != value:
                 raise UsageError(f"{name} is given twice, as a keyword and in options: give it once")
             setattr(target, name, value)
-    result.validate()
-    return result
+    return result  # run() validates it
 
 
 @dataclass

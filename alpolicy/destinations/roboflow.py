@@ -11,6 +11,8 @@ Two requests per image, as the Roboflow REST API documents them:
    409 "already annotated" means an earlier attempt got there: success.
 
 After step 1 the destination checkpoints the id, so a resume after a crash only re-annotates.
+Before any image, ``check()`` reads ``GET {api}/?api_key=…`` (the key's workspace) and
+``GET {api}/{workspace}/{project}?api_key=…``: a project that does not exist stops the run.
 
 Options (``DestinationOptions``): ``split``; ``batch`` (a name prefix, default ``alpolicy``) with
 ``extra["batch_recreation"]`` = ``never`` | ``daily`` | ``weekly`` | ``monthly``, named as Roboflow
