@@ -51,7 +51,8 @@ class RetryPolicy:
 class ServiceOptions:
     """What every backend and destination that talks to a service may be given."""
 
-    api_key: str | None = None
+    #: Never in a ``repr`` (options get printed and logged while debugging).
+    api_key: str | None = field(default=None, repr=False)
     #: Seconds to wait for one response.
     timeout: float = 60.0
     #: Attempts per request on connection errors, 429 and 5xx.

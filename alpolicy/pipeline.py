@@ -12,6 +12,7 @@ Exactly-once: the journal records the intent before every send and the outcome a
 
 from __future__ import annotations
 
+import copy
 import heapq
 import json
 import logging
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
+from . import checks
 from .backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
                        split_spec)
 from .decision import Decision
@@ -71,6 +73,63 @@ class RunOptions:
     max_consecutive_failures: int = 25
     model_options: ModelOptions = field(default_factory=ModelOptions)
     destination_options: DestinationOptions = field(default_factory=DestinationOptions)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """A wrong value is a one-line :class:`UsageError`; :func:`run` checks again at its start
+        (fields may be set after construction)."""
+        checks.whole_number(self.concurrency, "concurrency", minimum=1)
+        checks.whole_number(self.max_consecutive_failures, "max_consecutive_failures", minimum=1)
+        self.model_options.validate()
+        self.destination_options.validate()
+
+
+#: The keywords :func:`run` (and :func:`alpolicy.active_learning`) take in place of, or on top
+#: of, ``options``, and where each goes: the run, the model's options, the destination's.
+_RUN_KEYWORDS = ("concurrency", "dry_run", "reuse_predictions", "journal", "decisions_log", "progress", "tags",
+                 "max_consecutive_failures")
+_MODEL_KEYWORDS = ("confidence", "overlap", "inference_url")
+_DESTINATION_KEYWORDS = ("split", "batch", "api_url")
+_SERVICE_KEYWORDS = ("api_key", "timeout", "attempts", "retry_backoff")
+RUN_KEYWORDS = frozenset(_RUN_KEYWORDS + _MODEL_KEYWORDS + _DESTINATION_KEYWORDS + _SERVICE_KEYWORDS)
+
+
+def options_with(options: RunOptions | None, keywords: Mapping[str, Any], destination: Any = None, *,
+                 caller: str = "run()") -> RunOptions:
+    """``options`` (or the defaults) with the keyword arguments of :func:`run` filled in.
+
+    A keyword fills a field ``options`` left at its default; a field ``options`` sets to another
+    value is a :class:`UsageError` (which one was meant?). The caller's object is not changed.
+    ``api_key`` goes to the model, and to the destination only if it is a Roboflow one: a
+    Roboflow key is never handed to another service.
+    """
+    unknown = sorted(set(keywords) - RUN_KEYWORDS)
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise UsageError(f"{caller} got an unknown keyword {names}; known: {', '.join(sorted(RUN_KEYWORDS))}")
+    result = copy.deepcopy(options) if options is not None else RunOptions()
+    if not keywords:
+        return result
+    defaults = RunOptions()
+    roboflow_destination = isinstance(destination, str) and destination.startswith("roboflow:")
+    for name, value in keywords.items():
+        if name == "tags":
+            value = tuple(value)
+        targets = []
+        if name in _RUN_KEYWORDS:
+            targets.append((result, defaults))
+        if name in _MODEL_KEYWORDS or name in _SERVICE_KEYWORDS:
+            targets.append((result.model_options, defaults.model_options))
+        if name in _DESTINATION_KEYWORDS or (name in _SERVICE_KEYWORDS and (name != "api_key" or roboflow_destination)):
+            targets.append((result.destination_options, defaults.destination_options))
+        for target, default in targets:
+            current = getattr(target, name)
+            if current != getattr(default, name) and current != value:
+                raise UsageError(f"{name} is given twice, as a keyword and in options: give it once")
+            setattr(target, name, value)
+    return result  # run() validates it
 
 
 @dataclass
@@ -126,7 +185,7 @@ def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *
 
 # ---------------------------------------------------------------------- the run
 def run(
-    source: str | Iterable[ImageFile | str],
+    source: str | os.PathLike[str] | Iterable[ImageFile | str],
     policy: Policy | str | os.PathLike[str] | Mapping[str, Any],
     *,
     model: str | InferenceBackend | None = None,
@@ -136,14 +195,21 @@ def run(
     registry: Registry | None = None,
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
     recursive: bool = False,
+    **keywords: Any,
 ) -> RunReport:
     """Triage ``source`` (a folder, or image paths) with ``policy``; send what qualifies.
 
     ``on_result(image, prediction)`` is called, in input order, for every image with a prediction.
+    The keywords of :func:`alpolicy.active_learning` fill :class:`RunOptions` (see
+    :func:`options_with`): ``concurrency``, ``journal``, ``dry_run``, ``reuse_predictions``,
+    ``decisions_log``, ``progress``, ``tags``, ``max_consecutive_failures``, ``confidence``,
+    ``overlap``, ``inference_url``, ``split``, ``batch``, ``api_url``, ``api_key``, ``timeout``,
+    ``attempts``, ``retry_backoff``.
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
     run before or while it runs (the journal keeps everything done so far).
     """
-    options = options or RunOptions()
+    options = options_with(options, keywords, destination) if keywords else (options or RunOptions())
+    options.validate()
     registry = registry or get_registry()
     if isinstance(policy, (str, os.PathLike)):
         policy = Policy.from_file(policy, registry=registry)
@@ -151,22 +217,20 @@ def run(
         policy = Policy.from_dict(policy, registry=registry)
     if model is None and not options.reuse_predictions:
         raise UsageError("give a model (e.g. roboflow:PROJECT/VERSION) or reuse stored predictions")
-    if options.concurrency < 1:
-        raise UsageError("concurrency must be at least 1")
     backend = make_backend(model, options.model_options, registry) if model is not None else None
     sink = None
     try:
         if destination is not None:
             sink = make_destination(destination, options.destination_options, registry)
-        if isinstance(source, str):
-            images, total = folder_source(source, extensions, recursive=recursive)
-            source_name = source
+        if isinstance(source, (str, os.PathLike)):
+            source_name = os.fspath(source)
+            images, total = folder_source(source_name, extensions, recursive=recursive)
         else:
             images, total, source_name = _as_images(source), None, "<images>"
         if sink is not None and callable(getattr(sink, "prepare_run", None)):
             sink.prepare_run(policy.name, backend.model_id if backend is not None else None)
-        if sink is not None and not options.dry_run:
-            sink.check()
+        if sink is not None:
+            _check_destination(sink, options.dry_run)
         journal = Journal(options.journal or ":memory:")
     except BaseException:
         _close(backend, sink)
@@ -176,6 +240,18 @@ def run(
         return coordinator.execute()
     finally:
         journal.close()
+
+
+def _check_destination(sink: Destination, dry_run: bool) -> None:
+    """Before any image is inferred: a typo'd project, a refused key or an unwritable folder stop
+    the run in one line instead of failing every send. A dry run sends nothing, so it calls the
+    destination's ``check_read_only()`` (same checks, nothing written), when it has one."""
+    if not dry_run:
+        sink.check()
+        return
+    read_only = getattr(sink, "check_read_only", None)
+    if callable(read_only):
+        read_only()
 
 
 def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:

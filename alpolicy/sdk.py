@@ -18,11 +18,9 @@ import sys
 import tempfile
 from typing import Any, Mapping
 
-from .backends import ModelOptions
-from .destinations import DestinationOptions
 from .errors import UsageError
 from .images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
-from .pipeline import RunOptions, run
+from .pipeline import RunOptions, options_with, run
 from .policy import Policy
 from .prediction import Prediction
 
@@ -43,9 +41,10 @@ def active_learning(
     ``inference_endpoint=[project, version]`` and upload those the SDK's ``conditionals`` select to
     the Roboflow project ``upload_destination``, each with its prediction.
 
-    Options (keyword only): ``concurrency``, ``journal`` (path; ``None`` keeps it in memory),
-    ``dry_run``, ``decisions_log``, ``progress``, ``tags``, ``confidence``, ``overlap`` (percent,
-    SDK defaults 40 and 30), ``split``, ``batch``, ``api_url``, ``timeout``.
+    Options (keyword only), the same as :func:`alpolicy.run`'s: ``concurrency``, ``journal``
+    (path; ``None`` keeps it in memory), ``dry_run``, ``decisions_log``, ``progress``, ``tags``,
+    ``confidence``, ``overlap`` (percent, SDK defaults 40 and 30), ``split``, ``batch``,
+    ``api_url``, ``timeout``, ``attempts``, ``retry_backoff``...
     """
     if not inference_endpoint or len(inference_endpoint) != 2:
         raise UsageError("inference_endpoint should be [project, version], e.g. ['vehicles', 3]")
@@ -53,7 +52,8 @@ def active_learning(
         raise UsageError("upload_destination should name the Roboflow project to upload to")
     project, version = inference_endpoint
     policy = Policy.from_conditionals(dict(conditionals or {}))
-    run_options = _run_options(api_key, use_localhost, local_server, options)
+    destination = f"roboflow:{upload_destination}" if upload_destination else None
+    run_options = _run_options(api_key, use_localhost, local_server, options, destination)
 
     results: list[dict[str, Any]] = []
 
@@ -69,8 +69,7 @@ def active_learning(
     try:
         report = run(
             source, policy, model=f"roboflow:{project}/{version}",
-            destination=f"roboflow:{upload_destination}" if upload_destination else None,
-            options=run_options, on_result=collect,
+            destination=destination, options=run_options, on_result=collect,
         )
     finally:
         if frame_file is not None:
@@ -82,29 +81,15 @@ def active_learning(
     return results
 
 
-def _run_options(api_key: str | None, use_localhost: bool, local_server: str, options: dict[str, Any]) -> RunOptions:
-    known = {"concurrency", "journal", "dry_run", "decisions_log", "progress", "tags", "confidence", "overlap",
-             "split", "batch", "api_url", "timeout", "attempts", "retry_backoff"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UsageError(f"active_learning() got unknown options {unknown}; known: {sorted(known)}")
-    model = ModelOptions(
-        api_key=api_key, inference_url=local_server if use_localhost else None,
-        confidence=options.get("confidence", 40), overlap=options.get("overlap", 30),
-        timeout=options.get("timeout", 60.0), attempts=options.get("attempts", 5),
-        retry_backoff=options.get("retry_backoff", 0.5),
-    )
-    destination = DestinationOptions(
-        api_key=api_key, api_url=options.get("api_url"), split=options.get("split", "train"),
-        batch=options.get("batch"), timeout=options.get("timeout", 60.0), attempts=options.get("attempts", 5),
-        retry_backoff=options.get("retry_backoff", 0.5),
-    )
-    run_options = RunOptions(model_options=model, destination_options=destination)
-    for name in ("concurrency", "journal", "dry_run", "decisions_log", "progress"):
-        if name in options:
-            setattr(run_options, name, options[name])
-    run_options.tags = tuple(options.get("tags", ()))
-    return run_options
+def _run_options(api_key: str | None, use_localhost: bool, local_server: str, options: dict[str, Any],
+                 destination: str | None) -> RunOptions:
+    """The SDK's arguments as :func:`alpolicy.run`'s keywords: one mapping, one set of checks."""
+    keywords = dict(options)
+    if api_key is not None:
+        keywords["api_key"] = api_key
+    if use_localhost:
+        keywords["inference_url"] = local_server
+    return options_with(None, keywords, destination, caller="active_learning()")
 
 
 def _sdk_files(folder: str, extension: str) -> Any:

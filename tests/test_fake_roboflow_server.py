@@ -632,3 +632,31 @@ def test_subprocess_mode_serves_state_faults_and_stops_on_sigterm(session: reque
         process.stdout.close()
         process.stderr.close()
     assert code == 0
+
+
+def test_workspace_and_project_routes_answer_like_the_rest_api(session: requests.Session) -> None:
+    """``GET /?api_key`` names the key's workspace, ``GET /{workspace}`` lists its projects and
+    ``GET /{workspace}/{project}`` describes one (what ``Roboflow().workspace().project()`` reads)."""
+    with FakeRoboflow(KEY, auto_create_projects=False) as server:
+        server.add_project("review")
+        upload(session, server.url, make_image(), project="review")
+        workspace = session.get(f"{server.url}/", params={"api_key": KEY}).json()["workspace"]
+        assert workspace == server.workspace
+        listed = session.get(f"{server.url}/{workspace}", params={"api_key": KEY}).json()["workspace"]
+        assert listed["url"] == workspace and [p["id"] for p in listed["projects"]] == [f"{workspace}/review"]
+        found = session.get(f"{server.url}/{workspace}/review", params={"api_key": KEY})
+        assert found.status_code == 200 and found.json()["project"]["images"] == 1
+        assert found.json()["project"]["id"] == f"{workspace}/review" and found.json()["versions"] == []
+        missing = session.get(f"{server.url}/{workspace}/reveiw", params={"api_key": KEY})
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "GraphMethodException"
+        assert session.get(f"{server.url}/other-workspace/review", params={"api_key": KEY}).status_code == 404
+        assert session.get(f"{server.url}/{workspace}/review", params={"api_key": "nope"}).status_code == 401
+        assert session.get(f"{server.url}/other-workspace", params={"api_key": KEY}).status_code == 404
+        assert server.requests["project"].by_status == {200: 1, 404: 2, 401: 1}
+        assert server.requests["workspace"].by_status == {200: 1, 404: 1}
+        # A POST on two segments is still inference, on the other host of the real service.
+        assert session.post(f"{server.url}/{workspace}/review", params={"api_key": KEY}).status_code == 404
+        assert server.requests["infer"].total == 1
+    with FakeRoboflow(KEY) as server:  # auto-created projects: every name exists, as for an upload
+        answer = session.get(f"{server.url}/{server.workspace}/anything", params={"api_key": KEY})
+        assert answer.status_code == 200 and answer.json()["project"]["images"] == 0

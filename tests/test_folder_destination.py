@@ -401,3 +401,33 @@ def test_yolo_labels_and_data_yaml_read_back_to_the_pixel(tmp_path: Path) -> Non
         boxes[names[int(cls)]] = (round(cx - w / 2, 3), round(cy - h / 2, 3), round(w, 3), round(h, 3))
     assert boxes["car"] == (30.0, 20.0, 40.0, 20.0)
     assert boxes["bus"] == (193.0, 92.0, 7.0, 8.0)  # clipped at the image's edge, like the COCO file
+
+
+def test_a_folder_that_cannot_be_written_stops_the_run_in_one_line_before_any_image(tmp_path: Path) -> None:
+    """CI runs as root, which permissions do not stop: a path under a regular file, or in /proc."""
+    from .cli import alpolicy as alpolicy_cli
+    from .conftest import make_frames
+
+    frames = tmp_path / "frames"
+    make_frames(frames, 3)
+    for image in frames.iterdir():
+        (frames / f"{image.stem}.json").write_text(json.dumps(pred(det("car", 0.9))))
+    (tmp_path / "somefile.txt").write_text("x")
+    journal = tmp_path / "j.sqlite"
+    cases = [
+        (f"folder:{tmp_path / 'somefile.txt' / 'queue'}", (), "cannot be created or written: Not a directory"),
+        (f"folder:{tmp_path / 'somefile.txt' / 'queue'}", ("--dry-run",), f"cannot be created: {tmp_path / 'somefile.txt'} is a file"),
+        (f"folder:{tmp_path / 'somefile.txt'}", ("--dry-run",), "is a file, not a folder"),
+        ("folder:/proc/alpolicy-queue", (), "cannot be created or written"),
+    ]
+    for destination, extra, expected in cases:
+        result = alpolicy_cli("run", str(frames), "--model", "replay:sidecar", "--to", destination, "--journal", str(journal),
+                              *extra)
+        assert result.code == 2 and expected in result.err, (destination, extra, result.err)
+        assert len(result.err.splitlines()) == 1 and "Traceback" not in result.err, result.err
+    assert not journal.exists()  # the run never started
+    # A dry run writes nothing at the destination, not even its folders.
+    result = alpolicy_cli("run", str(frames), "--model", "replay:sidecar", "--to", f"folder:{tmp_path / 'out'}",
+                          "--journal", str(journal), "--dry-run")
+    assert result.code == 0, result.err
+    assert not (tmp_path / "out").exists()

@@ -448,6 +448,17 @@ def test_user_errors_are_one_line(ls, env, tmp_path, monkeypatch):
         run(images, predictions, f"labelstudio:{no_boxes}", options(tmp_path))
     with pytest.raises(UsageError, match="should be a project id or 'new'"):
         run(images, predictions, "labelstudio:my-project", options(tmp_path))
+    # On the command line, a dry run included (its check only reads): one line, before any image.
+    for dry_run in ((), ("--dry-run",)):
+        result = alpolicy_cli("run", str(images), "--model", f"replay:{predictions}", "--to", "labelstudio:99999",
+                              "--journal", str(tmp_path / "cli.sqlite"), *dry_run, env=env)
+        assert result.code == 2 and len(result.err.splitlines()) == 1, result.err
+        assert result.err.startswith("alpolicy: error: Label Studio project 99999 does not exist at "), result.err
+    assert not (tmp_path / "cli.sqlite").exists()
+    result = alpolicy_cli("run", str(images), "--model", f"replay:{predictions}", "--to", "labelstudio:1",
+                          "--journal", str(tmp_path / "cli.sqlite"), env={**env, "LABEL_STUDIO_URL": "localhost:8080"})
+    assert result.err == "alpolicy: error: LABEL_STUDIO_URL 'localhost:8080' should be an http:// or https:// URL with a host, e.g. http://localhost:9001\n"
+    assert result.code == 2
     # An image Label Studio does not take (TIFF): that image fails with Label Studio's reason, one line.
     tiff = make_dataset(tmp_path / "tiff", {"scan.tif": ((40, 30), [("car", 0.9, (1, 2, 3, 4))])})
     project = ls.create_project("alpolicy tiff", label_config(["car"]))

@@ -120,9 +120,14 @@ def test_a_refused_key_stops_the_run_before_any_image(roboflow, env, tmp_path, f
     with pytest.raises(AuthError, match=r"refused the credentials .*HTTP 401"):
         run_sdk(frames, {}, tmp_path)
     assert roboflow.requests["infer"].total == 0 and roboflow.requests["upload"].total == 0
-    # inference refusing the key (dry run: the destination is not asked)
-    with pytest.raises(AuthError, match="inference"):
+    # a dry run checks the destination too (it only reads), before any inference
+    with pytest.raises(AuthError, match="checking the API key"):
         run_sdk(frames, {}, tmp_path, dry_run=True)
+    assert roboflow.requests["infer"].total == 0
+    # inference refusing the key (a dry run without a destination)
+    with pytest.raises(AuthError, match="inference"):
+        alpolicy.active_learning(str(frames), ".jpg", ["vehicles", 3], "", {}, dry_run=True,
+                                 journal=str(tmp_path / "journal.sqlite"), progress=False)
     from alpolicy.journal import Journal
 
     journal = Journal(tmp_path / "journal.sqlite")
@@ -165,22 +170,105 @@ def test_dry_run_sends_nothing_and_reuse_predictions_skips_the_model(roboflow, e
     assert report.sent == len(roboflow.images("q")) == len(expected_uploads(roboflow, frames, {"required_objects_count": 3}))
 
 
-def test_user_errors_are_one_line(tmp_path, env, monkeypatch):
+def test_user_errors_are_one_line(tmp_path, roboflow, env, monkeypatch):
     (tmp_path / "empty").mkdir()
+    frames = tmp_path / "frames"
+    make_frames(frames, 2)
+    dry = (str(frames), "--model", "roboflow:vehicles/3", "--dry-run")
+    send = (str(frames), "--model", "roboflow:vehicles/3", "--to", "roboflow:q")
     cases = [
         ((str(tmp_path / "missing"), "--model", "roboflow:vehicles/3", "--to", f"folder:{tmp_path / 'out'}"), "does not exist"),
         ((str(tmp_path / "empty"), "--model", "roboflow:vehicles/3", "--dry-run"), "no images in"),
         ((str(tmp_path), "--model", "robofow:vehicles/3", "--dry-run"), "no inference backend for 'robofow' (did you mean 'roboflow'?)"),
         ((str(tmp_path), "--model", "roboflow:vehicles", "--dry-run"), "should be PROJECT/VERSION"),
+        ((*dry, "--timeout", "0"), "argument --timeout: should be a number above 0, got '0'"),
+        ((*dry, "--timeout", "nan"), "argument --timeout: should be a number above 0, got 'nan'"),
+        ((*dry, "--concurrency", "0"), "argument --concurrency: should be a whole number of at least 1, got '0'"),
+        ((*dry, "--concurrency", "x"), "argument --concurrency: should be a whole number of at least 1, got 'x'"),
+        ((*dry, "--confidence", "150"), "argument --confidence: should be a number from 0 to 100, got '150'"),
+        ((*dry, "--inference-url", "localhost:9001"), "argument --inference-url: 'localhost:9001' should be an http:// or https:// URL"),
+        ((*send, "--api-url", "ftp://example.com"), "argument --api-url: 'ftp://example.com' should be an http:// or https:// URL"),
+        ((*send, "--labelstudio-url", "http://"), "argument --labelstudio-url: 'http://' should be an http:// or https:// URL"),
+        ((*send, "--max-size", "-5"), "argument --max-size: should be a whole number of at least 1, got '-5'"),
+        ((*send, "--jpeg-quality", "0"), "argument --jpeg-quality: should be a whole number from 1 to 95, got '0'"),
+        ((*send, "--jpeg-quality", "96"), "argument --jpeg-quality: should be a whole number from 1 to 95, got '96'"),
+        ((*dry, "--policy", str(tmp_path / "absent.json")), "the policy file"),
+        ((*dry, "--split", "nope"), "argument --split: invalid choice: 'nope'"),
+        ((*dry, "--no-such-option"), "unrecognized arguments: --no-such-option"),
     ]
     for args, expected in cases:
-        result = alpolicy_cli("run", *args)
+        result = alpolicy_cli("run", *args, "--journal", str(tmp_path / "j.sqlite"), env=env)
         assert result.code == 2 and expected in result.err, (args, result.err)
         assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1, result.err
+        assert result.err.startswith("alpolicy: error: "), result.err
     assert not (tmp_path / "out").exists()
+    for variable in ("ROBOFLOW_INFERENCE_URL", "ROBOFLOW_API_URL"):
+        result = alpolicy_cli("run", *send, env={**env, variable: "localhost:9001"})
+        assert result.code == 2 and f"{variable} 'localhost:9001' should be an http:// or https:// URL" in result.err, result.err
+        assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert roboflow.requests["infer"].total == roboflow.requests["upload"].total == 0
     monkeypatch.delenv("ROBOFLOW_API_KEY")
     with pytest.raises(UsageError, match="ROBOFLOW_API_KEY"):
         alpolicy.run(str(tmp_path), Policy.from_conditionals({}), model="roboflow:vehicles/3", options=RunOptions(journal=None))
+
+
+def test_the_library_takes_a_path_and_active_learnings_keywords_and_refuses_the_cli_s_mistakes(roboflow, env, tmp_path, frames,
+                                                                                                monkeypatch):
+    from alpolicy import DestinationOptions, ModelOptions
+
+    policy = Policy.from_conditionals({})
+    journal = tmp_path / "j.sqlite"
+    monkeypatch.delenv("ROBOFLOW_API_KEY")  # api_key= reaches both the model and the Roboflow destination
+    report = alpolicy.run(frames, policy, model="roboflow:vehicles/3", destination="roboflow:q", journal=str(journal),
+                          progress=False, concurrency=2, tags=("night",), split="valid", timeout=30, retry_backoff=0.01,
+                          api_key=API_KEY)
+    monkeypatch.setenv("ROBOFLOW_API_KEY", API_KEY)
+    uploaded = roboflow.images("q")
+    assert report.sent == len(uploaded) > 0 and report.journal == str(journal) and journal.exists()
+    assert all(image["split"] == "valid" and "night" in image["tags"] for image in uploaded)
+    calls = roboflow.requests["infer"].total
+    wrong_keywords = [
+        ({"concurrency": 0}, "concurrency should be a whole number of at least 1, got 0"),
+        ({"timeout": 0}, "timeout should be a number above 0, got 0"),
+        ({"timeout": float("inf")}, "timeout should be a number above 0, got inf"),
+        ({"attempts": 0}, "attempts should be a whole number of at least 1, got 0"),
+        ({"retry_backoff": -1}, "retry_backoff should be a number of at least 0, got -1"),
+        ({"confidence": 101}, "confidence should be a number from 0 to 100, got 101"),
+        ({"inference_url": "localhost:9001"}, "inference_url 'localhost:9001' should be an http:// or https:// URL"),
+        ({"api_url": "api.roboflow.com"}, "api_url 'api.roboflow.com' should be an http:// or https:// URL"),
+        ({"colour": "red"}, "run() got an unknown keyword 'colour'"),
+        ({"options": RunOptions(journal=str(tmp_path / "a.sqlite")), "journal": str(tmp_path / "b.sqlite")},
+         "journal is given twice, as a keyword and in options"),
+    ]
+    for keywords, expected in wrong_keywords:
+        keywords = {"journal": None, "progress": False, **keywords}
+        with pytest.raises(UsageError, match=re.escape(expected)):
+            alpolicy.run(frames, policy, model="roboflow:vehicles/3", destination="roboflow:q", **keywords)
+    wrong_options = [
+        (lambda: RunOptions(concurrency=0), "concurrency should be"),
+        (lambda: RunOptions(max_consecutive_failures=0), "max_consecutive_failures should be"),
+        (lambda: ModelOptions(timeout=0), "timeout should be"),
+        (lambda: DestinationOptions(attempts=0), "attempts should be"),
+    ]
+    for make, expected in wrong_options:
+        with pytest.raises(UsageError, match=expected):
+            make()
+    mutated = RunOptions(journal=None, progress=False)
+    mutated.model_options.timeout = -1  # set after construction: checked when the run starts
+    extras = [({"max_size": -5}, "max_size should be a whole number of at least 1, got -5"),
+              ({"max_size": 0}, "max_size should be a whole number of at least 1, got 0"),
+              ({"jpeg_quality": 0}, "jpeg_quality should be a whole number from 1 to 95, got 0"),
+              ({"jpeg_quality": "high"}, "jpeg_quality should be a whole number from 1 to 95, got 'high'")]
+    attempts = [(mutated, "timeout should be")]
+    attempts += [(RunOptions(journal=None, progress=False, destination_options=DestinationOptions(extra=extra)), expected)
+                 for extra, expected in extras]
+    for options, expected in attempts:
+        with pytest.raises(UsageError, match=re.escape(expected)):
+            alpolicy.run(frames, policy, model="roboflow:vehicles/3", destination="roboflow:q", options=options)
+    # A keyword fills what options left at its default.
+    report = alpolicy.run(frames, policy, model="roboflow:vehicles/3", options=RunOptions(progress=False), journal=None, dry_run=True)
+    assert report.journal == ":memory:" and report.would_send == report.qualified
+    assert roboflow.requests["infer"].total == calls + 30
 
 
 def test_cli_run_summary_exit_codes_and_no_key_anywhere(roboflow, env, tmp_path, frames):

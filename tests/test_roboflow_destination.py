@@ -12,6 +12,8 @@ import alpolicy
 from alpolicy import Policy, RunOptions, UsageError
 from alpolicy.destinations.roboflow import batch_name
 
+from .cli import alpolicy as alpolicy_cli
+
 
 @pytest.mark.parametrize(
     ("recreation", "today", "expected"),
@@ -80,5 +82,49 @@ def test_a_retried_downscaled_upload_is_still_a_duplicate(roboflow, env, tmp_pat
 def test_bad_destination_options_are_usage_errors(env, frames, tmp_path):
     with pytest.raises(UsageError, match="batch recreation 'hourly' should be one of never, daily, weekly, monthly"):
         run_into("x", frames, tmp_path, batch_recreation="hourly")
-    with pytest.raises(UsageError, match="JPEG quality 120"):
+    with pytest.raises(UsageError, match="jpeg_quality should be a whole number from 1 to 95, got 120"):
         run_into("x", frames, tmp_path, jpeg_quality=120)
+
+
+def test_a_typo_in_the_project_stops_the_run_in_one_line_before_any_image_is_inferred(roboflow, env, tmp_path, frames):
+    roboflow.auto_create_projects = False  # the real API: uploads need an existing project
+    roboflow.add_project("review")
+    journal = tmp_path / "j.sqlite"
+    for dry_run in ((), ("--dry-run",)):  # a dry run checks too: the check only reads
+        result = alpolicy_cli("run", str(frames), "--model", "roboflow:vehicles/3", "--to", "roboflow:reveiw",
+                              "--journal", str(journal), *dry_run, env=env)
+        assert result.code == 2, result.err
+        assert result.err == ("alpolicy: error: Roboflow project 'reveiw' does not exist in workspace "
+                              "'test-workspace' (did you mean 'review'?)\n")
+    assert roboflow.requests["infer"].total == roboflow.requests["upload"].total == 0
+    assert roboflow.requests["project"].by_status == {404: 2} and not journal.exists()
+    report = alpolicy.run(frames, Policy.from_conditionals({}), model="roboflow:vehicles/3", destination="roboflow:review",
+                          journal=None, progress=False)
+    assert report.sent == len(roboflow.images("review")) > 0 and report.failed == 0
+    assert roboflow.requests["project"].by_status == {404: 2, 200: 1}  # one look per run
+
+
+def test_an_api_url_that_is_not_the_roboflow_api_is_one_line(roboflow, env, tmp_path, frames):
+    import http.server
+    import threading
+
+    class NotRoboflow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            body = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotRoboflow)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{other.server_address[1]}"
+    result = alpolicy_cli("run", str(frames), "--model", "roboflow:vehicles/3", "--to", "roboflow:q", "--api-url", url,
+                          "--journal", str(tmp_path / "j.sqlite"), env=env)
+    other.shutdown()
+    assert result.code == 2 and len(result.err.splitlines()) == 1, result.err
+    assert f"the Roboflow API at {url} did not name the key's workspace (HTTP 200)" in result.err
+    assert roboflow.requests["infer"].total == 0

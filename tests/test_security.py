@@ -165,3 +165,64 @@ def test_the_roboflow_key_given_on_the_command_line_is_never_sent_to_label_studi
     assert result.code == 2 and "refused the legacy API token" in result.err and "check LABEL_STUDIO_API_KEY" in result.err
     assert seen and all(API_KEY not in header for header in seen)
     assert all("ls-token-1234" in header for header in seen)
+
+
+DEBUG_RUN = r"""
+import io, logging, os, sys
+stream = io.StringIO()
+logging.basicConfig(level=logging.DEBUG, stream=stream, format="%(name)s %(levelname)s %(message)s")
+import alpolicy
+from alpolicy import Policy, RunOptions
+key = os.environ["ROBOFLOW_API_KEY"]
+options = RunOptions(journal=None, progress=False)
+options.destination_options.retry_backoff = options.model_options.retry_backoff = 0.01
+alpolicy.run(sys.argv[1], Policy.from_conditionals({}), model="roboflow:vehicles/3", destination="roboflow:q", options=options)
+logging.getLogger("alpolicy.x").warning("a child logger with the key %s in its arguments", key)
+logging.getLogger("alpolicy.x.y").info("a grandchild with the key " + key + " in its message")
+logging.getLogger("someone.else").debug("a foreign logger: %r", {"api_key": key})
+try:
+    raise RuntimeError("the key in an exception: " + key)
+except RuntimeError:
+    logging.getLogger("urllib3").exception("a traceback")
+logging.getLogger("alpolicy").debug("stack", stack_info=True)
+logging.getLogger("someone.else").warning("a malformed format %d", key)  # logging reports it on stderr
+sys.stdout.write(stream.getvalue())
+"""
+
+
+def test_no_logger_at_any_level_sees_the_key_with_debug_logging_on_at_the_root(roboflow, env, tmp_path):
+    """logging.basicConfig(level=DEBUG) is what users do when something goes wrong: urllib3 then
+    logs every URL it requests, and Roboflow's URLs carry ``api_key=``."""
+    frames = tmp_path / "frames"
+    make_frames(frames, 6, seed=9)
+    roboflow.set_faults("upload", error_every=3)  # a retry is logged too
+    import os
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", DEBUG_RUN, str(frames)], capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # The test sees what it must hide: urllib3's request lines, each of the records above.
+    assert re.search(r'urllib3\.connectionpool DEBUG .*"POST /vehicles/3\?api_key=\*\*\*&', output), output
+    assert "a child logger with the key *** in its arguments" in output
+    assert "a grandchild with the key *** in its message" in output
+    assert "a foreign logger: {'api_key': '***'}" in output
+    assert "RuntimeError: the key in an exception: ***" in output
+    assert roboflow.requests["upload"].total > 6
+    assert "--- Logging error ---" in result.stderr and "Message: 'a malformed format %d'" in result.stderr
+    assert API_KEY not in output
+
+
+def test_no_repr_shows_a_secret():
+    from alpolicy import DestinationOptions, ModelOptions
+    from alpolicy.backends.roboflow import RoboflowInference
+    from alpolicy.destinations.roboflow import RoboflowDestination
+
+    model, destination = ModelOptions(api_key=API_KEY), DestinationOptions(api_key=API_KEY)
+    texts = [repr(model), repr(destination), repr(RunOptions(model_options=model, destination_options=destination))]
+    backend = RoboflowInference("vehicles/3", model)
+    sink = RoboflowDestination("q", destination)
+    texts += [repr(backend.params), repr(vars(backend)), repr(vars(sink))]
+    assert all(API_KEY not in text for text in texts), texts
+    assert backend.params["api_key"] == API_KEY  # still the key where it is used

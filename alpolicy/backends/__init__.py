@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
+from .. import checks
 from ..errors import AlpolicyError, AuthError, ServiceError
 from ..http import ServiceOptions
 from ..images import ImageFile
@@ -49,6 +50,17 @@ class ModelOptions(ServiceOptions):
     confidence: float = 40
     #: Overlap (IoU) threshold for NMS, in percent (Roboflow's ``overlap``). SDK default 30.
     overlap: float = 30
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """A wrong value is a one-line :class:`~alpolicy.errors.UsageError` (checked when made
+        and again when a run starts, for fields set afterwards). URLs are checked by the backend
+        that uses them, together with the environment variable they may come from."""
+        checks.service_options(self)
+        checks.number(self.confidence, "confidence", minimum=0, maximum=100)
+        checks.number(self.overlap, "overlap", minimum=0, maximum=100)
 
 
 @runtime_checkable

@@ -12,13 +12,14 @@ import base64
 import os
 from typing import Callable
 
+from .. import checks
 from ..errors import UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, server_message
 from ..images import ImageDecodeError, ImageFile
 from ..prediction import Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
-from ..secrets import register as register_secret
+from ..secrets import Secret, secret
 from . import ImageError, ModelOptions, fingerprint
 
 HOSTED_INFERENCE_URL = "https://serverless.roboflow.com"
@@ -26,13 +27,13 @@ INFERENCE_URL_ENV = "ROBOFLOW_INFERENCE_URL"
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 
 
-def api_key_from(options_key: str | None, purpose: str) -> str:
-    """The API key from the argument or ``ROBOFLOW_API_KEY``; a clear error when neither is set."""
+def api_key_from(options_key: str | None, purpose: str) -> Secret:
+    """The API key from the argument or ``ROBOFLOW_API_KEY``, registered for redaction and
+    masked in any ``repr``; a clear error when neither is set."""
     key = options_key or os.environ.get(API_KEY_ENV)
     if not key:
         raise UsageError(f"{purpose} needs a Roboflow API key: set {API_KEY_ENV} or pass --api-key")
-    register_secret(key)
-    return key
+    return secret(key)
 
 
 def parse_model_target(target: str) -> tuple[str, str]:
@@ -48,8 +49,8 @@ class RoboflowInference:
     def __init__(self, target: str, options: ModelOptions) -> None:
         self.project, self.version = parse_model_target(target)
         self.api_key = api_key_from(options.api_key, "roboflow inference")
-        base = options.inference_url or os.environ.get(INFERENCE_URL_ENV) or HOSTED_INFERENCE_URL
-        self.url = f"{base.rstrip('/')}/{self.project}/{self.version}"
+        base = checks.configured_url(options.inference_url, "inference_url", INFERENCE_URL_ENV, HOSTED_INFERENCE_URL)
+        self.url = f"{base}/{self.project}/{self.version}"
         self.model_id = f"{self.project}/{self.version}"
         self.params = {
             "api_key": self.api_key,

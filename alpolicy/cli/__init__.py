@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ..errors import AlpolicyError, PolicyError
 from . import policy_commands, report_command, run_command
@@ -34,8 +34,20 @@ Run `alpolicy COMMAND --help` for the options of a command.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes in the one-line form of every other user error.
+
+    argparse prints the whole usage block and ``alpolicy run: error: ...``; alpolicy's errors are
+    one ``alpolicy: error: ...`` line with exit status 2, whoever finds the mistake. The usage is
+    one ``--help`` away, and the line says so. Sub-command parsers are made of this class too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"alpolicy: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="alpolicy",
         description=DESCRIPTION,
         epilog=EPILOG,

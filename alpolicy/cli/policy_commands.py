@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,10 @@ def load_policy_argument(policy_path: str | None, conditionals: str | None) -> P
         return Policy.from_conditionals(document)
     if policy_path is None:
         raise UsageError("give a policy file or --conditionals JSON")
+    if not os.path.exists(policy_path):  # a wrong path, not a policy with a problem: one line
+        raise UsageError(f"the policy file {policy_path!r} does not exist")
+    if os.path.isdir(policy_path):
+        raise UsageError(f"the policy file {policy_path!r} is a folder")
     return Policy.from_file(policy_path)
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..backends import ModelOptions
+from ..checks import argument, number, service_url, whole_number
 from ..destinations import DestinationOptions
 from ..errors import UsageError
 from ..html_report import write_run_report
@@ -63,8 +64,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
     images.add_argument("--recursive", action="store_true", help="include sub-folders")
     behaviour = parser.add_argument_group("run")
-    behaviour.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
-    behaviour.add_argument("--dry-run", action="store_true", help="do everything but send")
+    behaviour.add_argument("--concurrency", type=argument(whole_number, minimum=1), default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
+    behaviour.add_argument("--dry-run", action="store_true", help="do everything but send (the destination is still checked, read-only: a typo'd project stops the run)")
     behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal: each image's latest, or with --model those of its fingerprint (model and settings); the summary names the fingerprints used")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
     behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: next to the journal)")
@@ -74,18 +75,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour.add_argument("--report", metavar="DIR", help="after the run, write an HTML report to DIR/index.html (see `alpolicy report`)")
     remote = parser.add_argument_group("services")
     remote.add_argument("--api-key", metavar="KEY", help="Roboflow API key (prefer $ROBOFLOW_API_KEY: arguments show in `ps`); never sent to other services")
-    remote.add_argument("--inference-url", metavar="URL", help="inference server (default: $ROBOFLOW_INFERENCE_URL or Roboflow hosted)")
-    remote.add_argument("--api-url", metavar="URL", help="Roboflow API (default: $ROBOFLOW_API_URL or https://api.roboflow.com)")
-    remote.add_argument("--confidence", type=float, default=40, metavar="PCT", help="minimum confidence the model server returns, percent (default 40)")
-    remote.add_argument("--overlap", type=float, default=30, metavar="PCT", help="NMS overlap threshold, percent (default 30)")
+    remote.add_argument("--inference-url", type=argument(service_url), metavar="URL", help="inference server (default: $ROBOFLOW_INFERENCE_URL or Roboflow hosted)")
+    remote.add_argument("--api-url", type=argument(service_url), metavar="URL", help="Roboflow API (default: $ROBOFLOW_API_URL or https://api.roboflow.com)")
+    remote.add_argument("--confidence", type=argument(number, minimum=0, maximum=100), default=40, metavar="PCT", help="minimum confidence the model server returns, percent (default 40)")
+    remote.add_argument("--overlap", type=argument(number, minimum=0, maximum=100), default=30, metavar="PCT", help="NMS overlap threshold, percent (default 30)")
     remote.add_argument("--split", default="train", choices=("train", "valid", "test"), help="Roboflow split for uploads")
     remote.add_argument("--batch", metavar="NAME", help="Roboflow batch name or prefix (default: alpolicy)")
     remote.add_argument("--batch-recreation", choices=("never", "daily", "weekly", "monthly"), default="never",
                         help="start a new Roboflow batch every day/week/month: NAME_2026_11_27 (as Roboflow Inference)")
-    remote.add_argument("--max-size", type=int, metavar="PX", help="downscale uploads to this longest side (boxes rescaled)")
-    remote.add_argument("--jpeg-quality", type=int, metavar="Q", help="re-encode uploads as JPEG at this quality (1-95)")
-    remote.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per request (default 60)")
-    remote.add_argument("--labelstudio-url", metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY)")
+    remote.add_argument("--max-size", type=argument(whole_number, minimum=1), metavar="PX", help="downscale uploads to this longest side (boxes rescaled)")
+    remote.add_argument("--jpeg-quality", type=argument(whole_number, minimum=1, maximum=95), metavar="Q", help="re-encode uploads as JPEG at this quality (1-95)")
+    remote.add_argument("--timeout", type=argument(number, above=0), default=60.0, metavar="S", help="seconds per request (default 60)")
+    remote.add_argument("--labelstudio-url", type=argument(service_url), metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY)")
     remote.add_argument("--add-missing-labels", action="store_true", help="labelstudio: add predicted classes missing from the project's labeling config instead of failing those images")
     parser.set_defaults(handler=cmd_run)
 

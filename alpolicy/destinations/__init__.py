@@ -17,6 +17,11 @@ The contract (see also the README's "Write a destination"):
 * ``send`` is called from several threads at once.
 * Optional ``prepare_run(policy, model)`` is called first with the policy's name and the model
   id, for a destination whose identity (its ``name`` in the journal) depends on them.
+* ``check()`` runs before any image is inferred and raises :class:`~alpolicy.errors.UsageError`
+  (or ``AuthError``) for what would fail every send: a refused key, a project that does not
+  exist, a folder that cannot be written. A dry run calls the optional ``check_read_only()``
+  instead, which must write nothing (a destination whose ``check`` only reads sets
+  ``check_read_only = check``); without it a dry run does not check the destination.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from .. import checks
 from ..decision import Decision
 from ..errors import AlpolicyError
 from ..http import ServiceOptions
@@ -76,6 +82,14 @@ class DestinationOptions(ServiceOptions):
     split: str = "train"
     batch: str | None = None
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """A wrong shared setting is a one-line :class:`~alpolicy.errors.UsageError` (checked when
+        made and again when a run starts); a destination checks its own ``extra`` and URLs."""
+        checks.service_options(self)
+
 
 @runtime_checkable
 class Destination(Protocol):
@@ -85,7 +99,8 @@ class Destination(Protocol):
     name: str
 
     def check(self) -> None:
-        """Fail fast before any image is processed (e.g. refused credentials -> AuthError)."""
+        """Fail fast before any image is processed (e.g. refused credentials -> AuthError, a
+        missing project -> UsageError); see the module docstring for ``check_read_only``."""
         ...
 
     def send(self, delivery: Delivery) -> Receipt:

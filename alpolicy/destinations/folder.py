@@ -125,6 +125,20 @@ class FolderDestination:
         """Create DIR and its sub-folders, and prove DIR is writable, before any image is processed."""
         self._prepare()
 
+    def check_read_only(self) -> None:
+        """A dry run's check, which writes nothing: DIR is a folder, or can be made in the nearest
+        existing folder above it, and this process may write there (a probe file, as
+        :meth:`check` writes, would be a write)."""
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise UsageError(f"folder destination {self.root} is a file, not a folder")
+        existing = self.root
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise UsageError(f"folder destination {self.root} cannot be created: {existing} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"folder destination {self.root} cannot be created or written: {existing} is not writable")
+
     def send(self, delivery: Delivery) -> Receipt:
         sha = delivery.key
         if not isinstance(sha, str) or not _SHA256.match(sha):

@@ -84,12 +84,13 @@ from typing import Any, Callable
 
 import requests
 
+from .. import checks
 from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import AttemptFailed, HttpClient, clip, server_message
 from ..images import ImageDecodeError, sha256_bytes
 from ..registry import DestinationSpec
-from ..secrets import register
+from ..secrets import secret
 from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder import StoredImage, labelstudio_config, labelstudio_tasks
 
@@ -139,7 +140,7 @@ class LabelStudioDestination:
                 f"labelstudio destination {target!r} should be a project id or 'new', e.g. labelstudio:3 or labelstudio:new"
             )
         self.create_project = self.project_id is None
-        self.url = _base_url(extra.get("labelstudio_url") or os.environ.get(URL_ENV) or DEFAULT_URL)
+        self.url = checks.configured_url(extra.get("labelstudio_url"), "labelstudio_url", URL_ENV, DEFAULT_URL)
         self.name = f"labelstudio:{self.url}/projects/{target}"
         self.add_missing_labels = bool(extra.get("add_missing_labels")) or self.create_project
         self.preferred_control = extra.get("labelstudio_from_name")
@@ -165,6 +166,9 @@ class LabelStudioDestination:
             self._request("GET", "/api/current-user/whoami", what="checking the API token")
             return
         self.config = self._load_config()
+
+    #: Both checks only read: a dry run makes them too.
+    check_read_only = check
 
     def send(self, delivery: Delivery) -> Receipt:
         key = delivery.key
@@ -595,8 +599,7 @@ class _Credentials:
     """A legacy token (``Token``), or a personal access token exchanged for ``Bearer`` access tokens."""
 
     def __init__(self, token: str, url: str, client: HttpClient) -> None:
-        register(token)
-        self.token = token
+        self.token = secret(token)
         self.url = url
         self.client = client
         self.renewable = token.count(".") == 2  # a JWT: header.payload.signature
@@ -636,8 +639,7 @@ class _Credentials:
             raise ServiceError(
                 f"Label Studio did not exchange the personal access token (HTTP {response.status_code}): {server_message(response)}"
             ) from None
-        register(access)
-        self._access = str(access)
+        self._access = secret(str(access))
         expiry = _jwt_expiry(self._access)
         self._expires = expiry - ACCESS_MARGIN if expiry else 0.0
 
@@ -730,14 +732,6 @@ def project_title(policy: str, model: str) -> str:
     room = TITLE_MAX - len(head) - 2
     tail = model if len(model) <= room else "…" + model[-(room - 1):]
     return f"{head}: {tail}"
-
-
-def _base_url(value: str) -> str:
-    url = str(value).strip().rstrip("/")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"Label Studio URL {value!r} should look like http://localhost:8080")
-    return url
 
 
 def _upload_id(remote_id: str | None) -> int | None:

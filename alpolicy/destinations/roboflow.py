@@ -11,6 +11,8 @@ Two requests per image, as the Roboflow REST API documents them:
    409 "already annotated" means an earlier attempt got there: success.
 
 After step 1 the destination checkpoints the id, so a resume after a crash only re-annotates.
+Before any image, ``check()`` reads ``GET {api}/?api_key=…`` (the key's workspace) and
+``GET {api}/{workspace}/{project}?api_key=…``: a project that does not exist stops the run.
 
 Options (``DestinationOptions``): ``split``; ``batch`` (a name prefix, default ``alpolicy``) with
 ``extra["batch_recreation"]`` = ``never`` | ``daily`` | ``weekly`` | ``monthly``, named as Roboflow
@@ -24,20 +26,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from datetime import date, timedelta
 from pathlib import PurePath
 from typing import Any, Callable
 
 from PIL import Image
 
+from .. import checks
 from ..backends.roboflow import API_KEY_ENV, api_key_from
-from ..errors import UsageError
+from ..errors import AlpolicyError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, server_message
 from ..images import ImageDecodeError
 from ..prediction import Prediction
-from ..registry import DestinationSpec
+from ..registry import DestinationSpec, did_you_mean
 from . import Delivery, DestinationOptions, PermanentError, Receipt
 
 API_URL = "https://api.roboflow.com"
@@ -88,24 +90,53 @@ class RoboflowDestination:
         if options.split not in SPLITS:
             raise UsageError(f"split {options.split!r} should be one of {', '.join(SPLITS)}")
         self.api_key = api_key_from(options.api_key, "uploading to roboflow")
-        self.api = (options.api_url or os.environ.get(API_URL_ENV) or API_URL).rstrip("/")
+        self.api = checks.configured_url(options.api_url, "api_url", API_URL_ENV, API_URL)
         self.name = f"roboflow:{self.project}"
         self.split = options.split
         self.batch_prefix = options.batch or "alpolicy"
         self.recreation = str(options.extra.get("batch_recreation") or "never")
         if self.recreation not in RECREATION_INTERVALS:
             raise UsageError(f"batch recreation {self.recreation!r} should be one of {', '.join(RECREATION_INTERVALS)}")
-        self.max_size = int(options.extra["max_size"]) if options.extra.get("max_size") else None
-        quality = options.extra.get("jpeg_quality")
-        self.jpeg_quality = int(quality) if quality else None
-        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 95:
-            raise UsageError(f"JPEG quality {self.jpeg_quality} should be between 1 and 95")
+        size, quality = options.extra.get("max_size"), options.extra.get("jpeg_quality")
+        self.max_size = checks.whole_number(size, "max_size", minimum=1) if size is not None else None
+        self.jpeg_quality = checks.whole_number(quality, "jpeg_quality", minimum=1, maximum=95) if quality is not None else None
         self.reencode = self.max_size is not None or self.jpeg_quality is not None
         self.client = HttpClient(timeout=options.timeout, retry=options.retry_policy(), service="Roboflow API")
 
     def check(self) -> None:
-        """``GET {api}/?api_key=…``: a refused key stops the run before any image is processed."""
-        self.client.request("GET", f"{self.api}/", what="checking the API key", params={"api_key": self.api_key})
+        """Before any image is inferred, the two reads ``Roboflow().workspace().project()`` makes:
+        ``GET {api}/?api_key=…`` (a refused key stops the run; the answer names the key's
+        workspace) and ``GET {api}/{workspace}/{project}?api_key=…`` (404: the project does not
+        exist there -- a typo in ``--to`` -- and every upload would fail). It writes nothing, so
+        a dry run checks too."""
+        params = {"api_key": self.api_key}
+        root = self.client.request("GET", f"{self.api}/", what="checking the API key", params=params)
+        body = _json(root)
+        workspace = body.get("workspace") if isinstance(body, dict) else None
+        if root.status_code != 200 or not isinstance(workspace, str) or not workspace:
+            raise UsageError(
+                f"the Roboflow API at {self.api} did not name the key's workspace (HTTP {root.status_code}): "
+                f"check --api-url / {API_URL_ENV}"
+            )
+        found = self.client.request("GET", f"{self.api}/{workspace}/{self.project}", what="looking up the project", params=params)
+        if found.status_code == 404:
+            raise UsageError(
+                f"Roboflow project {self.project!r} does not exist in workspace {workspace!r}{self._closest(workspace)}"
+            )
+        if found.status_code != 200:
+            raise ServiceError(f"looking up Roboflow project {self.project!r} failed (HTTP {found.status_code}): {server_message(found)}")
+
+    check_read_only = check
+
+    def _closest(self, workspace: str) -> str:
+        """`` (did you mean 'review'?)`` from the workspace's projects; nothing if they cannot be listed."""
+        try:
+            listed = self.client.request("GET", f"{self.api}/{workspace}", what="listing the projects", params={"api_key": self.api_key})
+            projects = _json(listed)["workspace"]["projects"]
+            names = [str(p.get("id", "")).rpartition("/")[2] for p in projects if isinstance(p, dict)]
+        except (AlpolicyError, KeyError, TypeError):
+            return ""
+        return did_you_mean(self.project, names)
 
     def send(self, delivery: Delivery) -> Receipt:
         duplicate = False

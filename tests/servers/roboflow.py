@@ -79,12 +79,24 @@ server's legacy ``/{dataset_id}/{version_id}`` route and its ``legacy/errors.py`
    ``{"warn": "already annotated"}`` (success). Switch off with
    ``reject_reannotation=False`` to store every call.
 
+4. Workspace and project: ``GET /?api_key=…`` (``Roboflow.auth`` reads ``workspace``, the key's
+   workspace url), ``GET /{workspace}?api_key=…`` (``rfapi.get_workspace``: ``{"workspace":
+   {"name", "url", "members", "projects": [...]}}``) and ``GET /{workspace}/{project}?api_key=…``
+   (``rfapi.get_project``, ``Workspace.project``: ``{"workspace": {...}, "project": {"id":
+   "<workspace>/<project>", "name", "type", "created", "updated", "images", "unannotated",
+   "annotation", "public", "splits", "colors", "classes"}, "versions": [...]}``). 401 for a bad
+   key; 404 ``GraphMethodException`` for another workspace or an unknown project. With
+   ``auto_create_projects`` (the default) every project name exists, empty until its first
+   upload creates it; without it, only projects added or uploaded to. These GETs share the
+   inference route's two-segment path: the real service serves them on another host.
+
 Test-only additions
 ===================
 * Latency per route (``inference_latency``, ``upload_latency``, ``annotate_latency``) is slept
   in the handler thread before the work, so concurrent clients overlap.
-* Other paths answer 404 ``{"error": {...}}``; a GET on a real route answers 405.
-* Faults per route (``infer``/``upload``/``annotate``), see :class:`FaultConfig`. "Every Nth"
+* Other paths answer 404 ``{"error": {...}}``; a GET on a POST route answers 405 (a GET on
+  ``/{a}/{b}`` is the project route).
+* Faults per route (``infer``/``upload``/``annotate``/``root``/``workspace``/``project``), see :class:`FaultConfig`. "Every Nth"
   counts that route's requests since its faults were last set, 1-based. When several match
   one request only one is injected, in this order: down, reset, throttle, error,
   lose_response, slow. Faults act before authentication, as a load balancer would. Injected
@@ -129,7 +141,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_API_KEY = "rf_test_key"
 DEFAULT_CLASSES: tuple[str, ...] = ("car", "person", "bicycle")
-ROUTES: tuple[str, ...] = ("infer", "upload", "annotate", "root")
+ROUTES: tuple[str, ...] = ("infer", "upload", "annotate", "root", "workspace", "project")
+#: The routes answered on GET (the others on POST).
+GET_ROUTES = frozenset({"root", "workspace", "project"})
 FAULT_KINDS: tuple[str, ...] = ("down", "reset", "throttle", "error", "lose_response", "slow")
 SPLITS = frozenset({"train", "valid", "test"})
 
@@ -361,6 +375,12 @@ def _api_error(status: int, message: str, type_: str, hint: str | None = None) -
     if hint:
         error["hint"] = hint
     return HttpError(status, {"error": error})
+
+
+def _missing_route_message(request: "Request") -> str:
+    """The REST API's 404 text for a path the key cannot see."""
+    path = "/" + "/".join(request.segments)
+    return f"Unsupported request. `{request.method} {path}` does not exist or cannot be loaded due to missing permissions."
 
 
 def _inference_error(status: int, message: str) -> HttpError:
@@ -642,6 +662,8 @@ class FakeRoboflow:
             "upload": float(upload_latency),
             "annotate": float(annotate_latency),
             "root": 0.0,
+            "workspace": 0.0,
+            "project": 0.0,
         }
         self.auto_create_projects = auto_create_projects
         self.reject_reannotation = reject_reannotation
@@ -808,8 +830,8 @@ class FakeRoboflow:
 
     @property
     def requests(self) -> dict[str, RouteStats]:
-        """Counters per route (``infer``, ``upload``, ``annotate``), with ``images``: per upload
-        content (sha256) and per annotated image id, see :class:`ImageRequests`."""
+        """Counters per route (``infer``, ``upload``, ``annotate``, ``root``, ``workspace``, ``project``),
+        with ``images``: per upload content (sha256) and per annotated image id, see :class:`ImageRequests`."""
         with self._lock:
             return {route: stats.copy() for route, stats in self._stats.items()}
 
@@ -939,8 +961,13 @@ class FakeRoboflow:
             return "upload", self._handle_upload
         if len(seg) == 4 and seg[0] == "dataset" and seg[2] == "annotate":
             return "annotate", self._handle_annotate
-        if len(seg) == 2 and not seg[0].startswith("__"):
+        if seg[0].startswith("__"):
+            return None
+        # /{a}/{b} is inference on the inference host (POST) and a project on the API host (GET).
+        if len(seg) == 2 and request.method != "GET":
             return "infer", self._handle_infer
+        if request.method == "GET" and seg[0] != "dataset" and len(seg) <= 2:
+            return ("project", self._handle_project) if len(seg) == 2 else ("workspace", self._handle_workspace)
         return None
 
     def _control(self, request: Request) -> Response | None:
@@ -990,7 +1017,7 @@ class FakeRoboflow:
             )
             return
         route, route_handler = matched
-        allowed = "GET" if route == "root" else "POST"
+        allowed = "GET" if route in GET_ROUTES else "POST"
         if request.method != allowed:
             handler.send_json(Response(405, {"message": "Method Not Allowed"}, {"Allow": allowed}))
             return
@@ -1094,6 +1121,51 @@ class FakeRoboflow:
         """``GET /?api_key=…``: the API root the SDK calls to check a key (``Roboflow.__init__``)."""
         self._check_api_key(request)
         return Response(200, {"welcome": "Welcome to the Roboflow API.", "workspace": self.workspace})
+
+    def _handle_workspace(self, request: Request) -> Response:
+        """``GET /{workspace}?api_key=…`` (``rfapi.get_workspace``): the workspace and its projects."""
+        (workspace,) = request.segments
+        self._check_api_key(request)
+        self._check_workspace(workspace, request)
+        with self._lock:
+            projects = [self._project_json(project) for project in self._projects.values()]
+        return Response(200, {"workspace": {"name": "Test Workspace", "url": self.workspace, "members": 1,
+                                            "projects": projects}})
+
+    def _handle_project(self, request: Request) -> Response:
+        """``GET /{workspace}/{project}?api_key=…`` (``rfapi.get_project``, ``Workspace.project``).
+
+        With ``auto_create_projects`` every project name exists (empty until its first upload, as
+        that upload would create it); otherwise only projects added or uploaded to."""
+        workspace, name = request.segments
+        self._check_api_key(request)
+        self._check_workspace(workspace, request)
+        with self._lock:
+            project = self._projects.get(name) or (Project(name, explicit=False) if self.auto_create_projects else None)
+            if project is None:
+                raise _api_error(404, _missing_route_message(request), "GraphMethodException")
+            return Response(200, {
+                "workspace": {"name": "Test Workspace", "url": self.workspace, "members": 1},
+                "project": self._project_json(project),
+                "versions": [],
+            })
+
+    def _check_workspace(self, workspace: str, request: Request) -> None:
+        if workspace != self.workspace:  # another workspace: the key cannot see it
+            raise _api_error(404, _missing_route_message(request), "GraphMethodException")
+
+    def _project_json(self, project: Project) -> dict[str, Any]:
+        """A project as the REST API describes it (the fields ``roboflow.core.project.Project`` reads)."""
+        splits: dict[str, int] = {}
+        for image in project.images.values():
+            splits[image.split] = splits.get(image.split, 0) + 1
+        annotated = sum(1 for image_id in project.images if project.annotations.get(image_id))
+        return {
+            "id": f"{self.workspace}/{project.name}", "name": project.name, "type": "object-detection",
+            "created": 1764201600, "updated": 1764201600, "images": len(project.images),
+            "unannotated": len(project.images) - annotated, "annotation": project.name, "public": False,
+            "splits": splits, "colors": {}, "classes": {},
+        }
 
     def _check_api_key(self, request: Request) -> None:
         if request.param("api_key") != self.api_key:

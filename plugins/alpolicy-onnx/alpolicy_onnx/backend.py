@@ -51,6 +51,8 @@ class OnnxBackend:
         if not path.is_file():
             raise UsageError(f"no ONNX model at {str(path)!r} (onnx:PATH, or onnx:demo for the shipped detector)")
         self.model_id = f"onnx:{path.name}" if target != DEMO_MODEL else "onnx:demo-shapes"
+        labels = options.extra.get("labels")
+        names_from_file = _read_labels(labels) if labels else None  # before the (slow) model load
         self.session = _session(path, options)
         model_input = self.session.get_inputs()[0]
         if len(model_input.shape) != 4:
@@ -68,7 +70,7 @@ class OnnxBackend:
         except ValueError as error:
             raise UsageError(f"{path.name}: {error}") from None
         classes = output.shape[1] - 4 if self.layout == "yolov8" else output.shape[2] - 5
-        self.names = _class_names(options.extra.get("labels"), metadata, classes, path.name)
+        self.names = _class_names(names_from_file, labels, metadata, classes, path.name)
         #: Everything that changes a prediction: the weights (by content, so a copied or moved file
         #: keeps its stored predictions), the thresholds, the class names, the input size and the
         #: output layout. Batching and threads do not change answers and are left out.
@@ -163,9 +165,28 @@ def _input_size(shape: list[Any], metadata: dict[str, str]) -> tuple[int, int]:
     return 640, 640
 
 
-def _class_names(labels: Any, metadata: dict[str, str], classes: int, model: str) -> list[str]:
-    if labels:
-        names = [line.strip() for line in Path(labels).read_text(encoding="utf-8").splitlines() if line.strip()]
+def _read_labels(labels: Any) -> list[str]:
+    """Class names, one per line, from ``--labels``; a wrong file is one line, not a traceback."""
+    where = f"the labels file {str(labels)!r}"
+    path = Path(labels).expanduser()
+    if not path.exists():
+        raise UsageError(f"{where} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{where} is a folder")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{where} is not UTF-8 text") from None
+    except OSError as error:
+        raise UsageError(f"{where} cannot be read: {error.strerror or error}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise UsageError(f"{where} names no class (one name per line)")
+    return names
+
+
+def _class_names(names: list[str] | None, labels: Any, metadata: dict[str, str], classes: int, model: str) -> list[str]:
+    if names is not None:
         source = f"labels file {labels}"
     else:
         names = class_names_from_metadata(metadata) or [str(i) for i in range(classes)]

@@ -129,6 +129,23 @@ def test_clear_errors_for_wrong_models_and_labels(tmp_path):
     (tmp_path / "two.txt").write_text("a\nb\n")
     with pytest.raises(UsageError, match="names 2 classes but the model outputs 3"):
         backend(good, labels=str(tmp_path / "two.txt"))
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    for name, problem in [("absent.txt", "does not exist"), ("blank.txt", "names no class"), (".", "is a folder"),
+                          ("latin1.txt", "is not UTF-8 text")]:
+        with pytest.raises(UsageError, match=f"^the labels file .*{name}' {problem}"):
+            backend(good, labels=str(tmp_path / name))
+
+
+def test_a_wrong_labels_file_is_one_line_on_the_command_line(tmp_path):
+    write_footage(tmp_path / "frames", n_frames=2, seed=3)
+    result = subprocess.run(
+        [sys.executable, "-m", "alpolicy", "run", str(tmp_path / "frames"), "--model", "onnx:demo", "--dry-run",
+         "--labels", str(tmp_path / "missing.txt"), "--journal", ":memory:"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"alpolicy: error: the labels file {str(tmp_path / 'missing.txt')!r} does not exist\n"
 
 
 def test_a_bad_image_is_an_image_error_not_a_crash(demo, tmp_path):
