@@ -42,6 +42,10 @@ log = logging.getLogger("alpolicy.pipeline")
 
 DEFAULT_JOURNAL = os.path.join(".alpolicy", "journal.sqlite")
 DEFAULT_CONCURRENCY = 8
+#: Seconds the end of a run keeps retrying what failed for a service reason (see ``RunOptions.retry_for``).
+DEFAULT_RETRY_FOR = 300.0
+#: Longest wait between two deferred rounds.
+MAX_ROUND_WAIT = 30.0
 
 
 class RunAborted(AlpolicyError):
@@ -66,6 +70,13 @@ class RunOptions:
     tags: tuple[str, ...] = ()
     #: Consecutive service failures (after retries) that stop the run.
     max_consecutive_failures: int = 25
+    #: An image whose requests all failed for a service reason (5xx, timeouts, resets: the
+    #: client's attempts ran out, perhaps only by bad luck) is deferred, then retried in rounds at
+    #: the end of the stream until it succeeds, the circuit breaker trips or this many seconds
+    #: have passed. ``0``: no deferred rounds (those images stay pending for the next run).
+    retry_for: float = DEFAULT_RETRY_FOR
+    #: First wait in seconds before a deferred round; doubled each round, at most 30 s.
+    retry_backoff: float = 1.0
     model_options: ModelOptions = field(default_factory=ModelOptions)
     destination_options: DestinationOptions = field(default_factory=DestinationOptions)
 
@@ -82,6 +93,12 @@ class _Item:
     sampling_tags: list[str] = field(default_factory=list)
     prepared: Future[None] | None = None
     delivery: DeliveryRecord | None = None
+    #: What the send needs again if it is retried in a deferred round.
+    outgoing: tuple[Prediction, Decision, dict[str, Any]] | None = None
+    #: Why the last attempt failed, while the item waits in a deferred queue.
+    last_error: Exception | None = None
+    #: Retried in a deferred round (counted once in the report).
+    retried_later: bool = False
 
 
 # ---------------------------------------------------------------------- building blocks from specs
@@ -135,7 +152,8 @@ def run(
 ) -> RunReport:
     """Triage ``source`` (a folder, or image paths) with ``policy``; send what qualifies.
 
-    ``on_result(image, prediction)`` is called, in input order, for every image with a prediction.
+    ``on_result(image, prediction)`` is called, in input order, for every image with a prediction
+    (an image whose inference is retried in a deferred round comes when it has one, at the end).
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
     run before or while it runs (the journal keeps everything done so far).
     """
@@ -149,6 +167,8 @@ def run(
         raise UsageError("give a model (e.g. roboflow:PROJECT/VERSION) or reuse stored predictions")
     if options.concurrency < 1:
         raise UsageError("concurrency must be at least 1")
+    if options.retry_for < 0:
+        raise UsageError(f"retry_for must be 0 or more seconds, not {options.retry_for:g}")
     backend = make_backend(model, options.model_options, registry) if model is not None else None
     sink = None
     try:
@@ -234,6 +254,11 @@ class _Run:
         self.top_k: list[tuple[Any, ...]] = []
         #: Consecutive service failures per stage ("inference", "sending"): the circuit breaker.
         self.failures_in_a_row = {"inference": 0, "sending": 0}
+        #: Set once the run stops: sends still under way are recorded, the breaker no longer trips.
+        self.stopping = False
+        #: Images whose inference / send failed for a service reason, retried at the end of the stream.
+        self.deferred_inference: list[_Item] = []
+        self.deferred_sends: list[_Item] = []
         self.done = 0
 
     def _open_decisions_log(self) -> TextIO | None:
@@ -268,8 +293,7 @@ class _Run:
                     break
                 self._finish(pending.popleft())
                 self._collect_sends(block=len(self.sending) >= self.send_backlog)
-            self._release_top_k()
-            self._collect_sends(until_empty=True)
+            self._retry_deferred()
             self.report.status = "completed"
         except KeyboardInterrupt:
             self.report.status = "interrupted"
@@ -285,6 +309,7 @@ class _Run:
             self.infer_pool.shutdown(wait=True, cancel_futures=True)
             self._drain_after_stop()
             self.send_pool.shutdown(wait=True)
+            self._settle_deferred()
             _close(self.backend, self.destination)
             self.report.elapsed = time.monotonic() - started
             self.report.retries = _retries(self.backend) + _retries(self.destination)
@@ -298,11 +323,92 @@ class _Run:
         return self.report
 
     def _drain_after_stop(self) -> None:
-        """Sends already under way finish and are recorded even when the run stops early."""
-        try:
+        """Sends already under way finish and are recorded even when the run stops early; every
+        one of them, however many fail (the breaker has had its say)."""
+        self.stopping = True
+        while self.sending:
+            try:
+                self._collect_sends(until_empty=True)
+            except KeyboardInterrupt as error:  # a second Ctrl-C: leave the rest to the journal
+                log.warning("while finishing sends: %s", redact(error))
+                return
+            except (AuthError, UsageError, RunAborted) as error:
+                log.warning("while finishing sends: %s", redact(error))
+
+    # ------------------------------------------------------------------ deferred rounds
+    def _retry_deferred(self) -> None:
+        """End of the stream: retry in rounds, with backoff, every image whose inference or send
+        failed for a service reason, until all succeed, the breaker trips or ``retry_for`` passes.
+
+        A client's attempts per request guard against a blip; they can all land on faults by
+        luck. Retrying at the end, once the rest of the stream is done, makes the budget time
+        (``retry_for``) instead of luck: a run ends with something pending only when a service
+        is really down.
+        """
+        deadline = time.monotonic() + self.options.retry_for
+        wait = self.options.retry_backoff
+        while True:
+            if not self.deferred_inference:  # every candidate decided: top_k can choose
+                self._release_top_k()
             self._collect_sends(until_empty=True)
-        except (AuthError, UsageError, RunAborted, KeyboardInterrupt) as error:
-            log.warning("while finishing sends: %s", redact(error))
+            if not (self.deferred_inference or self.deferred_sends):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(wait, remaining))
+            wait = min(MAX_ROUND_WAIT, 2 * wait)
+            self._retry_round()
+        self._release_top_k()
+        self._collect_sends(until_empty=True)
+        left = len(self.deferred_inference) + len(self.deferred_sends)
+        if left:
+            rounds = self.report.retry_rounds
+            self.report.message = (
+                f"{left} image{'s' if left != 1 else ''} still pending after retrying for {self.options.retry_for:g} s "
+                f"({rounds} deferred round{'s' if rounds != 1 else ''}): run again to finish them"
+            )
+
+    def _retry_round(self) -> None:
+        """One round: re-infer the deferred images (decided in input order), resend the deferred sends."""
+        self.report.retry_rounds += 1
+        inference, self.deferred_inference = self.deferred_inference, []
+        sends, self.deferred_sends = self.deferred_sends, []
+        for item in inference:
+            self._note_retried(item)
+            item.future = self.infer_pool.submit(self._predict, item.image)
+        for item in sends:
+            self._note_retried(item)
+            assert item.outgoing is not None and self.destination_name is not None
+            # Read again: an upload checkpointed by the failed attempt is resumed, not repeated.
+            item.delivery = self.journal.delivery(item.image, self.destination_name)
+            self._submit_send(item, *item.outgoing)
+        for item in inference:
+            self._finish(item)
+            self._collect_sends(block=len(self.sending) >= self.send_backlog)
+
+    def _note_retried(self, item: _Item) -> None:
+        if not item.retried_later:
+            item.retried_later = True
+            self.report.retried_later += 1
+
+    def _defer(self, queue: list[_Item], item: _Item, error: Exception) -> None:
+        item.last_error = error
+        queue.append(item)
+
+    def _settle_deferred(self) -> None:
+        """The run is over: deferred sends stay pending (the journal says so: the next run sends
+        them), deferred inferences are failures (nothing was decided; the next run infers them)."""
+        for item in self.deferred_inference:
+            self.done += 1
+            self._fail(item, "inference", str(item.last_error))
+        for item in self.deferred_sends:
+            assert item.outgoing is not None
+            record = item.outgoing[2]
+            self.report.pending += 1
+            record["error"] = one_line(item.last_error)
+            self._log(item, record)
+        self.deferred_inference, self.deferred_sends = [], []
 
     # ------------------------------------------------------------------ per image
     def _begin(self, seq: int, image: ImageFile) -> _Item:
@@ -351,7 +457,8 @@ class _Run:
             self._fail(item, "inference", str(error))
             return
         except ServiceError as error:
-            self._fail(item, "inference", str(error))
+            self.done -= 1  # not done: inferred again in a deferred round
+            self._defer(self.deferred_inference, item, error)
             self._service_failed("inference", error, "nothing is lost: run again to resume")
             return
         finally:
@@ -471,6 +578,7 @@ class _Run:
             "source_path": item.image.path,
         }
         record["tags"] = tags
+        item.outgoing = (prediction, decision, record)
         future = self.send_pool.submit(self._send, item, prediction, decision, tags, metadata, remote_id)
         self.sending[future] = (item, record)
 
@@ -513,11 +621,12 @@ class _Run:
             return
         except (RetryableError, ServiceError, AuthError) as error:
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=False)
-            self.report.pending += 1
-            record["error"] = one_line(error)
-            self._log(item, record)
             if isinstance(error, AuthError):
+                self.report.pending += 1
+                record["error"] = one_line(error)
+                self._log(item, record)
                 raise
+            self._defer(self.deferred_sends, item, error)
             self._service_failed("sending", error, "they stay pending: run again to send them")
             return
         self.failures_in_a_row["sending"] = 0
@@ -531,7 +640,7 @@ class _Run:
         """Count a service failure; too many in a row stop the run (going on would only pile them up)."""
         self.failures_in_a_row[stage] += 1
         count = self.failures_in_a_row[stage]
-        if count >= self.options.max_consecutive_failures:
+        if count >= self.options.max_consecutive_failures and not self.stopping:
             raise RunAborted(f"{stage} failed for {count} images in a row (last: {error}); {advice}") from None
 
     # ------------------------------------------------------------------ bookkeeping

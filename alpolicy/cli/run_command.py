@@ -11,7 +11,7 @@ from ..destinations import DestinationOptions
 from ..errors import UsageError
 from ..html_report import write_run_report
 from ..images import normalise_extensions
-from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, RunOptions, run
+from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, DEFAULT_RETRY_FOR, RunOptions, run
 from ..policy import Policy
 from .policy_commands import load_policy_argument
 
@@ -68,6 +68,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal; --model optional")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
     behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: next to the journal)")
+    behaviour.add_argument("--retry-for", metavar="SECONDS", default=str(DEFAULT_RETRY_FOR),
+                           help="at the end, keep retrying images whose inference or send failed on a service error, "
+                           f"in rounds with backoff, for up to this long (default {DEFAULT_RETRY_FOR:g}; 0: leave them pending)")
     behaviour.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag every image sent (repeatable)")
     behaviour.add_argument("--no-progress", action="store_true", help="no progress output")
     behaviour.add_argument("--json", action="store_true", help="print the run report as JSON instead of the summary")
@@ -103,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("say which model to run with --model (e.g. roboflow:PROJECT/VERSION), or use --reuse-predictions")
     options = RunOptions(
         concurrency=args.concurrency,
+        retry_for=_seconds(args.retry_for, "--retry-for"),
         dry_run=args.dry_run,
         reuse_predictions=args.reuse_predictions,
         journal=args.journal,
@@ -135,3 +139,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  report:        {page}", file=sys.stderr if args.json else sys.stdout)
     sys.stdout.flush()
     return report.exit_code
+
+
+def _seconds(text: str, flag: str) -> float:
+    """A duration in seconds, 0 or more; anything else is a one-line usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise UsageError(f"{flag} needs a number of seconds, 0 or more (got {text!r})")
+    return value
