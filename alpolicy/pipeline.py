@@ -187,7 +187,12 @@ def run(
     except BaseException:
         _close(backend, sink)
         raise
-    coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+    try:
+        coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+    except BaseException:
+        journal.close()
+        _close(backend, sink)
+        raise
     try:
         return coordinator.execute()
     finally:
@@ -236,9 +241,17 @@ class _Run:
             policy=policy.to_json(indent=None), options={"dry_run": options.dry_run, "concurrency": options.concurrency},
         )
         self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
-        self.log_file = self._open_decisions_log()
+        self.log_file: TextIO | None = None
+        try:
+            self.log_file = self._open_decisions_log()
+            self.sampler = Sampler(policy, journal, self.run_id)
+        except BaseException as error:  # the run has a row: it must not stay "running"
+            if self.log_file is not None:
+                self.log_file.close()
+            self._mark_failed(error)
+            self.journal.finish_run(self.run_id, self.report.status, self.report.to_json())
+            raise
         self.progress = Progress(total, enabled=options.progress)
-        self.sampler = Sampler(policy, journal, self.run_id)
         self.needs_pixels = self.sampler.needs_pixels
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
@@ -302,6 +315,9 @@ class _Run:
             self.report.status = "aborted"
             self.report.message = str(error)
             fatal = error
+        except Exception as error:  # a bug (ours, a plugin's, a callback's): the journal must not say "running"
+            self._mark_failed(error)
+            fatal = error
         finally:
             for item in pending:
                 if item.future is not None:
@@ -318,9 +334,13 @@ class _Run:
             self.journal.finish_run(self.run_id, self.report.status, self.report.to_json())
             if self.log_file is not None:
                 self.log_file.close()
-        if isinstance(fatal, (AuthError, UsageError)):
-            raise fatal  # the journal has everything done so far; the caller shows one line
+        if fatal is not None and not isinstance(fatal, RunAborted):
+            raise fatal  # the journal has everything done so far; the caller shows one line (or a bug's traceback)
         return self.report
+
+    def _mark_failed(self, error: BaseException) -> None:
+        self.report.status = "failed"
+        self.report.message = one_line(f"stopped by an unexpected error: {type(error).__name__}: {error}")
 
     def _drain_after_stop(self) -> None:
         """Sends already under way finish and are recorded even when the run stops early; every
@@ -332,8 +352,8 @@ class _Run:
             except KeyboardInterrupt as error:  # a second Ctrl-C: leave the rest to the journal
                 log.warning("while finishing sends: %s", redact(error))
                 return
-            except (AuthError, UsageError, RunAborted) as error:
-                log.warning("while finishing sends: %s", redact(error))
+            except Exception as error:  # recorded what could be; the run's own outcome comes first
+                log.warning("while finishing sends: %s", one_line(error))
 
     # ------------------------------------------------------------------ deferred rounds
     def _retry_deferred(self) -> None:

@@ -16,7 +16,7 @@ class RunReport:
     journal: str
     decisions_log: str | None
     dry_run: bool
-    status: str = "running"  # completed | interrupted | aborted
+    status: str = "running"  # completed | interrupted | aborted | failed (an unexpected exception)
     seen: int = 0
     inferred: int = 0
     reused: int = 0
