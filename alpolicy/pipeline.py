@@ -346,6 +346,12 @@ class _Run:
         """Sends already under way finish and are recorded even when the run stops early; every
         one of them, however many fail (the breaker has had its say)."""
         self.stopping = True
+        for future, (item, _) in list(self.sending.items()):
+            if future.cancel():  # queued, never started: it stays pending for the next run
+                del self.sending[future]
+                stopped = RetryableError("not sent: the run stopped before its turn")
+                self.journal.mark_unsent(item.image, self.destination_name or "", str(stopped), permanent=False)
+                self._defer(self.deferred_sends, item, stopped)
         while self.sending:
             try:
                 self._collect_sends(until_empty=True)
@@ -611,10 +617,7 @@ class _Run:
         def checkpoint(new_remote_id: str) -> None:
             self.journal.mark_uploaded(item.image, destination_name, new_remote_id)
 
-        try:
-            key = item.image.sha256()
-        except ImageDecodeError as error:
-            raise PermanentError(str(error)) from None
+        key = item.image.sha256()  # ImageDecodeError: the file's fault, recorded as failed
         delivery = Delivery(item.image, prediction, decision, key, tags, metadata, remote_id, checkpoint)
         return self.destination.send(delivery)
 
@@ -635,9 +638,15 @@ class _Run:
         assert self.destination_name is not None
         try:
             receipt = future.result()
-        except (PermanentError, ImageDecodeError) as error:
+        except ImageDecodeError as error:  # the file's fault, not the destination's: not for the breaker
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
             self._fail(item, "send", str(error), record)
+            return
+        except PermanentError as error:
+            self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
+            self._fail(item, "send", str(error), record)
+            self._service_failed("sending", error, "the destination refuses them: fix the cause and run again "
+                                 "(failed images are sent again)")
             return
         except (RetryableError, ServiceError, AuthError) as error:
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=False)
@@ -657,11 +666,12 @@ class _Run:
         self._log(item, record)
 
     def _service_failed(self, stage: str, error: Exception, advice: str) -> None:
-        """Count a service failure; too many in a row stop the run (going on would only pile them up)."""
+        """Count a failure of a stage's service (after its retries, or a permanent refusal); too many
+        in a row stop the run: going on would only pile them up."""
         self.failures_in_a_row[stage] += 1
         count = self.failures_in_a_row[stage]
         if count >= self.options.max_consecutive_failures and not self.stopping:
-            raise RunAborted(f"{stage} failed for {count} images in a row (last: {error}); {advice}") from None
+            raise RunAborted(f"{stage} failed for {count} images in a row (last: {one_line(error)}); {advice}") from None
 
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, item: _Item, stage: str, error: str, record: dict[str, Any] | None = None) -> None:
