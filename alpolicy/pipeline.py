@@ -62,7 +62,7 @@ class RunOptions:
     reuse_predictions: bool = False
     #: SQLite journal path; ``None`` keeps it in memory (no resume).
     journal: str | None = DEFAULT_JOURNAL
-    #: JSON-lines decisions log; ``None`` = next to the journal; ``""`` = none.
+    #: JSON-lines decisions log; ``None`` = next to the journal (``decisions/<journal stem>-run-N.jsonl``); ``""`` = none.
     decisions_log: str | None = None
     #: Progress on stderr: ``None`` = only on a terminal.
     progress: bool | None = None
@@ -281,7 +281,9 @@ class _Run:
         if path is None:
             if self.journal.path == ":memory:":
                 return None
-            path = str(Path(self.journal.path).parent / "decisions" / f"run-{self.run_id}.jsonl")
+            # Named after the journal too: two journals in one folder each number their runs from 1.
+            journal = Path(self.journal.path)
+            path = str(journal.parent / "decisions" / f"{journal.stem}-run-{self.run_id}.jsonl")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.report.decisions_log = path
         return open(path, "a", encoding="utf-8", buffering=1)

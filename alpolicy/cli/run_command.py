@@ -67,7 +67,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send")
     behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal; --model optional")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
-    behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: next to the journal)")
+    behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: decisions/JOURNAL-STEM-run-N.jsonl next to the journal)")
     behaviour.add_argument("--retry-for", metavar="SECONDS", default=str(DEFAULT_RETRY_FOR),
                            help="at the end, keep retrying images whose inference or send failed on a service error, "
                            f"in rounds with backoff, for up to this long (default {DEFAULT_RETRY_FOR:g}; 0: leave them pending)")
