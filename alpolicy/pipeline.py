@@ -619,7 +619,10 @@ class _Run:
         def checkpoint(new_remote_id: str) -> None:
             self.journal.mark_uploaded(item.image, destination_name, new_remote_id)
 
-        key = item.image.sha256()  # ImageDecodeError: the file's fault, recorded as failed
+        # ImageDecodeError: the file's fault, recorded as failed. A truncated file is refused here,
+        # whatever the destination, and never reaches a labeling queue.
+        item.image.check_complete()
+        key = item.image.sha256()
         delivery = Delivery(item.image, prediction, decision, key, tags, metadata, remote_id, checkpoint)
         return self.destination.send(delivery)
 
