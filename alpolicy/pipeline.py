@@ -68,7 +68,8 @@ class RunOptions:
     progress: bool | None = None
     #: Tags added to every image sent.
     tags: tuple[str, ...] = ()
-    #: Consecutive service failures (after retries) that stop the run.
+    #: Consecutive failed images in a stage that stop the run: service failures (after retries)
+    #: and a destination's refusals; a broken file does not count.
     max_consecutive_failures: int = 25
     #: An image whose requests all failed for a service reason (5xx, timeouts, resets: the
     #: client's attempts ran out, perhaps only by bad luck) is deferred, then retried in rounds at
