@@ -48,7 +48,7 @@ demo: install
 	@echo "Results:"
 	@echo "  labeling queue:     $(DEMO)/queue/images/  (what a labeler would see)"
 	@echo "  pre-labels:         $(DEMO)/queue/annotations.coco.json, $(DEMO)/queue/labelstudio-tasks.json"
-	@echo "  every decision:     $(DEMO)/decisions/run-1.jsonl"
+	@echo "  every decision:     $(DEMO)/decisions/journal-run-1.jsonl"
 	@echo "  run report:         $(DEMO)/report/index.html  (funnel, charts, chosen and rejected images; open in a browser)"
 	@echo "  try another policy: $(BIN)/alpolicy run $(DEMO)/frames --reuse-predictions --policy YOUR.json --dry-run --journal $(DEMO)/journal.sqlite"
 

@@ -101,6 +101,38 @@ class ImageFile:
             _check_pixels(image, max_pixels)
             return image.size
 
+    def check_complete(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        """Refuse a truncated or corrupt file before it is sent anywhere, cheaply.
+
+        A backend that never decodes the file (stored predictions, a server that takes what it
+        gets) would otherwise pass a JPEG cut in half to the labeling queue. The format is read
+        from the first bytes (never the name) and its end checked from the last ones: a JPEG's
+        end-of-image marker, a PNG's ``IEND`` chunk, a GIF's trailer (trailing padding
+        allowed), the size a WEBP's RIFF header or a BMP's header declares. Only when that says
+        nothing (another format, or data after the end: a motion photo's video) is the image
+        decoded, to be sure. Raises :class:`ImageDecodeError` with one line.
+        """
+        try:
+            with open(self.path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                head = handle.read(_HEAD)
+                handle.seek(max(0, size - _TAIL))
+                tail = handle.read(_TAIL)
+        except OSError as error:
+            raise ImageDecodeError(f"cannot read the file: {error.strerror or error}") from None
+        if size == 0:
+            raise ImageDecodeError("the file is empty")
+        complete, missing = _structure_complete(head, tail, size)
+        if complete:
+            return
+        truncated = f"the image is truncated ({missing})" if missing else None
+        with _open(self.path, failure=truncated) as image:
+            _check_pixels(image, max_pixels)
+            try:
+                image.load()
+            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+                raise ImageDecodeError(truncated or f"the image is truncated or corrupt (cannot decode: {error})") from None
+
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode fully, EXIF orientation applied, as RGB: what a local model or a thumbnail needs."""
         if self.size == 0:
@@ -115,6 +147,30 @@ class ImageFile:
                 raise ImageDecodeError(f"cannot decode the image: {error}") from None
 
 
+#: Bytes read from each end of a file by :meth:`ImageFile.check_complete`.
+_HEAD = 16
+_TAIL = 32
+
+
+def _structure_complete(head: bytes, tail: bytes, size: int) -> tuple[bool, str | None]:
+    """(complete, what is missing) from a file's first and last bytes; (False, None) when the
+    structure says nothing and only decoding can tell."""
+    if head.startswith(b"\xff\xd8\xff"):  # JPEG: EOI, possibly followed by a few padding bytes
+        return b"\xff\xd9" in tail, "no JPEG end-of-image marker"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):  # the IEND chunk's type and CRC
+        return b"IEND\xaeB`\x82" in tail, "no PNG IEND chunk"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return tail.rstrip(b"\0").endswith(b";"), "no GIF trailer"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        return size >= declared, f"the WEBP header declares {declared} bytes, the file has {size}"
+    if head[:2] == b"BM" and len(head) >= 6:
+        declared = int.from_bytes(head[2:6], "little")
+        if declared >= 26:  # a plausible size (some writers leave 0): trust it
+            return size >= declared, f"the BMP header declares {declared} bytes, the file has {size}"
+    return False, None
+
+
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:
     width, height = image.size
     if width * height > max_pixels:
@@ -125,21 +181,23 @@ def _check_pixels(image: Image.Image, max_pixels: int) -> None:
 
 
 class _open:
-    """``Image.open`` as a context manager whose failures are one-line :class:`ImageDecodeError`."""
+    """``Image.open`` as a context manager whose failures are one-line :class:`ImageDecodeError`
+    (``failure``, when given, is the message for any of them)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, failure: str | None = None) -> None:
         self.path = path
+        self.failure = failure
         self.image: Image.Image | None = None
 
     def __enter__(self) -> Image.Image:
         try:
             self.image = Image.open(self.path)
         except UnidentifiedImageError:
-            raise ImageDecodeError("not an image (unrecognised format)") from None
+            raise ImageDecodeError(self.failure or "not an image (unrecognised format)") from None
         except Image.DecompressionBombError as error:
-            raise ImageDecodeError(f"refused as a possible decompression bomb: {error}") from None
+            raise ImageDecodeError(self.failure or f"refused as a possible decompression bomb: {error}") from None
         except OSError as error:
-            raise ImageDecodeError(f"cannot open the image: {error.strerror or error}") from None
+            raise ImageDecodeError(self.failure or f"cannot open the image: {error.strerror or error}") from None
         return self.image
 
     def __exit__(self, *exc_info: object) -> None:

@@ -45,6 +45,10 @@ log = logging.getLogger("alpolicy.pipeline")
 
 DEFAULT_JOURNAL = os.path.join(".alpolicy", "journal.sqlite")
 DEFAULT_CONCURRENCY = 8
+#: Seconds the end of a run keeps retrying what failed for a service reason (see ``RunOptions.retry_for``).
+DEFAULT_RETRY_FOR = 300.0
+#: Longest wait between two deferred rounds.
+MAX_ROUND_WAIT = 30.0
 
 
 class RunAborted(AlpolicyError):
@@ -63,14 +67,22 @@ class RunOptions:
     reuse_predictions: bool = False
     #: SQLite journal path; ``None`` keeps it in memory (no resume).
     journal: str | None = DEFAULT_JOURNAL
-    #: JSON-lines decisions log; ``None`` = next to the journal; ``""`` = none.
+    #: JSON-lines decisions log; ``None`` = next to the journal (``decisions/<journal stem>-run-N.jsonl``); ``""`` = none.
     decisions_log: str | None = None
     #: Progress on stderr: ``None`` = only on a terminal.
     progress: bool | None = None
     #: Tags added to every image sent.
     tags: tuple[str, ...] = ()
-    #: Consecutive service failures (after retries) that stop the run.
+    #: Consecutive failed images in a stage that stop the run: service failures (after retries)
+    #: and a destination's refusals; a broken file does not count.
     max_consecutive_failures: int = 25
+    #: An image whose requests all failed for a service reason (5xx, timeouts, resets: the
+    #: client's attempts ran out, perhaps only by bad luck) is deferred, then retried in rounds at
+    #: the end of the stream until it succeeds, the circuit breaker trips or this many seconds
+    #: have passed. ``0``: no deferred rounds (those images stay pending for the next run).
+    retry_for: float = DEFAULT_RETRY_FOR
+    #: First wait in seconds before a deferred round; doubled each round, at most 30 s.
+    round_backoff: float = 1.0
     model_options: ModelOptions = field(default_factory=ModelOptions)
     destination_options: DestinationOptions = field(default_factory=DestinationOptions)
 
@@ -82,6 +94,8 @@ class RunOptions:
         (fields may be set after construction)."""
         checks.whole_number(self.concurrency, "concurrency", minimum=1)
         checks.whole_number(self.max_consecutive_failures, "max_consecutive_failures", minimum=1)
+        checks.number(self.retry_for, "retry_for", minimum=0)
+        checks.number(self.round_backoff, "round_backoff", minimum=0)
         self.model_options.validate()
         self.destination_options.validate()
 
@@ -89,7 +103,7 @@ class RunOptions:
 #: The keywords :func:`run` (and :func:`alpolicy.active_learning`) take in place of, or on top
 #: of, ``options``, and where each goes: the run, the model's options, the destination's.
 _RUN_KEYWORDS = ("concurrency", "dry_run", "reuse_predictions", "journal", "decisions_log", "progress", "tags",
-                 "max_consecutive_failures")
+                 "max_consecutive_failures", "retry_for")
 _MODEL_KEYWORDS = ("confidence", "overlap", "inference_url")
 _DESTINATION_KEYWORDS = ("split", "batch", "api_url")
 _SERVICE_KEYWORDS = ("api_key", "timeout", "attempts", "retry_backoff")
@@ -145,6 +159,12 @@ class _Item:
     sampling_tags: list[str] = field(default_factory=list)
     prepared: Future[None] | None = None
     delivery: DeliveryRecord | None = None
+    #: What the send needs again if it is retried in a deferred round.
+    outgoing: tuple[Prediction, Decision, dict[str, Any]] | None = None
+    #: Why the last attempt failed, while the item waits in a deferred queue.
+    last_error: Exception | None = None
+    #: Retried in a deferred round (counted once in the report).
+    retried_later: bool = False
 
 
 # ---------------------------------------------------------------------- building blocks from specs
@@ -199,12 +219,13 @@ def run(
 ) -> RunReport:
     """Triage ``source`` (a folder, or image paths) with ``policy``; send what qualifies.
 
-    ``on_result(image, prediction)`` is called, in input order, for every image with a prediction.
+    ``on_result(image, prediction)`` is called, in input order, for every image with a prediction
+    (an image whose inference is retried in a deferred round comes when it has one, at the end).
     The keywords of :func:`alpolicy.active_learning` fill :class:`RunOptions` (see
     :func:`options_with`): ``concurrency``, ``journal``, ``dry_run``, ``reuse_predictions``,
-    ``decisions_log``, ``progress``, ``tags``, ``max_consecutive_failures``, ``confidence``,
-    ``overlap``, ``inference_url``, ``split``, ``batch``, ``api_url``, ``api_key``, ``timeout``,
-    ``attempts``, ``retry_backoff``.
+    ``decisions_log``, ``progress``, ``tags``, ``max_consecutive_failures``, ``retry_for``,
+    ``confidence``, ``overlap``, ``inference_url``, ``split``, ``batch``, ``api_url``, ``api_key``,
+    ``timeout``, ``attempts``, ``retry_backoff``.
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
     run before or while it runs (the journal keeps everything done so far).
     """
@@ -235,7 +256,12 @@ def run(
     except BaseException:
         _close(backend, sink)
         raise
-    coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+    try:
+        coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+    except BaseException:
+        journal.close()
+        _close(backend, sink)
+        raise
     try:
         return coordinator.execute()
     finally:
@@ -303,9 +329,17 @@ class _Run:
         )
         self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
         self.report.fingerprint = self.fingerprint
-        self.log_file = self._open_decisions_log()
+        self.log_file: TextIO | None = None
+        try:
+            self.log_file = self._open_decisions_log()
+            self.sampler = Sampler(policy, journal, self.run_id, dry_run=options.dry_run)
+        except BaseException as error:  # the run has a row: it must not stay "running"
+            if self.log_file is not None:
+                self.log_file.close()
+            self._mark_failed(error)
+            self.journal.finish_run(self.run_id, self.report.status, self.report.to_json())
+            raise
         self.progress = Progress(total, enabled=options.progress)
-        self.sampler = Sampler(policy, journal, self.run_id, dry_run=options.dry_run)
         self.needs_pixels = self.sampler.needs_pixels
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
@@ -321,6 +355,11 @@ class _Run:
         self.top_k: list[tuple[Any, ...]] = []
         #: Consecutive service failures per stage ("inference", "sending"): the circuit breaker.
         self.failures_in_a_row = {"inference": 0, "sending": 0}
+        #: Set once the run stops: sends still under way are recorded, the breaker no longer trips.
+        self.stopping = False
+        #: Images whose inference / send failed for a service reason, retried at the end of the stream.
+        self.deferred_inference: list[_Item] = []
+        self.deferred_sends: list[_Item] = []
         self.done = 0
 
     def _open_decisions_log(self) -> TextIO | None:
@@ -330,7 +369,9 @@ class _Run:
         if path is None:
             if self.journal.path == ":memory:":
                 return None
-            path = str(Path(self.journal.path).parent / "decisions" / f"run-{self.run_id}.jsonl")
+            # Named after the journal too: two journals in one folder each number their runs from 1.
+            journal = Path(self.journal.path)
+            path = str(journal.parent / "decisions" / f"{journal.stem}-run-{self.run_id}.jsonl")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.report.decisions_log = path
         return open(path, "a", encoding="utf-8", buffering=1)
@@ -355,8 +396,7 @@ class _Run:
                     break
                 self._finish(pending.popleft())
                 self._collect_sends(block=len(self.sending) >= self.send_backlog)
-            self._release_top_k()
-            self._collect_sends(until_empty=True)
+            self._retry_deferred()
             self.report.status = "completed"
         except KeyboardInterrupt:
             self.report.status = "interrupted"
@@ -365,6 +405,9 @@ class _Run:
             self.report.status = "aborted"
             self.report.message = str(error)
             fatal = error
+        except Exception as error:  # a bug (ours, a plugin's, a callback's): the journal must not say "running"
+            self._mark_failed(error)
+            fatal = error
         finally:
             for item in pending:
                 if item.future is not None:
@@ -372,6 +415,7 @@ class _Run:
             self.infer_pool.shutdown(wait=True, cancel_futures=True)
             self._drain_after_stop()
             self.send_pool.shutdown(wait=True)
+            self._settle_deferred()
             _close(self.backend, self.destination)
             self.report.elapsed = time.monotonic() - started
             self.report.retries = _retries(self.backend) + _retries(self.destination)
@@ -380,16 +424,107 @@ class _Run:
             self.journal.finish_run(self.run_id, self.report.status, self.report.to_json())
             if self.log_file is not None:
                 self.log_file.close()
-        if isinstance(fatal, (AuthError, UsageError)):
-            raise fatal  # the journal has everything done so far; the caller shows one line
+        if fatal is not None and not isinstance(fatal, RunAborted):
+            raise fatal  # the journal has everything done so far; the caller shows one line (or a bug's traceback)
         return self.report
 
+    def _mark_failed(self, error: BaseException) -> None:
+        self.report.status = "failed"
+        self.report.message = one_line(f"stopped by an unexpected error: {type(error).__name__}: {error}")
+
     def _drain_after_stop(self) -> None:
-        """Sends already under way finish and are recorded even when the run stops early."""
-        try:
+        """Sends already under way finish and are recorded even when the run stops early; every
+        one of them, however many fail (the breaker has had its say)."""
+        self.stopping = True
+        for future, (item, _) in list(self.sending.items()):
+            if future.cancel():  # queued, never started: it stays pending for the next run
+                del self.sending[future]
+                stopped = RetryableError("not sent: the run stopped before its turn")
+                self.journal.mark_unsent(item.image, self.destination_name or "", str(stopped), permanent=False)
+                self._defer(self.deferred_sends, item, stopped)
+        while self.sending:
+            try:
+                self._collect_sends(until_empty=True)
+            except KeyboardInterrupt as error:  # a second Ctrl-C: leave the rest to the journal
+                log.warning("while finishing sends: %s", redact(error))
+                return
+            except Exception as error:  # recorded what could be; the run's own outcome comes first
+                log.warning("while finishing sends: %s", one_line(error))
+
+    # ------------------------------------------------------------------ deferred rounds
+    def _retry_deferred(self) -> None:
+        """End of the stream: retry in rounds, with backoff, every image whose inference or send
+        failed for a service reason, until all succeed, the breaker trips or ``retry_for`` passes.
+
+        A client's attempts per request guard against a blip; they can all land on faults by
+        luck. Retrying at the end, once the rest of the stream is done, makes the budget time
+        (``retry_for``) instead of luck: a run ends with something pending only when a service
+        is really down.
+        """
+        deadline = time.monotonic() + self.options.retry_for
+        wait = self.options.round_backoff
+        while True:
+            if not self.deferred_inference:  # every candidate decided: top_k can choose
+                self._release_top_k()
             self._collect_sends(until_empty=True)
-        except (AuthError, UsageError, RunAborted, KeyboardInterrupt) as error:
-            log.warning("while finishing sends: %s", redact(error))
+            if not (self.deferred_inference or self.deferred_sends):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(wait, remaining))
+            wait = min(MAX_ROUND_WAIT, 2 * wait)
+            self._retry_round()
+        self._release_top_k()
+        self._collect_sends(until_empty=True)
+        left = len(self.deferred_inference) + len(self.deferred_sends)
+        if left:
+            rounds = self.report.retry_rounds
+            self.report.message = (
+                f"{left} image{'s' if left != 1 else ''} still pending after retrying for {self.options.retry_for:g} s "
+                f"({rounds} deferred round{'s' if rounds != 1 else ''}): run again to finish them"
+            )
+
+    def _retry_round(self) -> None:
+        """One round: re-infer the deferred images (decided in input order), resend the deferred sends."""
+        self.report.retry_rounds += 1
+        inference, self.deferred_inference = self.deferred_inference, []
+        sends, self.deferred_sends = self.deferred_sends, []
+        for item in inference:
+            self._note_retried(item)
+            item.future = self.infer_pool.submit(self._predict, item.image)
+        for item in sends:
+            self._note_retried(item)
+            assert item.outgoing is not None and self.destination_name is not None
+            # Read again: an upload checkpointed by the failed attempt is resumed, not repeated.
+            item.delivery = self.journal.delivery(item.image, self.destination_name)
+            self._submit_send(item, *item.outgoing)
+        for item in inference:
+            self._finish(item)
+            self._collect_sends(block=len(self.sending) >= self.send_backlog)
+
+    def _note_retried(self, item: _Item) -> None:
+        if not item.retried_later:
+            item.retried_later = True
+            self.report.retried_later += 1
+
+    def _defer(self, queue: list[_Item], item: _Item, error: Exception) -> None:
+        item.last_error = error
+        queue.append(item)
+
+    def _settle_deferred(self) -> None:
+        """The run is over: deferred sends stay pending (the journal says so: the next run sends
+        them), deferred inferences are failures (nothing was decided; the next run infers them)."""
+        for item in self.deferred_inference:
+            self.done += 1
+            self._fail(item, "inference", str(item.last_error))
+        for item in self.deferred_sends:
+            assert item.outgoing is not None
+            record = item.outgoing[2]
+            self.report.pending += 1
+            record["error"] = one_line(item.last_error)
+            self._log(item, record)
+        self.deferred_inference, self.deferred_sends = [], []
 
     # ------------------------------------------------------------------ per image
     def _begin(self, seq: int, image: ImageFile) -> _Item:
@@ -438,7 +573,8 @@ class _Run:
             self._fail(item, "inference", str(error))
             return
         except ServiceError as error:
-            self._fail(item, "inference", str(error))
+            self.done -= 1  # not done: inferred again in a deferred round
+            self._defer(self.deferred_inference, item, error)
             self._service_failed("inference", error, "nothing is lost: run again to resume")
             return
         finally:
@@ -572,6 +708,7 @@ class _Run:
             "source_path": item.image.path,
         }
         record["tags"] = tags
+        item.outgoing = (prediction, decision, record)
         future = self.send_pool.submit(self._send, item, prediction, decision, tags, metadata, remote_id)
         self.sending[future] = (item, record)
 
@@ -584,10 +721,10 @@ class _Run:
         def checkpoint(new_remote_id: str) -> None:
             self.journal.mark_uploaded(item.image, destination_name, new_remote_id)
 
-        try:
-            key = item.image.sha256()
-        except ImageDecodeError as error:
-            raise PermanentError(str(error)) from None
+        # ImageDecodeError: the file's fault, recorded as failed. A truncated file is refused here,
+        # whatever the destination, and never reaches a labeling queue.
+        item.image.check_complete()
+        key = item.image.sha256()
         delivery = Delivery(item.image, prediction, decision, key, tags, metadata, remote_id, checkpoint)
         return self.destination.send(delivery)
 
@@ -608,17 +745,24 @@ class _Run:
         assert self.destination_name is not None
         try:
             receipt = future.result()
-        except (PermanentError, ImageDecodeError) as error:
+        except ImageDecodeError as error:  # the file's fault, not the destination's: not for the breaker
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
             self._fail(item, "send", str(error), record)
             return
+        except PermanentError as error:
+            self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
+            self._fail(item, "send", str(error), record)
+            self._service_failed("sending", error, "the destination refuses them: fix the cause and run again "
+                                 "(failed images are sent again)")
+            return
         except (RetryableError, ServiceError, AuthError) as error:
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=False)
-            self.report.pending += 1
-            record["error"] = one_line(error)
-            self._log(item, record)
             if isinstance(error, AuthError):
+                self.report.pending += 1
+                record["error"] = one_line(error)
+                self._log(item, record)
                 raise
+            self._defer(self.deferred_sends, item, error)
             self._service_failed("sending", error, "they stay pending: run again to send them")
             return
         self.failures_in_a_row["sending"] = 0
@@ -629,11 +773,12 @@ class _Run:
         self._log(item, record)
 
     def _service_failed(self, stage: str, error: Exception, advice: str) -> None:
-        """Count a service failure; too many in a row stop the run (going on would only pile them up)."""
+        """Count a failure of a stage's service (after its retries, or a permanent refusal); too many
+        in a row stop the run: going on would only pile them up."""
         self.failures_in_a_row[stage] += 1
         count = self.failures_in_a_row[stage]
-        if count >= self.options.max_consecutive_failures:
-            raise RunAborted(f"{stage} failed for {count} images in a row (last: {error}); {advice}") from None
+        if count >= self.options.max_consecutive_failures and not self.stopping:
+            raise RunAborted(f"{stage} failed for {count} images in a row (last: {one_line(error)}); {advice}") from None
 
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, item: _Item, stage: str, error: str, record: dict[str, Any] | None = None) -> None:

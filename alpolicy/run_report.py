@@ -16,7 +16,7 @@ class RunReport:
     journal: str
     decisions_log: str | None
     dry_run: bool
-    status: str = "running"  # completed | interrupted | aborted
+    status: str = "running"  # completed | interrupted | aborted | failed (an unexpected exception)
     seen: int = 0
     inferred: int = 0
     reused: int = 0
@@ -29,6 +29,9 @@ class RunReport:
     pending: int = 0
     failed: int = 0
     retries: int = 0
+    #: Images retried in deferred rounds at the end of the stream, and those rounds.
+    retried_later: int = 0
+    retry_rounds: int = 0
     elapsed: float = 0.0
     rejected_by: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -93,6 +96,9 @@ class RunReport:
         lines += self._reused_lines()
         if self.retries:
             lines.append(f"  {self.retries} requests were retried")
+        if self.retried_later:
+            rounds = f"{self.retry_rounds} round{'s' if self.retry_rounds != 1 else ''}"
+            lines.append(f"  {self.retried_later} images were retried at the end of the stream ({rounds})")
         if self.rejected_by:
             lines.append("  rejected by rule:")
             rule_width = max(len(rule) for rule in self.rejected_by)

@@ -17,9 +17,8 @@ a dangling symlink ``gone.jpg``, a FIFO ``pipe.jpg``, a directory ``folder.jpg``
 ``sub/loop -> ..`` (the source folder is visited once) and the hidden ``..weird..jpg``.
 
 Per backend, 9 files fail (10 when not root), each with its stage and a one-line reason: roboflow
-and onnx at inference; replay never reads pixels, so the folder destination refuses the
-non-images and the bomb at send, while the two half-cut files (headers intact) are stored as they
-are, byte for byte.
+and onnx at inference; replay never reads pixels, so the non-images, the bomb and the two
+half-cut files (headers intact: "the image is truncated") are refused at send, never stored.
 
 Each backend (``roboflow:vehicles/3`` on the loopback server, ``onnx:demo`` decoding locally with
 EXIF, ``replay:sidecar``) sends to a ``folder:`` destination. Every image listed is either inferred
@@ -71,8 +70,6 @@ class Entry:
     outcome: dict[str, tuple[str, str] | None]
     mode: str | None = None  # the Pillow mode the stored copy must decode to
     sidecar: bool = True
-    #: False: only the header is intact (replay never decodes pixels, so it is stored as it is).
-    decodable: bool = True
 
 
 def ok() -> dict[str, None]:
@@ -159,9 +156,10 @@ def build_corpus(src: Path) -> list[Entry]:
     (src / "truncated.jpg").write_bytes(good[: len(good) // 2])
     entries.append(Entry("truncated.jpg", fails("inference", r"rejected the image \(HTTP 400\)",
                                                 onnx=("inference", r"cannot decode the image: image file is truncated"),
-                                                replay=None), "RGB", decodable=False))
+                                                replay=("send", r"^the image is truncated \(no JPEG end-of-image marker\)$"))))
     (src / "stub.jpg").write_bytes(good[:40])
-    entries.append(Entry("stub.jpg", fails("inference", r"^cannot open the image: ", replay=("send", r"^cannot open the image: "))))
+    entries.append(Entry("stub.jpg", fails("inference", r"^cannot open the image: ",
+                                           replay=("send", r"^the image is truncated \(no JPEG end-of-image marker\)$"))))
     png = src.parent / "big.png"
     _noise((320, 240)).save(png)
     data = png.read_bytes()
@@ -169,7 +167,7 @@ def build_corpus(src: Path) -> list[Entry]:
     (src / "truncated.png").write_bytes(data[: len(data) // 2])
     entries.append(Entry("truncated.png", fails("inference", r"rejected the image \(HTTP 400\)",
                                                 onnx=("inference", r"^cannot decode the image"),
-                                                replay=None), "RGB", decodable=False))
+                                                replay=("send", r"^the image is truncated \(no PNG IEND chunk\)$"))))
     Image.new("1", (12000, 10000)).save(src / "bomb.png")
     entries.append(Entry("bomb.png", fails("inference", BOMB, replay=("send", BOMB))))
     _noise((45, 30)).save(src / "locked.jpg")
@@ -290,8 +288,7 @@ def check_run(backend: str, report, entries: list[Entry], src: Path, tmp_path: P
         assert stored.read_bytes() == (src / entry.name).read_bytes(), entry.name
         with Image.open(stored) as picture:
             assert picture.mode == entry.mode, entry.name
-            if entry.decodable:
-                picture.load()
+            picture.load()  # whole: a truncated file never reaches a destination
         stored_prediction = json.loads((out / "predictions" / f"{Path(record['remote_id']).stem}.json").read_text())
         assert stored_prediction["predictions"] is not None
     coco = json.loads((out / "annotations.coco.json").read_text(encoding="utf-8"))

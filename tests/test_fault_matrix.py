@@ -192,7 +192,7 @@ def _options(tmp_path: Path, timeout: float) -> RunOptions:
 
 def test_the_destination_down_for_the_whole_run_leaves_everything_pending_for_the_next(roboflow, env, folder, tmp_path, request):
     roboflow.set_faults("upload", down=True)
-    first = triage(folder, tmp_path, attempts=2, max_consecutive_failures=1000)
+    first = triage(folder, tmp_path, attempts=2, max_consecutive_failures=1000, retry_for=0.2, round_backoff=0.05)
     qualifying = len(expected_uploads(roboflow, folder, {}))
     assert first.sent == 0 and first.pending == qualifying and first.failed == 0 and first.exit_code == 1
     assert roboflow.images(PROJECT) == []

@@ -280,7 +280,7 @@ def test_cli_run_summary_exit_codes_and_no_key_anywhere(roboflow, env, tmp_path,
     assert re.search(r"^\s+seen\s+31$", result.out, re.M), result.out
     assert "rejected by rule:" in result.out and "detection_count" in result.out
     assert "failed: " in result.out and "broken.jpg: not an image" in result.out
-    log_path = next((tmp_path / "state" / "decisions").glob("run-*.jsonl"))
+    log_path = next((tmp_path / "state" / "decisions").glob("journal-run-*.jsonl"))
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert len(records) == 31
     sent = [r for r in records if r.get("remote_id")]

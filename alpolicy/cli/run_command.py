@@ -12,7 +12,7 @@ from ..destinations import DestinationOptions
 from ..errors import UsageError
 from ..html_report import write_run_report
 from ..images import normalise_extensions
-from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, RunOptions, run
+from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, DEFAULT_RETRY_FOR, RunOptions, run
 from ..policy import Policy
 from .policy_commands import load_policy_argument
 
@@ -68,7 +68,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send (the destination is still checked, read-only: a typo'd project stops the run)")
     behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal: each image's latest, or with --model those of its fingerprint (model and settings); the summary names the fingerprints used")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
-    behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: next to the journal)")
+    behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: decisions/JOURNAL-STEM-run-N.jsonl next to the journal)")
+    behaviour.add_argument("--retry-for", type=argument(number, minimum=0), metavar="SECONDS", default=DEFAULT_RETRY_FOR,
+                           help="at the end, keep retrying images whose inference or send failed on a service error, "
+                           f"in rounds with backoff, for up to this long (default {DEFAULT_RETRY_FOR:g}; 0: leave them pending)")
     behaviour.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag every image sent (repeatable)")
     behaviour.add_argument("--no-progress", action="store_true", help="no progress output")
     behaviour.add_argument("--json", action="store_true", help="print the run report as JSON instead of the summary")
@@ -104,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("say which model to run with --model (e.g. roboflow:PROJECT/VERSION), or use --reuse-predictions")
     options = RunOptions(
         concurrency=args.concurrency,
+        retry_for=args.retry_for,
         dry_run=args.dry_run,
         reuse_predictions=args.reuse_predictions,
         journal=args.journal,

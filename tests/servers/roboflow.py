@@ -179,7 +179,8 @@ _ALREADY_ANNOTATED_HINT = (
 class FaultConfig:
     """Faults injected into one route. ``0`` disables an "every Nth" fault.
 
-    ``error_every``: answer ``error_status`` (503) on every Nth request, without doing the work.
+    ``error_every``: answer ``error_status`` (503) on every Nth request, without doing the work;
+    a 4xx ``error_status`` is a refusal (what a server says of a request it will never accept).
     ``throttle_every``: answer 429 with ``Retry-After: retry_after`` (seconds; real servers
     send whole seconds, fractions are allowed so tests stay fast). A string is sent verbatim,
     so a test can send an HTTP date or a malformed value (``"soon"``).
@@ -212,8 +213,8 @@ class FaultConfig:
         for name in ("error_every", "throttle_every", "reset_every", "slow_every", "lose_response_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        if not 500 <= self.error_status <= 599:
-            raise ValueError("error_status must be a 5xx status")
+        if not 400 <= self.error_status <= 599 or self.error_status in (401, 403):
+            raise ValueError("error_status must be a 4xx refusal (not 401/403) or a 5xx status")
         if self.slow_every and self.slow_delay <= 0:
             raise ValueError("slow_every needs a positive slow_delay")
 
