@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .decision import Decision
 from .errors import PolicyError, Problem
@@ -40,26 +40,52 @@ class Leaf:
     #: The rule object's JSON (sampling rules are rebuilt from it for every run: their state is the run's).
     source: dict[str, Any] | None = None
     factory: Any = None
+    #: The plugin that registered the rule (named when the rule's code raises).
+    plugin: str = ""
+    # The trace entries this leaf appends, built once: the hot loop then allocates no tuple per rule.
+    passed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
+    failed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.passed_entry, self.failed_entry = (self, True), (self, False)
 
     def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
-        passed = self.rule.check(prediction, witnesses)
-        trace.append((self, passed))
-        return passed
+        if self.rule.check(prediction, witnesses):
+            trace.append(self.passed_entry)
+            return True
+        trace.append(self.failed_entry)
+        return False
 
     @property
     def short(self) -> str:
         return self.name
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
-        """The label of what made this node fail (called only on a failed node)."""
-        return self.label
+    def blames(self, outer: str | None = None) -> Iterator[tuple["Leaf", str]]:
+        """This leaf and what ``rejected_by`` names when the evaluation of a failed policy ends here."""
+        yield self, outer or self.label
 
 
 @dataclass(slots=True, eq=False)
 class AllNode:
     children: tuple[Any, ...]
+    #: When every child is a rule: (check, passed entry, failed entry) per child, so the loop calls
+    #: the rules directly (the SDK-default policy is such an ``all``).
+    steps: tuple[tuple[Any, tuple, tuple], ...] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        leaves = all(type(child) is Leaf for child in self.children)
+        self.steps = tuple((c.rule.check, c.passed_entry, c.failed_entry) for c in self.children) if leaves else None
 
     def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        steps = self.steps
+        if steps is not None:
+            append = trace.append
+            for check, passed, failed in steps:
+                if not check(prediction, witnesses):
+                    append(failed)
+                    return False
+                append(passed)
+            return True
         for child in self.children:
             if not child.evaluate(prediction, witnesses, trace):
                 return False
@@ -69,11 +95,10 @@ class AllNode:
     def short(self) -> str:
         return f"all({', '.join(child.short for child in self.children)})"
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        # A failed ``all`` stopped at its first failing child, which is where the blame goes.
         for child in self.children:
-            if not child.evaluate(prediction, witnesses, []):
-                return child.culprit(prediction, witnesses)
-        return self.short
+            yield from child.blames(outer)
 
 
 @dataclass(slots=True, eq=False)
@@ -90,8 +115,10 @@ class AnyNode:
     def short(self) -> str:
         return f"any({', '.join(child.short for child in self.children)})"
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
-        return self.short  # every alternative failed: the composition itself said no
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        # Every alternative failed: the composition itself said no.
+        for child in self.children:
+            yield from child.blames(outer or self.short)
 
 
 @dataclass(slots=True, eq=False)
@@ -105,8 +132,8 @@ class NotNode:
     def short(self) -> str:
         return f"not({self.child.short})"
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
-        return self.short
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        yield from self.child.blames(outer or self.short)
 
 
 class Policy:
@@ -129,7 +156,10 @@ class Policy:
         self.image_root: Any = compiler.image_root
         self.sampling_leaves: tuple[Leaf, ...] = tuple(compiler.sampling)
         self.tags: tuple[str, ...] = tuple(document.get("tags", ()))
-        self._detection_tests = tuple(leaf.rule.accepts for leaf in self.detection_leaves)
+        #: Each detection rule's filter; chained, they keep the detections every rule accepts.
+        self._selects = tuple(_selector(leaf.rule) for leaf in self.detection_leaves)
+        #: What rejected an image whose evaluation ended at a leaf (see :meth:`rejected_by`).
+        self._blame: dict[Leaf, str] = dict(self.image_root.blames())
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -178,28 +208,32 @@ class Policy:
 
     # ----------------------------------------------------------------- use
     def evaluate(self, prediction: Prediction | Mapping[str, Any]) -> Decision:
-        """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON)."""
+        """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON).
+
+        This is the hot path: it only finds the witnesses and walks the image rules, keeping the
+        trace; everything else a :class:`Decision` says is derived from that trace when read.
+        """
         if type(prediction) is not Prediction:
             prediction = Prediction.from_json(prediction, check=False)  # type: ignore[arg-type]
         try:
-            return self._evaluate(prediction)
+            witnesses = prediction.detections
+            for select in self._selects:
+                witnesses = select(witnesses, prediction)
+            if witnesses is prediction.detections:  # no detection rule: every detection counts
+                witnesses = list(witnesses)
+            trace: list = []
+            qualifies = self.image_root.evaluate(prediction, witnesses, trace)
         except (KeyError, TypeError) as error:
             # Only malformed input gets here; find and name the culprit instead of a bare KeyError.
             Prediction.from_json(prediction.to_json(), check=True)
             raise PredictionFormatError(f"malformed prediction: {error!r}") from None
-
-    def _evaluate(self, prediction: Prediction) -> Decision:
-        tests = self._detection_tests
-        witnesses: list[Detection] = []
-        for detection in prediction.detections:
-            for test in tests:
-                if not test(detection, prediction):
-                    break
-            else:
-                witnesses.append(detection)
-        trace: list = []
-        qualifies = self.image_root.evaluate(prediction, witnesses, trace)
         return Decision(qualifies, prediction, witnesses, trace, self)
+
+    def rejected_by(self, trace: Sequence[tuple[Leaf, bool]]) -> str:
+        """What made a failed evaluation fail, read from its trace: evaluation short-circuits, so
+        the last rule evaluated lies inside the failing child of every ``all`` on the way down,
+        and is named by the outermost ``any`` / ``not`` around it (or is the failing rule)."""
+        return self._blame[trace[-1][0]]
 
     @property
     def document(self) -> dict[str, Any]:
@@ -216,6 +250,20 @@ class Policy:
     def __repr__(self) -> str:
         label = self.name or self.source or "policy"
         return f"<Policy {label}: {len(self.detection_leaves)} detection rule(s), sampling {len(self.sampling_leaves)}>"
+
+
+def _selector(rule: Any) -> Any:
+    """The rule's ``select`` (see :class:`DetectionRule`), or one built from its ``accepts`` for a
+    duck-typed plugin rule that has none."""
+    select = getattr(rule, "select", None)
+    if callable(select):
+        return select
+    accepts = rule.accepts
+
+    def select_accepted(detections: Sequence[Detection], prediction: Prediction) -> list[Detection]:
+        return [detection for detection in detections if accepts(detection, prediction)]
+
+    return select_accepted
 
 
 def _plain(document: Any) -> Any:
@@ -310,8 +358,8 @@ class _Compiler:
             return None
         label = spec.name if self._name_count.get(spec.name, 0) <= 1 else f"{spec.name} at {where}"
         if stage is Stage.SAMPLING:
-            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory)
-        return Leaf(rule, spec.name, label, obj.get("tag"), where)
+            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory, spec.plugin)
+        return Leaf(rule, spec.name, label, obj.get("tag"), where, plugin=spec.plugin)
 
     def _node(self, obj: Any, path: tuple) -> Any:
         if not isinstance(obj, dict):
