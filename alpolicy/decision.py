@@ -70,16 +70,17 @@ class Decision:
         return verdicts
 
     def _explain(self) -> list[Verdict]:
+        # Rule methods go through leaf.call: an exception from a rule's code names the rule.
         prediction, witnesses = self.prediction, self.witnesses
         verdicts = [
-            Verdict(leaf.label, passed, leaf.rule.explain(prediction, witnesses, passed), leaf.path)
+            Verdict(leaf.label, passed, leaf.call(leaf.rule.explain, prediction, witnesses, passed), leaf.path)
             for leaf, passed in self.trace
         ]
         detection_leaves = self.policy.detection_leaves
         if witnesses:
             witness = witnesses[0]
             for leaf in detection_leaves:
-                verdicts.append(Verdict(leaf.label, True, leaf.rule.explain(witness, prediction, True), leaf.path))
+                verdicts.append(Verdict(leaf.label, True, leaf.call(leaf.rule.explain, witness, prediction, True), leaf.path))
         elif detection_leaves and prediction.detections:
             verdicts.extend(self._why_no_witness())
         return verdicts
@@ -90,8 +91,8 @@ class Decision:
         out: list[Verdict] = []
         for detection in prediction.detections[:_MAX_DESCRIBED]:
             for leaf in self.policy.detection_leaves:
-                if not leaf.rule.accepts(detection, prediction):
-                    reason = leaf.rule.explain(detection, prediction, False)
+                if not leaf.call(leaf.rule.accepts, detection, prediction):
+                    reason = leaf.call(leaf.rule.explain, detection, prediction, False)
                     out.append(Verdict(leaf.label, False, f"{detection_label(detection)}: {reason}", leaf.path))
                     break
         hidden = len(prediction.detections) - _MAX_DESCRIBED
@@ -131,7 +132,7 @@ class Decision:
             for leaf, passed in self.trace
             if passed
             and callable(scorer := getattr(leaf.rule, "score", None))
-            and (score := scorer(self.prediction, self.witnesses)) is not None
+            and (score := leaf.call(scorer, self.prediction, self.witnesses)) is not None
         ]
         self._score = best = max(scores) if scores else None
         return best

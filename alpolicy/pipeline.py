@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 from .backends import ImageError, InferenceBackend, ModelOptions, split_spec
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
-from .errors import AlpolicyError, AuthError, ServiceError, UsageError
+from .errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
 from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
 from .journal import DeliveryRecord, Journal
 from .plugins import get_registry
@@ -42,6 +42,8 @@ log = logging.getLogger("alpolicy.pipeline")
 
 DEFAULT_JOURNAL = os.path.join(".alpolicy", "journal.sqlite")
 DEFAULT_CONCURRENCY = 8
+#: What a run stopped by a crashing plugin advises.
+PLUGIN_ADVICE = "a plugin bug: fix or remove the plugin, then run again to resume"
 
 
 class RunAborted(AlpolicyError):
@@ -167,11 +169,23 @@ def run(
     except BaseException:
         _close(backend, sink)
         raise
-    coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+    components = {"inference": _component("backend", model, registry.backends),
+                  "sending": _component("destination", destination, registry.destinations)}
+    coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result, components)
     try:
         return coordinator.execute()
     finally:
         journal.close()
+
+
+def _component(noun: str, spec: Any, table: Mapping[str, Any]) -> str:
+    """``backend 'crashing' (plugin crashing-rule)``: how a crash of its code names a backend or
+    destination (by scheme and plugin when built from a spec, else by class)."""
+    if isinstance(spec, str):
+        scheme = spec.split(":", 1)[0]
+        if scheme in table:
+            return f"{noun} {scheme!r} (plugin {table[scheme].plugin})"
+    return f"{noun} {type(spec).__name__}"
 
 
 def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
@@ -205,8 +219,11 @@ class _Run:
 
     def __init__(self, images: Iterator[ImageFile], total: int | None, source_name: str, policy: Policy,
                  backend: InferenceBackend | None, destination: Destination | None, journal: Journal,
-                 options: RunOptions, on_result: Callable[[ImageFile, Prediction], None] | None) -> None:
+                 options: RunOptions, on_result: Callable[[ImageFile, Prediction], None] | None,
+                 components: Mapping[str, str] | None = None) -> None:
         self.images, self.policy, self.backend, self.destination = images, policy, backend, destination
+        #: How a crash names the backend ("inference") and the destination ("sending").
+        self.components = {"inference": "the backend", "sending": "the destination", **(components or {})}
         self.journal, self.options, self.on_result = journal, options, on_result
         self.model_id = backend.model_id if backend is not None else None
         self.destination_name = destination.name if destination is not None else None
@@ -232,8 +249,9 @@ class _Run:
         self.sending: dict[Future[Receipt], tuple[_Item, dict[str, Any]]] = {}
         #: Candidates held for a ``top_k`` budget: a min-heap of (score, -seq, item, prediction, decision, record).
         self.top_k: list[tuple[Any, ...]] = []
-        #: Consecutive service failures per stage ("inference", "sending"): the circuit breaker.
-        self.failures_in_a_row = {"inference": 0, "sending": 0}
+        #: Consecutive service failures and plugin crashes per stage ("inference", "policy",
+        #: "sending"): the circuit breaker.
+        self.failures_in_a_row = {"inference": 0, "policy": 0, "sending": 0}
         self.done = 0
 
     def _open_decisions_log(self) -> TextIO | None:
@@ -332,7 +350,12 @@ class _Run:
 
     def _predict(self, image: ImageFile) -> Prediction:
         """Worker thread: the model, then whatever the sampling rules measure on the pixels."""
-        prediction = self.backend.predict(image)  # type: ignore[union-attr]
+        try:
+            prediction = self.backend.predict(image)  # type: ignore[union-attr]
+        except AlpolicyError:  # the documented failures (ImageError, ServiceError, AuthError...)
+            raise
+        except Exception as error:  # a bug in the backend's code: this image fails, not the run
+            raise PluginCrash(self.components["inference"], error) from error
         if self.needs_pixels:
             self.sampler.prepare(image)
         return prediction
@@ -354,6 +377,10 @@ class _Run:
             self._fail(item, "inference", str(error))
             self._service_failed("inference", error, "nothing is lost: run again to resume")
             return
+        except PluginCrash as error:
+            self._fail(item, "inference", str(error))
+            self._service_failed("inference", error, PLUGIN_ADVICE)
+            return
         finally:
             self.progress.update(self.done, self._detail())
         if prediction is None:  # already sent and nothing to decide
@@ -367,8 +394,15 @@ class _Run:
             return
         if item.prepared is not None:
             item.prepared.result()
-        decision = self.policy.evaluate(prediction)
-        self._route(item, prediction, decision)
+        try:
+            decision = self.policy.evaluate(prediction)
+            record = self._record(item, decision)  # every derived value, once; a crashing explain() fails here
+        except PluginCrash as error:  # a rule's code raised: this image fails, not the run
+            self._fail(item, "policy", str(error))
+            self._service_failed("policy", error, PLUGIN_ADVICE)
+            return
+        self.failures_in_a_row["policy"] = 0
+        self._route(item, prediction, decision, record)
 
     def _prediction_of(self, item: _Item) -> Prediction | None:
         if item.error is not None:
@@ -384,8 +418,7 @@ class _Run:
         self.report.inferred += 1
         return prediction
 
-    def _route(self, item: _Item, prediction: Prediction, decision: Decision) -> None:
-        record = self._record(item, decision)
+    def _route(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
         if not decision.qualifies:
             self.report.rejected_by[decision.rejected_by or "policy"] += 1
             self._log(item, record)
@@ -488,7 +521,12 @@ class _Run:
         except ImageDecodeError as error:
             raise PermanentError(str(error)) from None
         delivery = Delivery(item.image, prediction, decision, key, tags, metadata, remote_id, checkpoint)
-        return self.destination.send(delivery)
+        try:
+            return self.destination.send(delivery)
+        except AlpolicyError:  # the documented failures (PermanentError, RetryableError, AuthError...)
+            raise
+        except Exception as error:  # a bug in the destination's code: this image fails, not the run
+            raise PluginCrash(self.components["sending"], error) from error
 
     def _collect_sends(self, *, block: bool = False, until_empty: bool = False) -> None:
         while self.sending:
@@ -511,6 +549,11 @@ class _Run:
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
             self._fail(item, "send", str(error), record)
             return
+        except PluginCrash as error:
+            self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
+            self._fail(item, "send", str(error), record)
+            self._service_failed("sending", error, PLUGIN_ADVICE)
+            return
         except (RetryableError, ServiceError, AuthError) as error:
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=False)
             self.report.pending += 1
@@ -528,7 +571,8 @@ class _Run:
         self._log(item, record)
 
     def _service_failed(self, stage: str, error: Exception, advice: str) -> None:
-        """Count a service failure; too many in a row stop the run (going on would only pile them up)."""
+        """Count a service failure or a plugin crash; too many in a row stop the run (going on would
+        only pile them up)."""
         self.failures_in_a_row[stage] += 1
         count = self.failures_in_a_row[stage]
         if count >= self.options.max_consecutive_failures:

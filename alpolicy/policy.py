@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from .decision import Decision
-from .errors import PolicyError, Problem
+from .errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
 from .plugins import get_registry
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import Registry, RuleSpec, Stage
@@ -64,6 +64,21 @@ class Leaf:
         """This leaf and what ``rejected_by`` names when the evaluation of a failed policy ends here."""
         yield self, outer or self.label
 
+    def call(self, method: Any, *args: Any) -> Any:
+        """``method(*args)`` -- one of this rule's methods -- with an exception from the rule's code
+        turned into a :class:`RuleError` naming the rule. (Not for the hot path: ``evaluate`` has
+        one handler for all its calls and locates the rule only when one raised.)"""
+        try:
+            return method(*args)
+        except AlpolicyError:  # already one line (a rule may raise UsageError on purpose)
+            raise
+        except Exception as error:
+            raise RuleError(self.name, self.plugin, self.path, error) from error
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        """``evaluate`` that names a rule which raises (run only after an evaluation raised)."""
+        return bool(self.call(self.rule.check, prediction, witnesses))
+
 
 @dataclass(slots=True, eq=False)
 class AllNode:
@@ -100,6 +115,9 @@ class AllNode:
         for child in self.children:
             yield from child.blames(outer)
 
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return all(child.locate(prediction, witnesses) for child in self.children)
+
 
 @dataclass(slots=True, eq=False)
 class AnyNode:
@@ -120,6 +138,9 @@ class AnyNode:
         for child in self.children:
             yield from child.blames(outer or self.short)
 
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return any(child.locate(prediction, witnesses) for child in self.children)
+
 
 @dataclass(slots=True, eq=False)
 class NotNode:
@@ -134,6 +155,9 @@ class NotNode:
 
     def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
         yield from self.child.blames(outer or self.short)
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return not self.child.locate(prediction, witnesses)
 
 
 class Policy:
@@ -223,11 +247,31 @@ class Policy:
                 witnesses = list(witnesses)
             trace: list = []
             qualifies = self.image_root.evaluate(prediction, witnesses, trace)
-        except (KeyError, TypeError) as error:
-            # Only malformed input gets here; find and name the culprit instead of a bare KeyError.
-            Prediction.from_json(prediction.to_json(), check=True)
-            raise PredictionFormatError(f"malformed prediction: {error!r}") from None
+        except Exception as error:  # one handler for the whole evaluation: no cost per rule
+            crash = self._crash(prediction, error)
+            if crash is error:
+                raise
+            raise crash from (error if isinstance(crash, PluginCrash) else None)
         return Decision(qualifies, prediction, witnesses, trace, self)
+
+    def _crash(self, prediction: Prediction, error: Exception) -> Exception:
+        """What to raise when evaluating raised ``error``: the prediction's defect when it is
+        malformed (:class:`PredictionFormatError`), else the rule whose code raised, found by
+        evaluating again with each rule call guarded (rules are pure: it raises again)."""
+        if isinstance(error, AlpolicyError):
+            return error
+        try:
+            Prediction.from_json(prediction.to_json(), check=True)
+        except PredictionFormatError as malformed:
+            return malformed
+        witnesses = prediction.detections
+        try:
+            for leaf, select in zip(self.detection_leaves, self._selects):
+                witnesses = leaf.call(select, witnesses, prediction)
+            self.image_root.locate(prediction, list(witnesses))
+        except AlpolicyError as located:
+            return located
+        return PluginCrash("a rule of the policy", error)  # it did not raise a second time
 
     def rejected_by(self, trace: Sequence[tuple[Leaf, bool]]) -> str:
         """What made a failed evaluation fail, read from its trace: evaluation short-circuits, so
@@ -347,6 +391,9 @@ class _Compiler:
             return None
         except (ValueError, TypeError) as error:
             self.problems.append(Problem(where, f"rule {spec.name!r} rejected its parameters: {error}"))
+            return None
+        except Exception as error:  # a bug in the plugin's factory: located, not a traceback
+            self.problems.append(Problem(where, f"{rule_component(spec.name, spec.plugin)} could not be built: {exception_line(error)}"))
             return None
         expected = {Stage.DETECTION: DetectionRule, Stage.IMAGE: ImageRule, Stage.SAMPLING: SamplingRule}[stage]
         if not _implements(rule, expected):
