@@ -2,12 +2,16 @@
 
 Everything a user can get wrong (a policy, a path, a key, a server refusal) raises a subclass of
 :class:`AlpolicyError`; the CLI prints ``str(error)`` and exits with the error's ``exit_code``.
-Anything else escaping is a bug in alpolicy and is allowed to show its traceback.
+An exception a plugin's own code raises is a bug in that plugin: it becomes a :class:`PluginCrash`
+(one line naming the plugin). Anything else escaping is a bug in alpolicy and is allowed to show
+its traceback.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .secrets import redact
 
 
 class AlpolicyError(Exception):
@@ -61,3 +65,40 @@ class AuthError(AlpolicyError):
 
 class ServiceError(AlpolicyError):
     """A remote service failed for a request even after retries (timeouts, 5xx, resets)."""
+
+
+def exception_line(error: BaseException) -> str:
+    """``KeyError: 'bomb'``: an exception from foreign code as one redacted line (its text may hold
+    a URL with a key, or a newline)."""
+    text = str(error)
+    line = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return redact(line).replace("\r", "\\r").replace("\n", "\\n")
+
+
+class PluginCrash(AlpolicyError):
+    """Code a plugin provides (a rule, a backend, a destination) raised an exception its contract
+    does not document: a bug in the plugin, reported in one line that names the component, its
+    plugin and, for a rule, its JSON path. The pipeline fails that image and goes on (its circuit
+    breaker stops a run in which every image crashes); a command prints the line, exit code 2.
+    The original exception is the ``__cause__``, for the plugin's author."""
+
+    def __init__(self, component: str, error: BaseException, *, path: str | None = None, verb: str = "raised") -> None:
+        self.component = component
+        self.path = path
+        self.cause = exception_line(error)
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}{component} {verb} {self.cause}")
+
+
+class RuleError(PluginCrash):
+    """A rule's ``check`` / ``accepts`` / ``explain`` / ``score`` raised: the rule, its plugin, its place."""
+
+    def __init__(self, rule: str, plugin: str, path: str, error: BaseException) -> None:
+        self.rule = rule
+        self.plugin = plugin
+        super().__init__(rule_component(rule, plugin), error, path=path)
+
+
+def rule_component(rule: str, plugin: str) -> str:
+    """``rule 'explodes' (plugin crashing-rule)``: how messages about a rule's own code name it."""
+    return f"rule {rule!r} (plugin {plugin})" if plugin else f"rule {rule!r}"

@@ -29,7 +29,7 @@ from .backends import (ImageError, InferenceBackend, ModelOptions, describe_sett
                        split_spec)
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
-from .errors import AlpolicyError, AuthError, ServiceError, UsageError
+from .errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
 from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .plugins import get_registry
@@ -49,6 +49,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_RETRY_FOR = 300.0
 #: Longest wait between two deferred rounds.
 MAX_ROUND_WAIT = 30.0
+#: What a run stopped by a crashing plugin advises.
+PLUGIN_ADVICE = "a plugin bug: fix or remove the plugin, then run again to resume"
 
 
 class RunAborted(AlpolicyError):
@@ -257,7 +259,9 @@ def run(
         _close(backend, sink)
         raise
     try:
-        coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+        components = {"inference": _component("backend", model, registry.backends),
+                      "sending": _component("destination", destination, registry.destinations)}
+        coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result, components)
     except BaseException:
         journal.close()
         _close(backend, sink)
@@ -278,6 +282,16 @@ def _check_destination(sink: Destination, dry_run: bool) -> None:
     read_only = getattr(sink, "check_read_only", None)
     if callable(read_only):
         read_only()
+
+
+def _component(noun: str, spec: Any, table: Mapping[str, Any]) -> str:
+    """``backend 'crashing' (plugin crashing-rule)``: how a crash of its code names a backend or
+    destination (by scheme and plugin when built from a spec, else by class)."""
+    if isinstance(spec, str):
+        scheme = spec.split(":", 1)[0]
+        if scheme in table:
+            return f"{noun} {scheme!r} (plugin {table[scheme].plugin})"
+    return f"{noun} {type(spec).__name__}"
 
 
 def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
@@ -311,8 +325,11 @@ class _Run:
 
     def __init__(self, images: Iterator[ImageFile], total: int | None, source_name: str, policy: Policy,
                  backend: InferenceBackend | None, destination: Destination | None, journal: Journal,
-                 options: RunOptions, on_result: Callable[[ImageFile, Prediction], None] | None) -> None:
+                 options: RunOptions, on_result: Callable[[ImageFile, Prediction], None] | None,
+                 components: Mapping[str, str] | None = None) -> None:
         self.images, self.policy, self.backend, self.destination = images, policy, backend, destination
+        #: How a crash names the backend ("inference") and the destination ("sending").
+        self.components = {"inference": "the backend", "sending": "the destination", **(components or {})}
         self.journal, self.options, self.on_result = journal, options, on_result
         self.model_id = backend.model_id if backend is not None else None
         #: Keys this run's stored predictions: the model and every setting that changes its output.
@@ -353,8 +370,9 @@ class _Run:
         self.sending: dict[Future[Receipt], tuple[_Item, dict[str, Any]]] = {}
         #: Candidates held for a ``top_k`` budget: a min-heap of (score, -seq, item, prediction, decision, record).
         self.top_k: list[tuple[Any, ...]] = []
-        #: Consecutive service failures per stage ("inference", "sending"): the circuit breaker.
-        self.failures_in_a_row = {"inference": 0, "sending": 0}
+        #: Consecutive service failures, refusals and plugin crashes per stage ("inference",
+        #: "policy", "sending"): the circuit breaker.
+        self.failures_in_a_row = {"inference": 0, "policy": 0, "sending": 0}
         #: Set once the run stops: sends still under way are recorded, the breaker no longer trips.
         self.stopping = False
         #: Images whose inference / send failed for a service reason, retried at the end of the stream.
@@ -554,7 +572,12 @@ class _Run:
 
     def _predict(self, image: ImageFile) -> Prediction:
         """Worker thread: the model, then whatever the sampling rules measure on the pixels."""
-        prediction = self.backend.predict(image)  # type: ignore[union-attr]
+        try:
+            prediction = self.backend.predict(image)  # type: ignore[union-attr]
+        except AlpolicyError:  # the documented failures (ImageError, ServiceError, AuthError...)
+            raise
+        except Exception as error:  # a bug in the backend's code: this image fails, not the run
+            raise PluginCrash(self.components["inference"], error) from error
         if self.needs_pixels:
             self.sampler.prepare(image)
         return prediction
@@ -577,6 +600,10 @@ class _Run:
             self._defer(self.deferred_inference, item, error)
             self._service_failed("inference", error, "nothing is lost: run again to resume")
             return
+        except PluginCrash as error:
+            self._fail(item, "inference", str(error))
+            self._service_failed("inference", error, PLUGIN_ADVICE)
+            return
         finally:
             self.progress.update(self.done, self._detail())
         if prediction is None:  # already sent and nothing to decide
@@ -590,8 +617,15 @@ class _Run:
             return
         if item.prepared is not None:
             item.prepared.result()
-        decision = self.policy.evaluate(prediction)
-        self._route(item, prediction, decision)
+        try:
+            decision = self.policy.evaluate(prediction)
+            record = self._record(item, decision)  # every derived value, once; a crashing explain() fails here
+        except PluginCrash as error:  # a rule's code raised: this image fails, not the run
+            self._fail(item, "policy", str(error))
+            self._service_failed("policy", error, PLUGIN_ADVICE)
+            return
+        self.failures_in_a_row["policy"] = 0
+        self._route(item, prediction, decision, record)
 
     def _prediction_of(self, item: _Item) -> Prediction | None:
         if item.error is not None:
@@ -620,8 +654,7 @@ class _Run:
             self._settings_notes[fingerprint] = note
         return note
 
-    def _route(self, item: _Item, prediction: Prediction, decision: Decision) -> None:
-        record = self._record(item, decision)
+    def _route(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
         if not decision.qualifies:
             self.report.rejected_by[decision.rejected_by or "policy"] += 1
             self._log(item, record)
@@ -726,7 +759,12 @@ class _Run:
         item.image.check_complete()
         key = item.image.sha256()
         delivery = Delivery(item.image, prediction, decision, key, tags, metadata, remote_id, checkpoint)
-        return self.destination.send(delivery)
+        try:
+            return self.destination.send(delivery)
+        except AlpolicyError:  # the documented failures (PermanentError, RetryableError, AuthError...)
+            raise
+        except Exception as error:  # a bug in the destination's code: this image fails, not the run
+            raise PluginCrash(self.components["sending"], error) from error
 
     def _collect_sends(self, *, block: bool = False, until_empty: bool = False) -> None:
         while self.sending:
@@ -748,6 +786,11 @@ class _Run:
         except ImageDecodeError as error:  # the file's fault, not the destination's: not for the breaker
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
             self._fail(item, "send", str(error), record)
+            return
+        except PluginCrash as error:
+            self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
+            self._fail(item, "send", str(error), record)
+            self._service_failed("sending", error, PLUGIN_ADVICE)
             return
         except PermanentError as error:
             self.journal.mark_unsent(item.image, self.destination_name, one_line(error), permanent=True)
@@ -773,8 +816,8 @@ class _Run:
         self._log(item, record)
 
     def _service_failed(self, stage: str, error: Exception, advice: str) -> None:
-        """Count a failure of a stage's service (after its retries, or a permanent refusal); too many
-        in a row stop the run: going on would only pile them up."""
+        """Count a failure of a stage (a service's, after its retries; a permanent refusal; a plugin
+        crash); too many in a row stop the run: going on would only pile them up."""
         self.failures_in_a_row[stage] += 1
         count = self.failures_in_a_row[stage]
         if count >= self.options.max_consecutive_failures and not self.stopping:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .decision import Decision
-from .errors import PolicyError, Problem
+from .errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
 from .plugins import get_registry
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import Registry, RuleSpec, Stage
@@ -40,26 +40,67 @@ class Leaf:
     #: The rule object's JSON (sampling rules are rebuilt from it for every run: their state is the run's).
     source: dict[str, Any] | None = None
     factory: Any = None
+    #: The plugin that registered the rule (named when the rule's code raises).
+    plugin: str = ""
+    # The trace entries this leaf appends, built once: the hot loop then allocates no tuple per rule.
+    passed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
+    failed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.passed_entry, self.failed_entry = (self, True), (self, False)
 
     def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
-        passed = self.rule.check(prediction, witnesses)
-        trace.append((self, passed))
-        return passed
+        if self.rule.check(prediction, witnesses):
+            trace.append(self.passed_entry)
+            return True
+        trace.append(self.failed_entry)
+        return False
 
     @property
     def short(self) -> str:
         return self.name
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
-        """The label of what made this node fail (called only on a failed node)."""
-        return self.label
+    def blames(self, outer: str | None = None) -> Iterator[tuple["Leaf", str]]:
+        """This leaf and what ``rejected_by`` names when the evaluation of a failed policy ends here."""
+        yield self, outer or self.label
+
+    def call(self, method: Any, *args: Any) -> Any:
+        """``method(*args)`` -- one of this rule's methods -- with an exception from the rule's code
+        turned into a :class:`RuleError` naming the rule. (Not for the hot path: ``evaluate`` has
+        one handler for all its calls and locates the rule only when one raised.)"""
+        try:
+            return method(*args)
+        except AlpolicyError:  # already one line (a rule may raise UsageError on purpose)
+            raise
+        except Exception as error:
+            raise RuleError(self.name, self.plugin, self.path, error) from error
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        """``evaluate`` that names a rule which raises (run only after an evaluation raised)."""
+        return bool(self.call(self.rule.check, prediction, witnesses))
 
 
 @dataclass(slots=True, eq=False)
 class AllNode:
     children: tuple[Any, ...]
+    #: When every child is a rule: (check, passed entry, failed entry) per child, so the loop calls
+    #: the rules directly (the SDK-default policy is such an ``all``).
+    steps: tuple[tuple[Any, tuple, tuple], ...] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        leaves = all(type(child) is Leaf for child in self.children)
+        self.steps = tuple((c.rule.check, c.passed_entry, c.failed_entry) for c in self.children) if leaves else None
 
     def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        steps = self.steps
+        if steps is not None:
+            append = trace.append
+            for check, passed, failed in steps:
+                if not check(prediction, witnesses):
+                    append(failed)
+                    return False
+                append(passed)
+            return True
         for child in self.children:
             if not child.evaluate(prediction, witnesses, trace):
                 return False
@@ -69,11 +110,13 @@ class AllNode:
     def short(self) -> str:
         return f"all({', '.join(child.short for child in self.children)})"
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        # A failed ``all`` stopped at its first failing child, which is where the blame goes.
         for child in self.children:
-            if not child.evaluate(prediction, witnesses, []):
-                return child.culprit(prediction, witnesses)
-        return self.short
+            yield from child.blames(outer)
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return all(child.locate(prediction, witnesses) for child in self.children)
 
 
 @dataclass(slots=True, eq=False)
@@ -90,8 +133,13 @@ class AnyNode:
     def short(self) -> str:
         return f"any({', '.join(child.short for child in self.children)})"
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
-        return self.short  # every alternative failed: the composition itself said no
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        # Every alternative failed: the composition itself said no.
+        for child in self.children:
+            yield from child.blames(outer or self.short)
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return any(child.locate(prediction, witnesses) for child in self.children)
 
 
 @dataclass(slots=True, eq=False)
@@ -105,8 +153,11 @@ class NotNode:
     def short(self) -> str:
         return f"not({self.child.short})"
 
-    def culprit(self, prediction: Prediction, witnesses: list[Detection]) -> str:
-        return self.short
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        yield from self.child.blames(outer or self.short)
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return not self.child.locate(prediction, witnesses)
 
 
 class Policy:
@@ -129,7 +180,10 @@ class Policy:
         self.image_root: Any = compiler.image_root
         self.sampling_leaves: tuple[Leaf, ...] = tuple(compiler.sampling)
         self.tags: tuple[str, ...] = tuple(document.get("tags", ()))
-        self._detection_tests = tuple(leaf.rule.accepts for leaf in self.detection_leaves)
+        #: Each detection rule's filter; chained, they keep the detections every rule accepts.
+        self._selects = tuple(_selector(leaf.rule) for leaf in self.detection_leaves)
+        #: What rejected an image whose evaluation ended at a leaf (see :meth:`rejected_by`).
+        self._blame: dict[Leaf, str] = dict(self.image_root.blames())
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -178,28 +232,52 @@ class Policy:
 
     # ----------------------------------------------------------------- use
     def evaluate(self, prediction: Prediction | Mapping[str, Any]) -> Decision:
-        """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON)."""
+        """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON).
+
+        This is the hot path: it only finds the witnesses and walks the image rules, keeping the
+        trace; everything else a :class:`Decision` says is derived from that trace when read.
+        """
         if type(prediction) is not Prediction:
             prediction = Prediction.from_json(prediction, check=False)  # type: ignore[arg-type]
         try:
-            return self._evaluate(prediction)
-        except (KeyError, TypeError) as error:
-            # Only malformed input gets here; find and name the culprit instead of a bare KeyError.
-            Prediction.from_json(prediction.to_json(), check=True)
-            raise PredictionFormatError(f"malformed prediction: {error!r}") from None
-
-    def _evaluate(self, prediction: Prediction) -> Decision:
-        tests = self._detection_tests
-        witnesses: list[Detection] = []
-        for detection in prediction.detections:
-            for test in tests:
-                if not test(detection, prediction):
-                    break
-            else:
-                witnesses.append(detection)
-        trace: list = []
-        qualifies = self.image_root.evaluate(prediction, witnesses, trace)
+            witnesses = prediction.detections
+            for select in self._selects:
+                witnesses = select(witnesses, prediction)
+            if witnesses is prediction.detections:  # no detection rule: every detection counts
+                witnesses = list(witnesses)
+            trace: list = []
+            qualifies = self.image_root.evaluate(prediction, witnesses, trace)
+        except Exception as error:  # one handler for the whole evaluation: no cost per rule
+            crash = self._crash(prediction, error)
+            if crash is error:
+                raise
+            raise crash from (error if isinstance(crash, PluginCrash) else None)
         return Decision(qualifies, prediction, witnesses, trace, self)
+
+    def _crash(self, prediction: Prediction, error: Exception) -> Exception:
+        """What to raise when evaluating raised ``error``: the prediction's defect when it is
+        malformed (:class:`PredictionFormatError`), else the rule whose code raised, found by
+        evaluating again with each rule call guarded (rules are pure: it raises again)."""
+        if isinstance(error, AlpolicyError):
+            return error
+        try:
+            Prediction.from_json(prediction.to_json(), check=True)
+        except PredictionFormatError as malformed:
+            return malformed
+        witnesses = prediction.detections
+        try:
+            for leaf, select in zip(self.detection_leaves, self._selects):
+                witnesses = leaf.call(select, witnesses, prediction)
+            self.image_root.locate(prediction, list(witnesses))
+        except AlpolicyError as located:
+            return located
+        return PluginCrash("a rule of the policy", error)  # it did not raise a second time
+
+    def rejected_by(self, trace: Sequence[tuple[Leaf, bool]]) -> str:
+        """What made a failed evaluation fail, read from its trace: evaluation short-circuits, so
+        the last rule evaluated lies inside the failing child of every ``all`` on the way down,
+        and is named by the outermost ``any`` / ``not`` around it (or is the failing rule)."""
+        return self._blame[trace[-1][0]]
 
     @property
     def document(self) -> dict[str, Any]:
@@ -216,6 +294,20 @@ class Policy:
     def __repr__(self) -> str:
         label = self.name or self.source or "policy"
         return f"<Policy {label}: {len(self.detection_leaves)} detection rule(s), sampling {len(self.sampling_leaves)}>"
+
+
+def _selector(rule: Any) -> Any:
+    """The rule's ``select`` (see :class:`DetectionRule`), or one built from its ``accepts`` for a
+    duck-typed plugin rule that has none."""
+    select = getattr(rule, "select", None)
+    if callable(select):
+        return select
+    accepts = rule.accepts
+
+    def select_accepted(detections: Sequence[Detection], prediction: Prediction) -> list[Detection]:
+        return [detection for detection in detections if accepts(detection, prediction)]
+
+    return select_accepted
 
 
 def _plain(document: Any) -> Any:
@@ -300,6 +392,9 @@ class _Compiler:
         except (ValueError, TypeError) as error:
             self.problems.append(Problem(where, f"rule {spec.name!r} rejected its parameters: {error}"))
             return None
+        except Exception as error:  # a bug in the plugin's factory: located, not a traceback
+            self.problems.append(Problem(where, f"{rule_component(spec.name, spec.plugin)} could not be built: {exception_line(error)}"))
+            return None
         expected = {Stage.DETECTION: DetectionRule, Stage.IMAGE: ImageRule, Stage.SAMPLING: SamplingRule}[stage]
         if not _implements(rule, expected):
             methods = " and ".join(f"{name}()" for name in _METHODS[stage])
@@ -310,8 +405,8 @@ class _Compiler:
             return None
         label = spec.name if self._name_count.get(spec.name, 0) <= 1 else f"{spec.name} at {where}"
         if stage is Stage.SAMPLING:
-            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory)
-        return Leaf(rule, spec.name, label, obj.get("tag"), where)
+            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory, spec.plugin)
+        return Leaf(rule, spec.name, label, obj.get("tag"), where, plugin=spec.plugin)
 
     def _node(self, obj: Any, path: tuple) -> Any:
         if not isinstance(obj, dict):

@@ -55,13 +55,16 @@ class Prediction:
         ``check`` verifies each detection's keys and types once, so that rules can index them
         without guarding; backends that build detections themselves may pass ``check=False``.
         """
-        if isinstance(document, Prediction):
-            return document
-        if type(document) is not dict and not isinstance(document, Mapping):
-            raise PredictionFormatError(f"a prediction must be a JSON object, not {type(document).__name__}")
+        if type(document) is not dict:  # a parsed JSON object skips both checks (this runs once per image)
+            if isinstance(document, Prediction):
+                return document
+            if not isinstance(document, Mapping):
+                raise PredictionFormatError(f"a prediction must be a JSON object, not {type(document).__name__}")
         image = document.get("image")
         try:
-            width, height = int(image["width"]), int(image["height"])  # type: ignore[index]
+            width, height = image["width"], image["height"]  # type: ignore[index]
+            if type(width) is not int or type(height) is not int:  # int() only when needed (hot path)
+                width, height = int(width), int(height)
         except (TypeError, KeyError, ValueError):
             raise PredictionFormatError('a prediction needs "image": {"width": W, "height": H}') from None
         detections = document.get("predictions", [])

@@ -39,7 +39,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="show the decision for one prediction, with reasons",
         description="Evaluate POLICY on one prediction in the Roboflow inference JSON shape "
         '({"image": {"width", "height"}, "predictions": [...]}) and say why the image would or '
-        "would not be sent. Exit 0 when it qualifies, 1 when it does not.",
+        "would not be sent. Exit 0 when it qualifies, 1 when it does not, 2 when it cannot be "
+        "decided (a bad file, or a rule whose code raises: a plugin bug, named in one line).",
         epilog="example:\n  alpolicy explain policy.json frame_0001.json\n"
         "  alpolicy explain --conditionals '{\"target_classes\": [\"car\"]}' frame_0001.json",
         formatter_class=raw,
@@ -139,6 +140,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except PredictionFormatError as error:
         raise UsageError(f"{args.prediction}: {error}") from None
     decision = policy.evaluate(prediction)
+    verdicts = decision.verdicts  # before printing anything: a rule whose explain() crashes is one line, exit 2
     if args.json:
         print(json.dumps(decision.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -146,7 +148,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"REJECTED by {decision.rejected_by}: would not be sent"
         )
         print(verdict)
-        for item in decision.verdicts:
+        for item in verdicts:
             print(f"  {'✓' if item.passed else '✗'} {item.rule}: {item.reason}")
         if decision.tags:
             print(f"  tags: {', '.join(decision.tags)}")

@@ -6,7 +6,7 @@ Registered through the ``alpolicy_rules`` hook like any third-party plugin.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
 from ..prediction import Detection, Prediction
@@ -28,6 +28,12 @@ class ConfidenceRule(DetectionRule):
     def accepts(self, detection: Detection, prediction: Prediction) -> bool:
         value = detection["confidence"] * 100 if self.percent else detection["confidence"]
         return self.low <= value <= self.high
+
+    def select(self, detections: Sequence[Detection], prediction: Prediction) -> list[Detection]:
+        low, high = self.low, self.high
+        if self.percent:
+            return [d for d in detections if low <= d["confidence"] * 100 <= high]
+        return [d for d in detections if low <= d["confidence"] <= high]
 
     def explain(self, detection: Detection, prediction: Prediction, accepted: bool) -> str:
         where = "within" if accepted else "outside"
@@ -64,6 +70,13 @@ class BoxAreaRule(DetectionRule):
     def accepts(self, detection: Detection, prediction: Prediction) -> bool:
         return self.high > self.area(detection, prediction) > self.low
 
+    def select(self, detections: Sequence[Detection], prediction: Prediction) -> list[Detection]:
+        low, high = self.low, self.high
+        if self.relative:
+            image_area = prediction.width * prediction.height or 1
+            return [d for d in detections if high > d["height"] * d["width"] / image_area > low]
+        return [d for d in detections if high > d["height"] * d["width"] > low]
+
     def explain(self, detection: Detection, prediction: Prediction, accepted: bool) -> str:
         area = self.area(detection, prediction)
         shown = f"{area:.4f} of the image" if self.relative else f"{area:.0f} px²"
@@ -87,6 +100,12 @@ class ClassesRule(DetectionRule):
     def accepts(self, detection: Detection, prediction: Prediction) -> bool:
         name = detection["class"]
         return (self.include is None or name in self.include) and name not in self.exclude
+
+    def select(self, detections: Sequence[Detection], prediction: Prediction) -> list[Detection]:
+        include, exclude = self.include, self.exclude
+        if include is None:
+            return [d for d in detections if d["class"] not in exclude]
+        return [d for d in detections if d["class"] in include and d["class"] not in exclude]
 
     def explain(self, detection: Detection, prediction: Prediction, accepted: bool) -> str:
         name = detection["class"]
