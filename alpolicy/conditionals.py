@@ -26,6 +26,7 @@ from typing import Any, Mapping
 from jsonschema import Draft202012Validator
 
 from .errors import PolicyError, Problem
+from .policy_json import document_problems
 from .registry import did_you_mean
 from .validation import json_path
 
@@ -72,7 +73,9 @@ def check_conditionals(conditionals: Mapping[str, Any] | None) -> dict[str, Any]
     if not isinstance(conditionals, Mapping):
         raise PolicyError([Problem("$", f"conditionals must be a dict, not {type(conditionals).__name__}")], "conditionals")
     values = _normalise(conditionals)
-    problems: list[Problem] = []
+    problems = document_problems(values)  # NaN, huge or too deeply nested values: nothing else is checked
+    if problems:
+        raise PolicyError(problems, "conditionals")
     for error in _validator.iter_errors(values):
         path = tuple(error.absolute_path)
         if error.validator == "additionalProperties":

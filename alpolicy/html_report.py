@@ -2,7 +2,9 @@
 
 ``write_run_report(journal, out_dir, run_id)`` writes ``out_dir/index.html`` and ``out_dir/thumbs/``.
 The page opens from ``file://``: no CDN, no server, no script; charts are inline SVG
-(:mod:`alpolicy.svg`), thumbnails are small JPEGs with the boxes drawn in (Pillow).
+(:mod:`alpolicy.svg`), thumbnails are small JPEGs with the boxes drawn in (Pillow). Every page
+(this one, the what-if of :mod:`alpolicy.whatif`, the charts) is built with
+:mod:`alpolicy.markup`, where a value is escaped unless it is markup built there.
 
 What the page shows, and where each number comes from (so that it can be checked against the journal):
 
@@ -34,13 +36,13 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
 from . import svg
+from .markup import Markup, html, join
 from .destinations.folder import corner_box
 from .errors import AlpolicyError, UsageError
 from .images import DEFAULT_MAX_PIXELS
@@ -433,7 +435,7 @@ def draw_boxes(image: Image.Image, prediction: Prediction, witnesses: Sequence[D
 
 
 # ====================================================================== HTML pieces
-CSS = """
+CSS = Markup("""
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .meta{color:#555}.meta code{background:#f4f4f4;padding:0 3px}
@@ -450,14 +452,15 @@ figcaption{font-size:12px;word-break:break-word}figcaption ul{margin:4px 0;paddi
 .rejected .badge{background:#e15759}.missing{padding:40px 8px;color:#a00;background:#fee;text-align:center}
 pre{background:#f6f6f6;padding:10px;overflow:auto}
 table.fail td{padding:1px 8px;font-size:12px;vertical-align:top}
-"""
+""")
 
 
-def page(title: str, body: Iterable[str]) -> str:
-    """A complete HTML document (UTF-8, inline CSS, no script)."""
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+def page(title: str, body: Iterable[Markup | str]) -> Markup:
+    """A complete HTML document (UTF-8, inline CSS, no script); plain strings in ``body`` are text."""
+    return html('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                '<meta name="viewport" content="width=device-width,initial-scale=1">'
+                "<title>{title}</title><style>{css}</style></head><body>\n{body}\n</body></html>\n",
+                title=title, css=CSS, body=join(body, "\n"))
 
 
 def href(url: str, out_dir: Path) -> str | None:
@@ -482,82 +485,76 @@ def relative_href(path: str, out_dir: Path) -> str:
     return urllib.parse.quote(relative.replace(os.sep, "/"))
 
 
-def gallery(shots: Sequence[Shot], out_dir: Path, *, empty: str = "none") -> str:
+def gallery(shots: Sequence[Shot], out_dir: Path, *, empty: str = "none") -> Markup:
     """A grid of figures: thumbnail (linking to the original), badge, reasons, destination link."""
     if not shots:
-        return f'<p class="note">{escape(empty)}</p>'
-    parts = ['<div class="gallery">']
-    for shot in shots:
-        parts.append(_figure(shot, out_dir))
-    parts.append("</div>")
-    return "".join(parts)
+        return html('<p class="note">{}</p>', empty)
+    return html('<div class="gallery">{}</div>', join(_figure(shot, out_dir) for shot in shots))
 
 
-def _figure(shot: Shot, out_dir: Path) -> str:
+def _figure(shot: Shot, out_dir: Path) -> Markup:
     made = thumbnail(shot, out_dir / "thumbs")
     if isinstance(made, tuple):
         name, w, h = made
-        picture = f'<img src="thumbs/{escape(name)}" width="{w}" height="{h}" alt="{escape(os.path.basename(shot.path))}">'
-        picture = f'<a href="{escape(relative_href(shot.path, out_dir))}">{picture}</a>'
+        picture = html('<a href="{link}"><img src="thumbs/{name}" width="{w}" height="{h}" alt="{alt}"></a>',
+                       link=relative_href(shot.path, out_dir), name=name, w=w, h=h, alt=os.path.basename(shot.path))
     else:
-        picture = f'<div class="missing">{escape(made)}</div>'
-    caption = [f'<span class="badge">{escape(shot.badge)}</span> <b>{escape(os.path.basename(shot.path))}</b>']
+        picture = html('<div class="missing">{}</div>', made)
+    caption = [html('<span class="badge">{}</span> <b>{}</b>', shot.badge, os.path.basename(shot.path))]
     if shot.link:
         url, text = shot.link
         target = href(url, out_dir)
-        caption.append(f'<div>destination: <a href="{escape(target)}">{escape(text)}</a></div>' if target
-                       else f"<div>destination: {escape(text)}</div>")
+        caption.append(html('<div>destination: <a href="{}">{}</a></div>', target, text) if target
+                       else html("<div>destination: {}</div>", text))
     if shot.lines:
-        caption.append("<ul>" + "".join(f"<li>{escape(line)}</li>" for line in shot.lines[:12]) + "</ul>")
-    return f'<figure class="{escape(shot.klass)}">{picture}<figcaption>{"".join(caption)}</figcaption></figure>'
+        caption.append(html("<ul>{}</ul>", join(html("<li>{}</li>", line) for line in shot.lines[:12])))
+    return html('<figure class="{}">{}<figcaption>{}</figcaption></figure>', shot.klass, picture, join(caption))
 
 
-def funnel_table(steps: Sequence[FunnelStep]) -> str:
+def funnel_table(steps: Sequence[FunnelStep]) -> Markup:
     """The funnel as a table; each count cell carries ``data-count`` (tests and scripts read it)."""
     peak = max((step.count for step in steps), default=0) or 1
-    rows = ['<table class="funnel">']
-    for step in steps:
-        klass = ' class="sub"' if step.level else ""
-        width = 100.0 * step.count / peak
-        rows.append(
-            f'<tr{klass}><th>{escape(step.name)}</th><td class="n" data-count="{escape(step.name)}">{step.count}</td>'
-            f'<td style="width:320px"><div class="bar" style="width:{width:.1f}%"></div></td>'
-            f'<td class="note">{escape(step.note)}</td></tr>'
-        )
-    rows.append("</table>")
-    return "".join(rows)
+    rows = [
+        html('<tr{klass}><th>{name}</th><td class="n" data-count="{name}">{count}</td>'
+             '<td style="width:320px"><div class="bar" style="width:{width:.1f}%"></div></td>'
+             '<td class="note">{note}</td></tr>',
+             klass=Markup(' class="sub"') if step.level else "", name=step.name, count=int(step.count),
+             width=100.0 * step.count / peak, note=step.note)
+        for step in steps
+    ]
+    return html('<table class="funnel">{}</table>', join(rows))
 
 
-def policy_block(document: Any) -> str:
+def policy_block(document: Any) -> Markup:
     text = json.dumps(document, indent=2, ensure_ascii=False) if not isinstance(document, str) else document
-    return f"<pre>{escape(text)}</pre>"
+    return html("<pre>{}</pre>", text)
 
 
 # ====================================================================== the run page
-def render_run(model: RunModel, out_dir: Path) -> str:
+def render_run(model: RunModel, out_dir: Path) -> Markup:
     run = model.run
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
     meta = [("status", run.status), ("started", started), ("source", run.source), ("model", run.model),
             ("destination", run.destination), ("dry run", "yes" if run.options.get("dry_run") else "no")]
     policy_name = model.policy_document.get("name") if isinstance(model.policy_document, dict) else None
     body = [
-        f"<h1>alpolicy run {run.id}{escape(': ' + policy_name) if policy_name else ''}</h1>",
-        '<p class="meta">' + " · ".join(f"{escape(k)} <code>{escape(str(v))}</code>" for k, v in meta if v is not None) + "</p>",
-        *(f'<p class="note">{escape(note)}</p>' for note in model.notes),
-        "<h2>Funnel</h2>", funnel_table(model.funnel),
-        "<h2>Detections</h2>", '<div class="charts">', *_charts(model), "</div>",
-        f"<h2>Chosen images ({model.counts.get('sampled', 0)})</h2>",
+        html("<h1>alpolicy run {}{}</h1>", run.id, f": {policy_name}" if policy_name else ""),
+        html('<p class="meta">{}</p>', join((html("{} <code>{}</code>", k, v) for k, v in meta if v is not None), " · ")),
+        *(html('<p class="note">{}</p>', note) for note in model.notes),
+        html("<h2>Funnel</h2>"), funnel_table(model.funnel),
+        html("<h2>Detections</h2>"), html('<div class="charts">'), *_charts(model), html("</div>"),
+        html("<h2>Chosen images ({})</h2>", model.counts.get("sampled", 0)),
         gallery(model.chosen, out_dir, empty="no image was chosen"),
-        f"<h2>Rejected images (a sample of {len(model.rejected)})</h2>",
+        html("<h2>Rejected images (a sample of {})</h2>", len(model.rejected)),
         gallery(model.rejected, out_dir, empty="no image was rejected"),
     ]
     if model.failures:
-        body += ["<h2>Failures</h2>", _failures_table(model.failures, model.counts.get("failed", 0))]
-    body += ["<h2>Policy</h2>", policy_block(model.policy_document)]
+        body += [html("<h2>Failures</h2>"), _failures_table(model.failures, model.counts.get("failed", 0))]
+    body += [html("<h2>Policy</h2>"), policy_block(model.policy_document)]
     return page(f"alpolicy run {run.id}", body)
 
 
-def _charts(model: RunModel) -> list[str]:
+def _charts(model: RunModel) -> list[Markup]:
     confidence = svg.histogram(svg.bin_values(model.confidences, 0.0, 1.0, 40), title=f"Confidence of {len(model.confidences)} detections",
                                x_label="confidence (shaded: the policy's confidence rules)", bands=model.confidence_bands,
                                css_id="chart-confidence")
@@ -569,16 +566,19 @@ def _charts(model: RunModel) -> list[str]:
     return [confidence, classes, areas]
 
 
-def _failures_table(failures: Sequence[dict[str, str]], total: int) -> str:
-    rows = "".join(f"<tr><td>{escape(f['stage'])}</td><td>{escape(f['path'])}</td><td>{escape(f['error'])}</td></tr>" for f in failures)
-    more = f'<p class="note">{total - len(failures)} more in the journal</p>' if total > len(failures) else ""
-    return f'<table class="fail">{rows}</table>{more}'
+def _failures_table(failures: Sequence[dict[str, str]], total: int) -> Markup:
+    rows = join(html("<tr><td>{stage}</td><td>{path}</td><td>{error}</td></tr>", **f) for f in failures)
+    more = html('<p class="note">{} more in the journal</p>', total - len(failures)) if total > len(failures) else ""
+    return html('<table class="fail">{}</table>{}', rows, more)
 
 
-def write_page(out_dir: str | os.PathLike[str], html_text: str) -> Path:
-    out = Path(out_dir)
-    index = out / "index.html"
-    index.write_text(html_text, encoding="utf-8")
+def write_page(out_dir: str | os.PathLike[str], page_html: Markup) -> Path:
+    """Write ``out_dir/index.html``; only :class:`Markup` (a page built by :mod:`alpolicy.markup`)
+    is written, so a page pasted together from unescaped strings cannot reach a browser."""
+    if not isinstance(page_html, Markup):
+        raise TypeError("write_page() takes Markup built with alpolicy.markup.html(), not a plain str")
+    index = Path(out_dir) / "index.html"
+    index.write_text(page_html, encoding="utf-8")
     return index
 
 

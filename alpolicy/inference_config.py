@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .errors import PolicyError, Problem
+from .policy_json import document_problems
 from .registry import did_you_mean
 
 STRATEGY_TYPES = ("random", "close_to_threshold", "detections_number_based")
@@ -38,7 +39,9 @@ def looks_like_inference_config(document: Any) -> bool:
 
 def inference_config_to_document(config: Mapping[str, Any]) -> dict[str, Any]:
     """The policy document (version 1) making Inference's sampling decisions for ``config``."""
-    problems: list[Problem] = []
+    problems = document_problems(config)  # NaN, huge or too deeply nested values first
+    if problems:
+        raise PolicyError(problems, "inference configuration")
     known = {"sampling_strategies", "tags", *UPLOAD_KEYS}
     for key in config:
         if key not in known:

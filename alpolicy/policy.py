@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from .decision import Decision
 from .errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
 from .plugins import get_registry
+from .policy_json import document_problems, loads as load_policy_json
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import Registry, RuleSpec, Stage
 from .rules.base import DetectionRule, ImageRule, ParameterError, SamplingRule
@@ -167,6 +168,9 @@ class Policy:
     def __init__(self, document: Mapping[str, Any], *, registry: Registry | None = None, source: str | None = None) -> None:
         self.registry = registry if registry is not None else get_registry()
         self.source = source
+        early = document_problems(document)  # before anything recursive (jsonschema, _plain) sees it
+        if early:
+            raise PolicyError(early, source)
         document = _plain(document)
         problems = schema_problems(document, self.registry)
         compiler = _Compiler(self.registry, error_paths(document, self.registry) if problems else [])
@@ -193,7 +197,9 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, registry: Registry | None = None) -> "Policy":
-        """A policy from a JSON file; a missing or malformed file is a :class:`PolicyError` too."""
+        """A policy from a JSON file; a missing or malformed file is a :class:`PolicyError` too, and so
+        are duplicate keys, NaN / Infinity, huge integers and nesting past the limits
+        (:mod:`alpolicy.policy_json`)."""
         source = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -202,7 +208,7 @@ class Policy:
         except (OSError, UnicodeDecodeError) as error:
             raise PolicyError([Problem("$", f"cannot read the file: {error}")], source) from None
         try:
-            document = json.loads(text)
+            document = load_policy_json(text, source)
         except json.JSONDecodeError as error:
             raise PolicyError(
                 [Problem("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")], source

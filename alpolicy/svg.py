@@ -2,15 +2,17 @@
 
 Why hand-written: the report must open from ``file://`` with no CDN, no server and no JS, and a
 plotting library (matplotlib is ~40 MB) would be a heavy dependency for three small charts. Every
-text that reaches the SVG goes through :func:`html.escape`; numbers are formatted by us.
+chart is built with :func:`alpolicy.markup.html`, so every text that reaches the SVG is escaped;
+numbers are formatted by us.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from html import escape
 from typing import Iterable, Sequence
+
+from .markup import Markup, html, join
 
 #: Plot area margins (left, right, top, bottom) in SVG pixels.
 _MARGIN = (48, 12, 26, 34)
@@ -68,7 +70,7 @@ def positive_range(values: Sequence[float], *, pad: float = 1.0) -> tuple[float,
 
 
 def histogram(bins: Bins, *, title: str, x_label: str, bands: Sequence[tuple[float, float]] = (),
-              width: int = 560, height: int = 220, css_id: str | None = None) -> str:
+              width: int = 560, height: int = 220, css_id: str | None = None) -> Markup:
     """An SVG histogram; each band (e.g. a rule's [min, max]) is shaded and outlined over the bars."""
     left, right, top, bottom = _MARGIN
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -82,22 +84,22 @@ def histogram(bins: Bins, *, title: str, x_label: str, bands: Sequence[tuple[flo
     parts = [_open(width, height, title, css_id)]
     for low, high in bands:
         a, b = sx(low), sx(high)
-        parts.append(f'<rect class="band" x="{a:.1f}" y="{top}" width="{max(b - a, 1.5):.1f}" height="{plot_h}" '
-                     f'fill="{_BAND}" fill-opacity="0.18" stroke="{_BAND}" stroke-dasharray="4 3"/>')
+        parts.append(html('<rect class="band" x="{:.1f}" y="{}" width="{:.1f}" height="{}" '
+                          'fill="{band}" fill-opacity="0.18" stroke="{band}" stroke-dasharray="4 3"/>',
+                          a, top, max(b - a, 1.5), plot_h, band=_BAND))
     for count, (a, b) in zip(bins.counts, zip(bins.edges, bins.edges[1:])):
         if count:
             h = count / peak * plot_h
-            parts.append(f'<rect x="{sx(a) + 0.5:.1f}" y="{top + plot_h - h:.1f}" width="{max(sx(b) - sx(a) - 1, 0.5):.1f}" '
-                         f'height="{h:.1f}" fill="{_BAR}"><title>{_num(a)} to {_num(b)}: {count}</title></rect>')
+            parts.append(html('<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}"><title>{} to {}: {}</title></rect>',
+                              sx(a) + 0.5, top + plot_h - h, max(sx(b) - sx(a) - 1, 0.5), h, _BAR, _num(a), _num(b), count))
     parts.extend(_x_axis(bins, sx, left, top + plot_h, plot_w))
     parts.extend(_y_axis(peak, left, top, plot_h))
     parts.append(_text(left + plot_w / 2, height - 4, x_label, anchor="middle"))
-    parts.append("</svg>")
-    return "".join(parts)
+    return html("{}</svg>", join(parts))
 
 
 def bar_chart(items: Sequence[tuple[str, int]], *, title: str, width: int = 560, row: int = 20,
-              css_id: str | None = None) -> str:
+              css_id: str | None = None) -> Markup:
     """Horizontal bars, one per (label, count), in the order given."""
     label_w, right, top = 150, 60, 26
     height = top + row * max(len(items), 1) + 8
@@ -110,42 +112,40 @@ def bar_chart(items: Sequence[tuple[str, int]], *, title: str, width: int = 560,
         w = count / peak * (width - label_w - right)
         shown = label if len(label) <= 22 else label[:21] + "…"
         parts.append(_text(label_w - 6, y + row * 0.7, shown, anchor="end"))
-        parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row - 6}" fill="{_BAR}">'
-                     f"<title>{escape(label)}: {count}</title></rect>")
+        parts.append(html('<rect x="{}" y="{}" width="{:.1f}" height="{}" fill="{}"><title>{}: {}</title></rect>',
+                          label_w, y + 3, max(w, 1), row - 6, _BAR, label, count))
         parts.append(_text(label_w + w + 4, y + row * 0.7, str(count)))
-    parts.append("</svg>")
-    return "".join(parts)
+    return html("{}</svg>", join(parts))
 
 
 # ---------------------------------------------------------------------- pieces
-def _open(width: int, height: int, title: str, css_id: str | None) -> str:
-    ident = f' id="{escape(css_id)}"' if css_id else ""
-    return (f'<svg{ident} xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
-            f"<title>{escape(title)}</title>" + _text(6, 16, title, weight="bold"))
+def _open(width: int, height: int, title: str, css_id: str | None) -> Markup:
+    return html('<svg{ident} xmlns="http://www.w3.org/2000/svg" role="img" width="{w}" height="{h}" '
+                'viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11"><title>{title}</title>{text}',
+                ident=html(' id="{}"', css_id) if css_id else "", w=width, h=height, title=title,
+                text=_text(6, 16, title, weight="bold"))
 
 
-def _text(x: float, y: float, text: str, *, anchor: str = "start", weight: str = "normal") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-weight="{weight}" fill="#333">'
-            f"{escape(text)}</text>")
+def _text(x: float, y: float, text: str, *, anchor: str = "start", weight: str = "normal") -> Markup:
+    return html('<text x="{:.1f}" y="{:.1f}" text-anchor="{}" font-weight="{}" fill="#333">{}</text>', x, y, anchor, weight, text)
 
 
 def _axis(value: float, log: bool) -> float:
     return math.log10(value) if log else value
 
 
-def _x_axis(bins: Bins, sx, left: float, base: float, plot_w: float) -> list[str]:
-    parts = [f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#888"/>']
+def _x_axis(bins: Bins, sx, left: float, base: float, plot_w: float) -> list[Markup]:
+    parts = [html('<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#888"/>', left, base, left + plot_w, base)]
     for tick in _ticks(bins.edges[0], bins.edges[-1], bins.log):
         x = sx(tick)
-        parts.append(f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#888"/>')
+        parts.append(html('<line x1="{x:.1f}" y1="{}" x2="{x:.1f}" y2="{}" stroke="#888"/>', base, base + 4, x=x))
         parts.append(_text(x, base + 15, _num(tick), anchor="middle"))
     return parts
 
 
-def _y_axis(peak: int, left: float, top: float, plot_h: float) -> list[str]:
+def _y_axis(peak: int, left: float, top: float, plot_h: float) -> list[Markup]:
     return [
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#888"/>',
+        html('<line x1="{left}" y1="{}" x2="{left}" y2="{}" stroke="#888"/>', top, top + plot_h, left=left),
         _text(left - 4, top + 8, str(peak), anchor="end"),
         _text(left - 4, top + plot_h, "0", anchor="end"),
     ]

@@ -21,14 +21,13 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
-from typing import Any
 
 from .errors import UsageError
 from .html_report import (REJECTED_SAMPLE, Shot, gallery, open_journal, page, policy_block, prepare_out_dir, spread,
                           write_page)
 from .journal import Journal
+from .markup import html, join
 from .policy import Policy
 from .prediction import Prediction
 
@@ -160,20 +159,17 @@ def write_comparison_report(journal_path: str | os.PathLike[str], comparison: Co
         db.close()
     rows = [("images", comparison.images), ("A sends", comparison.a_sends), ("B sends", comparison.b_sends),
             ("both", comparison.both), ("A only", len(comparison.a_only)), ("B only", len(comparison.b_only))]
-    table = "".join(f'<tr><th>{name}</th><td class="n" data-count="{name}">{value}</td></tr>' for name, value in rows)
-    notes = [f'<p class="note">sampling rules of {which} not applied: {", ".join(rules)}</p>'
+    table = join(html('<tr><th>{name}</th><td class="n" data-count="{name}">{value}</td></tr>', name=name, value=value)
+                 for name, value in rows)
+    notes = [html('<p class="note">sampling rules of {} not applied: {}</p>', which, ", ".join(rules))
              for which, rules in comparison.skipped_sampling.items() if rules]
     body = [
-        "<h1>alpolicy compare</h1>",
-        f'<p class="meta">A = <code>{_esc(labels[0])}</code> · B = <code>{_esc(labels[1])}</code> · '
-        f"model <code>{_esc(comparison.model or 'none')}</code></p>",
-        f'<table class="funnel">{table}</table>', *notes,
-        f"<h2>Only A sends ({len(comparison.a_only)}; showing {len(a_shots)})</h2>", gallery(a_shots, out, empty="none"),
-        f"<h2>Only B sends ({len(comparison.b_only)}; showing {len(b_shots)})</h2>", gallery(b_shots, out, empty="none"),
-        "<h2>Policy A</h2>", policy_block(policy_a.document), "<h2>Policy B</h2>", policy_block(policy_b.document),
+        html("<h1>alpolicy compare</h1>"),
+        html('<p class="meta">A = <code>{}</code> · B = <code>{}</code> · model <code>{}</code></p>',
+             labels[0], labels[1], comparison.model or "none"),
+        html('<table class="funnel">{}</table>', table), *notes,
+        html("<h2>Only A sends ({}; showing {})</h2>", len(comparison.a_only), len(a_shots)), gallery(a_shots, out, empty="none"),
+        html("<h2>Only B sends ({}; showing {})</h2>", len(comparison.b_only), len(b_shots)), gallery(b_shots, out, empty="none"),
+        html("<h2>Policy A</h2>"), policy_block(policy_a.document), html("<h2>Policy B</h2>"), policy_block(policy_b.document),
     ]
     return write_page(out, page("alpolicy compare", body))
-
-
-def _esc(text: Any) -> str:
-    return escape(str(text))

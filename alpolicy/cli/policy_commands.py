@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import PolicyError, UsageError
 from ..plugins import get_registry
 from ..policy import Policy
+from ..policy_json import loads as load_policy_json
 from ..prediction import Prediction, PredictionFormatError
 from ..registry import Stage
 from ..validation import composed_schema
@@ -79,7 +80,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     schema.set_defaults(handler=cmd_schema)
 
 
-def _read_json(path: str, what: str) -> Any:
+def _read_json(path: str, what: str, *, policy: bool = False) -> Any:
+    """A JSON file (``-``: stdin); ``policy``: read by the strict policy reader (duplicate keys,
+    NaN, huge integers and nesting past the limits are a :class:`PolicyError`)."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -87,7 +90,7 @@ def _read_json(path: str, what: str) -> Any:
     except OSError as error:
         raise UsageError(f"cannot read {what} file {path!r}: {error.strerror or error}") from None
     try:
-        return json.loads(text)
+        return load_policy_json(text, path) if policy else json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"{what} file {path!r} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
 
@@ -97,7 +100,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             if args.conditionals:
-                document = _read_json(path, "conditionals")
+                document = _read_json(path, "conditionals", policy=True)
                 Policy.from_conditionals(document)
             else:
                 Policy.from_file(path)
@@ -120,7 +123,7 @@ def load_policy_argument(policy_path: str | None, conditionals: str | None) -> P
         raise UsageError(f"give either a policy file ({policy_path}) or --conditionals, not both")
     if conditionals is not None:
         try:
-            document = json.loads(conditionals)
+            document = load_policy_json(conditionals, "--conditionals")
         except json.JSONDecodeError as error:
             raise UsageError(f"--conditionals is not valid JSON: {error.msg} at column {error.colno}") from None
         return Policy.from_conditionals(document)
