@@ -13,7 +13,8 @@
    timing (warm page cache). ``--source scenes`` hashes independent ``random_scene`` frames
    instead (no near-duplicates). A draft decode still entropy-decodes every DCT coefficient of
    the file -- only the inverse DCT, upsampling and colour conversion shrink -- so the ratio
-   depends on the content and stays near 3x here.
+   depends on the content: 2.9-3.2x for phash on these frames, while the bare decode gains 2.3x
+   (the rest is the grayscale conversion and resize of 2 Mpx that the full path still has to do).
 2. Lookups: median microseconds per ``HashIndex.nearest`` at 100,000 stored random 64-bit hashes
    (half the queries have a stored hash within the distance, half do not) vs the fastest plain
    Python scan (a list comprehension of popcounts, then min), answers checked equal.
@@ -30,6 +31,7 @@ Targets: hashing with draft decoding >= 3x faster than with full decoding; looku
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import random
@@ -230,7 +232,7 @@ def main() -> None:
     lookup = bench_lookups(args.hashes, args.queries, min(args.brute, args.queries))
 
     print()
-    ratio = hashing.ratio
+    ratio = math.floor(hashing.ratio * 100) / 100  # shown truncated: 2.998x is not "3.00x PASS"
     print(f"target: phash with draft decoding >= 3x faster than full decoding -> {ratio:.2f}x "
           f"(passes {min(hashing.ratios):.2f}-{max(hashing.ratios):.2f}x) {'PASS' if ratio >= 3 else 'FAIL'}")
     print(f"target: median lookup < 1 ms at {args.hashes:,} hashes, max_distance {NEAR_DUPLICATE_DISTANCE} -> "
