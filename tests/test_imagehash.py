@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageEnhance, JpegImagePlugin
+from PIL import Image, ImageDraw, ImageEnhance, JpegImagePlugin
 
 from alpolicy.images import ImageDecodeError, ImageFile
 from alpolicy.imagehash import (
@@ -206,6 +206,51 @@ def test_draft_and_full_decoding_give_nearly_the_same_hash(synthetic, tmp_path, 
             assert hamming(drafted, full) <= 4, (kind, seed)
     # with draft, libjpeg decoded at 1/4 scale (1280x960 -> 320x240 for a 32 px hash); without, never asked
     assert scales == [4] * 6
+
+
+def pinned_pattern(size: tuple[int, int]) -> Image.Image:
+    """A deterministic colour picture drawn with Pillow only (no random generator, no plugin)."""
+    width, height = size
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for i in range(12):
+        x, y, r = (i * 397) % width, (i * 211) % height, 40 + (i * 53) % (height // 4)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=((i * 80) % 256, (i * 150) % 256, (i * 40) % 256))
+        draw.rectangle((width - x - r, height - y - r // 2, width - x + r, height - y + r // 2),
+                       fill=((i * 30) % 256, 255 - (i * 20) % 256, (i * 90) % 256))
+    return image
+
+
+def test_hash_values_are_pinned_so_stored_hashes_stay_comparable(tmp_path, monkeypatch):
+    """Journals keep sampled hashes (``sampled_hashes``) and compare them with new ones in later runs.
+
+    Any change to how a hash is computed -- the draft scale asked of libjpeg, the resampling
+    filter, the grid, the DCT -- moves these values, and hashes stored before it would no longer
+    compare exactly with new ones. If this fails, the hash definition changed: version it (and
+    the stored hashes) rather than updating the numbers. A 1080p JPEG is decoded straight to
+    1/8 scale in grayscale (``draft("L", ...)``), a PNG in full.
+    """
+    drafts = []
+    original_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def recording_draft(self, mode, size):
+        result = original_draft(self, mode, size)
+        drafts.append((mode, self.decoderconfig[0], self.size))
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+    picture = pinned_pattern((1920, 1080))
+    picture.save(tmp_path / "pinned.jpg", quality=90)
+    picture.save(tmp_path / "pinned.png")
+    values = {(name, kind): image_hash(tmp_path / name, kind) for name in ("pinned.jpg", "pinned.png")
+              for kind in ("phash", "dhash")}
+    assert {key: f"{value:016x}" for key, value in values.items()} == {
+        ("pinned.jpg", "phash"): "c335497cba072e1d",
+        ("pinned.jpg", "dhash"): "d7d3494959c1d9e9",
+        ("pinned.png", "phash"): "c335497cba47261d",
+        ("pinned.png", "dhash"): "c7d3494959c1d9e9",
+    }
+    assert drafts == [("L", 8, (240, 135))] * 2
 
 
 def test_thumbnail_applies_exif_orientation_and_keeps_aspect(tmp_path):
