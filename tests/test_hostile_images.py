@@ -12,18 +12,24 @@ Generated here, byte by byte (chunks written with zlib + crc32), each a few KB:
 * ``huge.png``: an IHDR declaring 100000x100000 (10 gigapixels): ``Image.open`` raises
   ``DecompressionBombError``.
 
-Every backend (replay, the loopback Roboflow inference, ONNX) into ``folder:``, through the real
-CLI and a policy whose pixel gates (quality, near-duplicates) and HTML report decode every file too: each hostile file is one failure with a
-one-line reason, the good images are sent, the exit is 1 without a traceback, the journal's run
-is finished, and the same command run again finishes the same way, sending nothing twice.
+Every backend (replay, the loopback Roboflow inference, ONNX) into ``folder:``, and replay into
+``roboflow:`` with ``--max-size`` (peak memory measured), through the real CLI and a policy whose
+pixel gates (quality, near-duplicates) and HTML report decode every file too: each hostile file
+is one failure with a one-line reason, the good images are sent, the exit is 1 without a
+traceback, the journal's run is finished, and the same command run again finishes the same way,
+sending nothing twice.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -33,7 +39,7 @@ from PIL import Image
 from alpolicy.images import ImageDecodeError, ImageFile
 from alpolicy.journal import Journal
 
-from .cli import alpolicy
+from .cli import Result, alpolicy
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 
@@ -88,6 +94,7 @@ def _black(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 
 
+@functools.lru_cache(maxsize=1)
 def hostile_files() -> dict[str, bytes]:
     inflating = _inflates_to(16 << 20)
     base = _png(Image.new("RGB", (32, 32), (200, 30, 30)))
@@ -223,3 +230,37 @@ def test_onnx_into_a_folder(source, tmp_path):
                 "ztxt-late.png": ("inference", TOO_LARGE)}
     # predictions are stored in the journal: the second run decodes nothing for the model
     _into_folder(src, tmp_path, "onnx:demo", expected, good)
+
+
+#: Runs the CLI as a child of a fresh interpreter: its peak RSS is the only child's.
+_MEASURE = """
+import json, resource, subprocess, sys
+process = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(json.dumps({"code": process.returncode, "out": process.stdout, "err": process.stderr,
+                  "maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def test_max_size_uploads_decode_through_the_guard_with_bounded_memory(source, tmp_path, roboflow, env):
+    src, predictions, good = source
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(POLICY))
+    reasons = {"tall.png": TALL, "dense.png": TALL, "huge.png": HUGE}
+    expected = {name: ("send", "^cannot prepare the image: " + reasons.get(name, TOO_LARGE)[1:])
+                for name in hostile_files()}
+    for first in (True, False):
+        command = [sys.executable, "-c", _MEASURE, sys.executable, "-m", "alpolicy", "run", str(src),
+                   "--model", f"replay:{predictions}", "--policy", str(policy), "--to", "roboflow:small",
+                   "--max-size", "64", "--json", "--no-progress", "--journal", str(tmp_path / "journal.sqlite"),
+                   "--report", str(tmp_path / "report")]
+        measured = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, timeout=300,
+                                             env={**os.environ, **env}).stdout)
+        result = Result(measured["code"], measured["out"], measured["err"])
+        _check(result, expected, good, tmp_path, first=first)
+        assert measured["maxrss_kb"] < 300 * 1024, f"peak RSS {measured['maxrss_kb'] / 1024:.0f} MB"
+    stored = roboflow.images("small")
+    assert sorted(image["name"] for image in stored) == sorted(f"{Path(name).stem}.jpg" for name in good)
+    assert roboflow.requests["upload"].total == len(good)  # nothing sent twice
+    for image in stored:
+        with Image.open(io.BytesIO(roboflow.image_bytes("small", image["id"]))) as small:
+            assert max(small.size) == 64
