@@ -45,7 +45,7 @@ from . import svg
 from .markup import Markup, html, join
 from .destinations.folder import corner_box
 from .errors import AlpolicyError, UsageError
-from .images import DEFAULT_MAX_PIXELS
+from .images import ImageDecodeError, open_image
 from .journal import UNKNOWN_SETTINGS
 from .policy import Policy
 from .prediction import Detection, Prediction, detection_label
@@ -399,16 +399,12 @@ def thumbnail(shot: Shot, thumbs: Path, size: int = THUMB_SIZE) -> tuple[str, in
     """Write the shot's JPEG thumbnail with its boxes; returns (file name, w, h) or why not."""
     name = hashlib.sha1(shot.key.encode("utf-8")).hexdigest()[:20] + ".jpg"
     try:
-        with Image.open(shot.path) as opened:
-            if opened.width * opened.height > DEFAULT_MAX_PIXELS:
-                return "image too large to preview"
+        with open_image(shot.path) as opened:
             opened.draft("RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale, much faster
             image = ImageOps.exif_transpose(opened).convert("RGB")
-    except FileNotFoundError:
-        return "image no longer on disk"
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return f"image unreadable: {error}"
-    image.thumbnail((size, size))
+            image.thumbnail((size, size))
+    except ImageDecodeError as error:
+        return "image no longer on disk" if not os.path.lexists(shot.path) else f"image unreadable: {error}"
     if shot.prediction is not None:
         draw_boxes(image, shot.prediction, shot.witnesses)
     thumbs.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ from typing import Union
 
 from PIL import Image, ImageOps
 
-from .images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageFile, _check_pixels, _open
+from .images import DEFAULT_MAX_PIXELS, ImageFile, open_image
 
 __all__ = [
     "HASH_KINDS",
@@ -120,30 +120,26 @@ def thumbnail(
     """
     if size < 1:
         raise ValueError("size must be >= 1")
-    with _open(_fspath(path)) as image:
-        _check_pixels(image, max_pixels)
-        try:
-            if draft and image.format == "JPEG":
-                want = size if keep_aspect else size * 4
-                # the requested size is in stored orientation; a square request needs no swap,
-                # and for keep_aspect the smaller side decides the scale either way
-                image.draft("L", (want, want))
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
-            gray = oriented if oriented.mode == "L" else oriented.convert("L")
-            if keep_aspect:
-                width, height = gray.size
-                factor = min(size / width, size / height, 1.0)
-                target = (max(1, round(width * factor)), max(1, round(height * factor)))
-            else:
-                target = (size, size)
-            if gray.size == target:
-                return gray.copy() if gray is image else gray
-            # reducing_gap: a fast integer box reduction first, then an exact antialiased
-            # resample of the last factor (identical quality to a plain resize for hashing)
-            return gray.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise ImageDecodeError(f"cannot decode the image: {error}") from None
+    with open_image(_fspath(path), max_pixels=max_pixels) as image:
+        if draft and image.format == "JPEG":
+            want = size if keep_aspect else size * 4
+            # the requested size is in stored orientation; a square request needs no swap,
+            # and for keep_aspect the smaller side decides the scale either way
+            image.draft("L", (want, want))
+        image.load()
+        oriented = ImageOps.exif_transpose(image)
+        gray = oriented if oriented.mode == "L" else oriented.convert("L")
+        if keep_aspect:
+            width, height = gray.size
+            factor = min(size / width, size / height, 1.0)
+            target = (max(1, round(width * factor)), max(1, round(height * factor)))
+        else:
+            target = (size, size)
+        if gray.size == target:
+            return gray.copy() if gray is image else gray
+        # reducing_gap: a fast integer box reduction first, then an exact antialiased
+        # resample of the last factor (identical quality to a plain resize for hashing)
+        return gray.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
 def _gray(image: Image.Image, size: tuple[int, int]) -> bytes:

@@ -1,18 +1,21 @@
 """Image files as the pipeline sees them: identity for the journal, bytes, safe decoding.
 
-Decoding is guarded: a header is read first and an image whose pixel count exceeds the limit is
-refused before any pixel is decoded (decompression bombs), and every Pillow failure becomes an
+Decoding is guarded, in one place (:func:`open_image`, through which every Pillow open in alpolicy
+goes): a header is read first and an image whose pixel count exceeds the limit is refused before
+any pixel is decoded (decompression bombs), and every Pillow failure becomes an
 :class:`ImageDecodeError` with one line saying what is wrong with the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -97,8 +100,7 @@ class ImageFile:
         """Parse the header only: the stored (unrotated) size. Refuses non-images and bombs."""
         if self.size == 0:
             raise ImageDecodeError("the file is empty")
-        with _open(self.path) as image:
-            _check_pixels(image, max_pixels)
+        with open_image(self.path, max_pixels=max_pixels) as image:
             return image.size
 
     def check_complete(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -125,26 +127,26 @@ class ImageFile:
         complete, missing = _structure_complete(head, tail, size)
         if complete:
             return
-        truncated = f"the image is truncated ({missing})" if missing else None
-        with _open(self.path, failure=truncated) as image:
-            _check_pixels(image, max_pixels)
-            try:
+        opened = False
+        try:
+            with open_image(self.path, max_pixels=max_pixels) as image:
+                opened = True
                 image.load()
-            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
-                raise ImageDecodeError(truncated or f"the image is truncated or corrupt (cannot decode: {error})") from None
+        except ImageDecodeError as error:
+            if missing:  # the structure said what is missing: that is the clearest reason
+                raise ImageDecodeError(f"the image is truncated ({missing})") from None
+            if opened:  # the header parsed but the pixels did not decode
+                raise ImageDecodeError(f"the image is truncated or corrupt ({error})") from None
+            raise
 
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode fully, EXIF orientation applied, as RGB: what a local model or a thumbnail needs."""
         if self.size == 0:
             raise ImageDecodeError("the file is empty")
-        with _open(self.path) as image:
-            _check_pixels(image, max_pixels)
-            try:
-                image.load()
-                oriented = ImageOps.exif_transpose(image)
-                return oriented.convert("RGB") if oriented.mode != "RGB" else oriented.copy()
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-                raise ImageDecodeError(f"cannot decode the image: {error}") from None
+        with open_image(self.path, max_pixels=max_pixels) as image:
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            return oriented.convert("RGB") if oriented.mode != "RGB" else oriented.copy()
 
 
 #: Bytes read from each end of a file by :meth:`ImageFile.check_complete`.
@@ -180,29 +182,59 @@ def _check_pixels(image: Image.Image, max_pixels: int) -> None:
         )
 
 
-class _open:
-    """``Image.open`` as a context manager whose failures are one-line :class:`ImageDecodeError`
-    (``failure``, when given, is the message for any of them)."""
+ImageSource = Union[str, "os.PathLike[str]", bytes]
 
-    def __init__(self, path: str, failure: str | None = None) -> None:
-        self.path = path
-        self.failure = failure
-        self.image: Image.Image | None = None
 
-    def __enter__(self) -> Image.Image:
-        try:
-            self.image = Image.open(self.path)
-        except UnidentifiedImageError:
-            raise ImageDecodeError(self.failure or "not an image (unrecognised format)") from None
-        except Image.DecompressionBombError as error:
-            raise ImageDecodeError(self.failure or f"refused as a possible decompression bomb: {error}") from None
-        except OSError as error:
-            raise ImageDecodeError(self.failure or f"cannot open the image: {error.strerror or error}") from None
-        return self.image
+@contextmanager
+def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """The one way alpolicy opens an image with Pillow: ``with open_image(path) as image: ...``.
 
-    def __exit__(self, *exc_info: object) -> None:
-        if self.image is not None:
-            self.image.close()
+    ``source`` is a path or the file's bytes. The header is parsed and the pixel count checked
+    against ``max_pixels`` before the body runs, so nothing is decoded for a bomb. Pillow's format
+    plugins parse untrusted bytes and fail in many ways besides ``OSError`` -- ``ValueError`` for a
+    text or ICC chunk that inflates past ``PngImagePlugin.MAX_TEXT_CHUNK``, already at open time,
+    ``SyntaxError``, ``DecompressionBombError``, ``EOFError``, ``struct.error``, ``IndexError``,
+    ``KeyError`` ... -- so every exception raised while opening, *or in the body* (decoding,
+    orienting, converting, resizing), becomes one :class:`ImageDecodeError` of one line: that
+    image's failure, never the run's. Keep the body to Pillow work on this image for that reason.
+    """
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageDecodeError("the file is empty")
+        target: Any = io.BytesIO(source)
+    else:
+        target = os.fspath(source)
+    try:
+        image = Image.open(target)
+    except Exception as error:
+        raise ImageDecodeError(_reason(error, "open")) from None
+    try:
+        _check_pixels(image, max_pixels)
+        yield image
+    except ImageDecodeError:
+        raise
+    except Exception as error:
+        raise ImageDecodeError(_reason(error, "decode")) from None
+    finally:
+        image.close()
+
+
+def _reason(error: Exception, stage: str) -> str:
+    """One line saying why Pillow could not ``open``/``decode`` the file (a message may hold newlines)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image (unrecognised format)"
+    if isinstance(error, Image.DecompressionBombError):
+        text = f"refused as a possible decompression bomb: {error}"
+    elif isinstance(error, OSError) and error.strerror:
+        text = f"cannot {stage} the image: {error.strerror}"
+    else:
+        text = f"cannot {stage} the image: {str(error) or type(error).__name__}"
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+#: A reason longer than this is cut (a parser's message may quote the file's own bytes).
+_MAX_REASON = 240
 
 
 #: Extensions taken when none are given (matched case-insensitively).

@@ -22,6 +22,10 @@ stem, compared case-insensitively, since ``predictions/<stem>.json`` and case-in
 systems must not mix two images up); it is then stored as ``<stem>-<first 8 hex of sha256><ext>``.
 The same content is always stored once, under the name it got first: sending it again (a resume
 after a crash) rewrites the record and answers the same receipt, with ``duplicate=True``.
+Any legal name is stored and indexed as it is (a backslash, a newline, a leading dash are
+ordinary characters on POSIX; Label Studio URLs percent-encode them), except a name too long for
+``predictions/<stem>.json`` to fit the file system's 255 bytes: its stem is cut to make room for
+the hash suffix, so every file of an image fits (temp files have short fixed names).
 
 Every file is written atomically (a hidden temp file in the same folder, fsync, ``os.replace``):
 a reader, or a crash, never sees a partial file. One run at a time per DIR.
@@ -74,6 +78,11 @@ YOLO_LABELS = "labels"
 YOLO_DATA_FILE = "data.yaml"
 RECORD_FORMAT = 1
 
+#: The longest file name, in bytes, on every common file system (ext4, XFS, btrfs, APFS, NTFS).
+NAME_MAX = 255
+#: The longest suffix a stored image's stem gets in another folder: ``predictions/<stem>.json``.
+_STEM_SUFFIX = len(".json")
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RECORD_NAME = re.compile(r"^[0-9a-f]{64}\.json$")
 _CHUNK = 1 << 20
@@ -104,6 +113,8 @@ class FolderDestination:
         self._stems: dict[str, str] | None = None
         #: Stored file name -> sha256, when known (written here, or hashed once to compare).
         self._hashes: dict[str, str] = {}
+        #: The file system's longest name in bytes, asked on first need (:meth:`_name_max`).
+        self._name_limit: int | None = None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -227,7 +238,7 @@ class FolderDestination:
                 stems = self._load_stems()
             except OSError as error:
                 raise PermanentError(f"cannot list {self.root}/{IMAGES}: {_reason(error)}") from None
-            for candidate in _candidates(delivery.image.name, sha):
+            for candidate in _candidates(delivery.image.name, sha, self._name_max()):
                 owner = stems.get(_stem_key(candidate))
                 if owner is None:
                     stems[_stem_key(candidate)] = candidate
@@ -246,6 +257,18 @@ class FolderDestination:
                     if not entry.name.startswith(".") and entry.is_file():
                         self._stems.setdefault(_stem_key(entry.name), entry.name)
         return self._stems
+
+    def _name_max(self) -> int:
+        """Call with the lock held. The longest file name images/ takes, in bytes (255 almost
+        everywhere; less on e.g. eCryptfs), asked once."""
+        if self._name_limit is None:
+            try:
+                self._name_limit = int(os.pathconf(self._path(IMAGES), "PC_NAME_MAX"))
+            except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
+                self._name_limit = NAME_MAX
+            if self._name_limit <= 0:
+                self._name_limit = NAME_MAX
+        return self._name_limit
 
     def _holds(self, name: str, sha: str, size: int) -> bool:
         """Whether stored ``name`` has content ``sha``; a file of another size is not even hashed."""
@@ -562,11 +585,14 @@ def labelstudio_config(classes: list[str], from_name: str, to_name: str) -> str:
 def _atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
     """Write via a hidden temp file in the same folder, fsync, then rename over ``path``.
 
+    The temp name is short and of fixed length (``.alp-<16 hex>.tmp``, 25 bytes), whatever
+    ``path``'s name: a name that is legal (up to 255 bytes) must never fail because its temp
+    name is longer. Hidden, it is never taken for an image (nor listed as one).
     The temp file is created with ``os.open(..., 0o666)`` rather than ``mkstemp`` so the umask
     decides its permissions (``mkstemp``'s 0600 would hide images from a web server serving DIR).
     """
-    folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    folder = os.path.dirname(path)
+    temp = os.path.join(folder, f".alp-{secrets.token_hex(8)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -607,12 +633,29 @@ def _read_json(path: str, *, strict: bool = False) -> Any:
 
 
 
-def _candidates(source_name: str, sha: str) -> list[str]:
-    """The base name, then ``<stem>-<sha8><ext>``, then (a name already taken by hand) the full hash."""
+def _candidates(source_name: str, sha: str, name_max: int = NAME_MAX) -> list[str]:
+    """The base name, then ``<stem>-<sha8><ext>``, then (a name already taken by hand) the full hash.
+
+    Every candidate fits the file system with the names derived from it: the image's own name and
+    ``predictions/<stem>.json`` (the longest, ``labels/<stem>.txt`` is shorter) are at most
+    ``name_max`` bytes. A base name too long for that (a legal 251..255-byte name) is not a
+    candidate; its stem is cut, at a character boundary, to make room for the hash suffix.
+    """
     name = source_name.lstrip(".") or "image"
     path = PurePath(name)
     stem, ext = path.stem, path.suffix
-    return [name, f"{stem}-{sha[:8]}{ext}", f"{stem}-{sha}{ext}"]
+    candidates = [name] if _fits(stem, ext, "", name_max) else []
+    for suffix in (f"-{sha[:8]}", f"-{sha}"):
+        cut = stem
+        while cut and not _fits(cut, ext, suffix, name_max):
+            cut = cut[:-1]
+        candidates.append(f"{cut}{suffix}{ext}")
+    return candidates
+
+
+def _fits(stem: str, ext: str, suffix: str, name_max: int) -> bool:
+    """Whether ``<stem><suffix><ext>`` and ``<stem><suffix>.json`` are both at most ``name_max`` bytes."""
+    return len(os.fsencode(stem + suffix)) + max(len(os.fsencode(ext)), _STEM_SUFFIX) <= name_max
 
 
 def _stem_key(name: str) -> str:
@@ -620,7 +663,11 @@ def _stem_key(name: str) -> str:
 
 
 def _is_plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+    """One file name in images/: not empty, not ``.``/``..``, no NUL and no path separator *of this
+    system* (``/``; on Windows ``\\`` too). A backslash is an ordinary character on POSIX: a name
+    holding one is a legal image name there and must be stored and indexed like any other."""
+    separators = {"/", os.sep, os.altsep or "/"}
+    return bool(name) and name not in (".", "..") and "\0" not in name and not any(sep in name for sep in separators)
 
 
 def _reason(error: OSError) -> str:

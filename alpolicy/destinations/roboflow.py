@@ -30,14 +30,14 @@ from datetime import date, timedelta
 from pathlib import PurePath
 from typing import Any, Callable
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .. import checks
 from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import AlpolicyError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, server_message
-from ..images import ImageDecodeError
+from ..images import ImageDecodeError, open_image
 from ..prediction import Prediction
 from ..registry import DestinationSpec, did_you_mean
 from . import Delivery, DestinationOptions, PermanentError, Receipt
@@ -63,15 +63,16 @@ def batch_name(prefix: str, recreation: str, today: date | None = None) -> str:
 
 def shrink(content: bytes, prediction: Prediction, max_size: int | None, quality: int) -> tuple[bytes, Prediction]:
     """A JPEG of at most ``max_size`` px on its longest side (EXIF orientation applied) and the
-    prediction with its boxes rescaled to it."""
-    with Image.open(io.BytesIO(content)) as opened:
-        from PIL import ImageOps
+    prediction with its boxes rescaled to it.
 
+    Decoded through :func:`alpolicy.images.open_image`: a bomb is refused from its header before
+    any pixel is decoded, and any decoder error is an :class:`ImageDecodeError` (that image fails).
+    """
+    with open_image(content) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
-    scale = 1.0
-    if max_size and max(image.size) > max_size:
-        scale = max_size / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+        if max_size and max(image.size) > max_size:
+            scale = max_size / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality, optimize=True)
     sx, sy = image.width / prediction.width, image.height / prediction.height
