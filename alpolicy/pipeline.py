@@ -30,6 +30,7 @@ from .destinations import Delivery, Destination, DestinationOptions, PermanentEr
 from .errors import AlpolicyError, AuthError, ServiceError, UsageError
 from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
+from .journal_lock import lock_journal
 from .plugins import get_registry
 from .policy import Policy
 from .prediction import Prediction
@@ -61,6 +62,9 @@ class RunOptions:
     reuse_predictions: bool = False
     #: SQLite journal path; ``None`` keeps it in memory (no resume).
     journal: str | None = DEFAULT_JOURNAL
+    #: A journal has one writer at a time (see :mod:`alpolicy.journal_lock`): seconds to wait
+    #: for another run holding it before stopping with one line (0: stop at once).
+    wait_for_journal: float = 0.0
     #: JSON-lines decisions log; ``None`` = next to the journal; ``""`` = none.
     decisions_log: str | None = None
     #: Progress on stderr: ``None`` = only on a terminal.
@@ -154,7 +158,7 @@ def run(
     if options.concurrency < 1:
         raise UsageError("concurrency must be at least 1")
     backend = make_backend(model, options.model_options, registry) if model is not None else None
-    sink = None
+    sink = journal_lock = None
     try:
         if destination is not None:
             sink = make_destination(destination, options.destination_options, registry)
@@ -167,15 +171,22 @@ def run(
             sink.prepare_run(policy.name, backend.model_id if backend is not None else None)
         if sink is not None and not options.dry_run:
             sink.check()
+        # One writer at a time (a second would send everything again); taken only once the
+        # arguments are known to be good, so that a mistyped command leaves no lock file behind.
+        journal_lock = lock_journal(options.journal, options.wait_for_journal)
         journal = Journal(options.journal or ":memory:")
     except BaseException:
         _close(backend, sink)
+        if journal_lock is not None:
+            journal_lock.release()
         raise
-    coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
     try:
+        coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
         return coordinator.execute()
     finally:
         journal.close()
+        if journal_lock is not None:
+            journal_lock.release()  # after the journal is closed: the next writer finds it complete
 
 
 def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:

@@ -44,6 +44,7 @@ def active_learning(
     the Roboflow project ``upload_destination``, each with its prediction.
 
     Options (keyword only): ``concurrency``, ``journal`` (path; ``None`` keeps it in memory),
+    ``wait_for_journal`` (seconds to wait for another run writing it; default: stop at once),
     ``dry_run``, ``decisions_log``, ``progress``, ``tags``, ``confidence``, ``overlap`` (percent,
     SDK defaults 40 and 30), ``split``, ``batch``, ``api_url``, ``timeout``.
     """
@@ -84,7 +85,7 @@ def active_learning(
 
 def _run_options(api_key: str | None, use_localhost: bool, local_server: str, options: dict[str, Any]) -> RunOptions:
     known = {"concurrency", "journal", "dry_run", "decisions_log", "progress", "tags", "confidence", "overlap",
-             "split", "batch", "api_url", "timeout", "attempts", "retry_backoff"}
+             "split", "batch", "api_url", "timeout", "attempts", "retry_backoff", "wait_for_journal"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise UsageError(f"active_learning() got unknown options {unknown}; known: {sorted(known)}")
@@ -100,7 +101,7 @@ def _run_options(api_key: str | None, use_localhost: bool, local_server: str, op
         retry_backoff=options.get("retry_backoff", 0.5),
     )
     run_options = RunOptions(model_options=model, destination_options=destination)
-    for name in ("concurrency", "journal", "dry_run", "decisions_log", "progress"):
+    for name in ("concurrency", "journal", "dry_run", "decisions_log", "progress", "wait_for_journal"):
         if name in options:
             setattr(run_options, name, options[name])
     run_options.tags = tuple(options.get("tags", ()))

@@ -67,6 +67,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send")
     behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal: each image's latest, or with --model those of its fingerprint (model and settings); the summary names the fingerprints used")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
+    behaviour.add_argument("--wait-for-journal", type=float, default=0.0, metavar="SECONDS", help="a journal has one writer at a time: wait up to SECONDS for another run using it (default: stop at once, naming it)")
     behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: next to the journal)")
     behaviour.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag every image sent (repeatable)")
     behaviour.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -106,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         reuse_predictions=args.reuse_predictions,
         journal=args.journal,
+        wait_for_journal=args.wait_for_journal,
         decisions_log=args.decisions,
         progress=not (args.no_progress or args.json),  # a bar on a terminal, a line every 5 s otherwise
         tags=tuple(args.tag),
