@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from .backends import (ImageError, InferenceBackend, ModelOptions, describe_sett
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .errors import AlpolicyError, AuthError, ServiceError, UsageError
-from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
+from .images import DEFAULT_EXTENSIONS, SKIPPED_REASONS, ImageDecodeError, ImageFile, iter_folder
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .journal_lock import lock_journal
 from .plugins import get_registry
@@ -114,18 +114,23 @@ def _build(spec: str, options: Any, table: Mapping[str, Any], kind: str, noun: s
 
 
 def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *, recursive: bool = False,
-                  case_sensitive: bool = False) -> tuple[Iterator[ImageFile], int | None]:
-    """Images of a folder, lazily, and their count (a second cheap scandir pass, for progress)."""
+                  case_sensitive: bool = False, follow_symlinks: bool = False,
+                  skipped: Counter[str] | None = None) -> tuple[Iterator[ImageFile], int | None]:
+    """Images of a folder, lazily, and their count (a second cheap scandir pass, for progress).
+    ``skipped`` counts, as the images are listed, the links left out (:func:`iter_folder`)."""
     if not os.path.exists(folder):
         raise UsageError(f"the folder {folder!r} does not exist")
     if not os.path.isdir(folder):
         raise UsageError(f"{folder!r} is not a folder")
     extensions = tuple(extensions)
-    total = sum(1 for _ in iter_folder(folder, extensions, recursive=recursive, case_sensitive=case_sensitive))
+    listing = {"recursive": recursive, "case_sensitive": case_sensitive, "follow_symlinks": follow_symlinks}
+    counted: Counter[str] = Counter()
+    total = sum(1 for _ in iter_folder(folder, extensions, skipped=counted, **listing))
     if total == 0:
         where = "" if recursive else " (sub-folders not searched: --recursive)"
-        raise UsageError(f"no images in {folder!r} with extension {', '.join(extensions)}{where}")
-    return iter_folder(folder, extensions, recursive=recursive, case_sensitive=case_sensitive), total
+        links = "".join(f"; skipped {count} {SKIPPED_REASONS[reason]}" for reason, count in sorted(counted.items()))
+        raise UsageError(f"no images in {folder!r} with extension {', '.join(extensions)}{where}{links}")
+    return iter_folder(folder, extensions, skipped=skipped, **listing), total
 
 
 # ---------------------------------------------------------------------- the run
@@ -140,10 +145,13 @@ def run(
     registry: Registry | None = None,
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
     recursive: bool = False,
+    follow_symlinks: bool = False,
 ) -> RunReport:
     """Triage ``source`` (a folder, or image paths) with ``policy``; send what qualifies.
 
     ``on_result(image, prediction)`` is called, in input order, for every image with a prediction.
+    A folder's symbolic links leaving it are skipped unless ``follow_symlinks`` (see
+    :func:`alpolicy.images.iter_folder`); the report counts them (``skipped``).
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
     run before or while it runs (the journal keeps everything done so far).
     """
@@ -159,11 +167,13 @@ def run(
         raise UsageError("concurrency must be at least 1")
     backend = make_backend(model, options.model_options, registry) if model is not None else None
     sink = journal_lock = None
+    skipped: Counter[str] = Counter()  # filled as the folder is listed; the report shows it
     try:
         if destination is not None:
             sink = make_destination(destination, options.destination_options, registry)
         if isinstance(source, str):
-            images, total = folder_source(source, extensions, recursive=recursive)
+            images, total = folder_source(source, extensions, recursive=recursive, follow_symlinks=follow_symlinks,
+                                          skipped=skipped)
             source_name = source
         else:
             images, total, source_name = _as_images(source), None, "<images>"
@@ -182,6 +192,7 @@ def run(
         raise
     try:
         coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result)
+        coordinator.report.skipped = skipped
         return coordinator.execute()
     finally:
         journal.close()

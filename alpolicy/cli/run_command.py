@@ -62,6 +62,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     images = parser.add_argument_group("images")
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
     images.add_argument("--recursive", action="store_true", help="include sub-folders")
+    images.add_argument("--follow-symlinks", action="store_true", help="also follow symbolic links leaving SOURCE (default: skipped and counted in the summary)")
     behaviour = parser.add_argument_group("run")
     behaviour.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send")
@@ -127,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = run(
         args.source, policy, model=args.model, destination=args.destination, options=options,
         extensions=normalise_extensions(args.extension), recursive=args.recursive,
+        follow_symlinks=args.follow_symlinks,
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
