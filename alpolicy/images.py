@@ -13,6 +13,7 @@ import io
 import os
 import re
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Union
@@ -270,6 +271,15 @@ def natural_key(name: str) -> str:
     return f"{_DIGIT_RUN.sub(_number, name.casefold())}\x00{name}"
 
 
+#: Why :func:`iter_folder` left out an entry named like an image: the keys of its ``skipped``
+#: counts (and of a run report's), each with the words a summary shows.
+SKIPPED_REASONS = {
+    "symlink_outside": "symbolic links leaving the source folder: pass --follow-symlinks to include them",
+    "symlink_broken": "broken symbolic links",
+    "symlink_duplicate": "symbolic links to images the folder holds anyway: taken once, under their own names",
+}
+
+
 def iter_folder(
     root: str,
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
@@ -277,6 +287,8 @@ def iter_folder(
     recursive: bool = False,
     case_sensitive: bool = False,
     include_hidden: bool = False,
+    follow_symlinks: bool = False,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[ImageFile]:
     """Yield a folder's image files lazily, in natural order (:func:`natural_key`).
 
@@ -287,7 +299,20 @@ def iter_folder(
     one folder's listing at a time (the names of its images and sub-folders) and the paths of
     the sub-folders still to visit, never the whole tree.
     Files that vanish between listing and stat are skipped.
+
+    Symbolic links (``follow_symlinks=False``) stay inside the source: a link whose target
+    resolves outside ``root`` (a file, or with ``recursive`` a folder) is skipped, so a link
+    planted in the folder cannot send a file from elsewhere; so is a broken link. A link inside
+    the folder to what the scan takes anyway (``latest.jpg -> frame_0042.jpg``, ``sub_link ->
+    sub`` with ``recursive``) is skipped as well: the journal knows an image by its path, so the
+    same file would otherwise be inferred, counted against budgets and sent under two names. A
+    link inside the folder to what the scan would not reach (a file in a sub-folder without
+    ``recursive``, a hidden folder) is followed and keeps the link's name. Each skip of an entry
+    named like an image (a folder link: only with ``recursive``) is counted in ``skipped`` by
+    reason (:data:`SKIPPED_REASONS`). ``follow_symlinks=True`` follows every link, as ``glob``
+    does; broken ones are still skipped and counted.
     """
+    links = None if follow_symlinks else _Links(root, extensions, recursive, case_sensitive, include_hidden)
     visited: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -300,7 +325,7 @@ def iter_folder(
         if identity in visited:
             continue
         visited.add(identity)
-        listing = _list_folder(folder, extensions, recursive, case_sensitive, include_hidden)
+        listing = _list_folder(folder, extensions, recursive, case_sensitive, include_hidden, links, skipped)
         if listing is None:
             continue
         files, subfolders = listing
@@ -316,8 +341,46 @@ def iter_folder(
         stack.extend(os.path.join(folder, name) for name in reversed(subfolders))
 
 
+def _matches(name: str, extensions: tuple[str, ...], case_sensitive: bool) -> bool:
+    return (name if case_sensitive else name.lower()).endswith(extensions)
+
+
+class _Links:
+    """Where the symbolic links of one scan lead: outside the source, or to what it takes anyway."""
+
+    def __init__(self, root: str, extensions: tuple[str, ...], recursive: bool, case_sensitive: bool,
+                 include_hidden: bool) -> None:
+        self.root = os.path.realpath(root)
+        self.extensions, self.recursive = extensions, recursive
+        self.case_sensitive, self.include_hidden = case_sensitive, include_hidden
+
+    def verdict(self, path: str, is_dir: bool) -> str | None:
+        """``None`` to follow the link, else the reason to skip it (a key of :data:`SKIPPED_REASONS`)."""
+        target = os.path.realpath(path)
+        try:
+            inside = os.path.commonpath([self.root, target]) == self.root
+        except ValueError:  # another drive (Windows)
+            inside = False
+        if not inside:
+            return "symlink_outside"
+        return "symlink_duplicate" if self._taken_anyway(target, is_dir) else None
+
+    def _taken_anyway(self, target: str, is_dir: bool) -> bool:
+        """Would the scan reach ``target`` (inside the root) by its own path? Its path's parts
+        are real folders (``realpath``), so it does unless they are hidden or too deep."""
+        parts = [] if target == self.root else os.path.relpath(target, self.root).split(os.sep)
+        if not self.include_hidden and any(part.startswith(".") for part in parts):
+            return False
+        if is_dir:
+            return True  # the root itself, or (only asked with recursive) a folder below it
+        if len(parts) > 1 and not self.recursive:
+            return False
+        return _matches(parts[-1], self.extensions, self.case_sensitive) if parts else False
+
+
 def _list_folder(folder: str, extensions: tuple[str, ...], recursive: bool, case_sensitive: bool,
-                 include_hidden: bool) -> tuple[list[str], list[str]] | None:
+                 include_hidden: bool, links: _Links | None = None,
+                 skipped: Counter[str] | None = None) -> tuple[list[str], list[str]] | None:
     """One folder's image names and sub-folder names, each in natural order (``None``: unreadable)."""
     files: list[str] = []
     subfolders: list[str] = []
@@ -330,17 +393,25 @@ def _list_folder(folder: str, extensions: tuple[str, ...], recursive: bool, case
             if not include_hidden and entry.name.startswith("."):
                 continue
             try:
-                if entry.is_dir():
-                    if recursive:
-                        subfolders.append(entry.name)
+                is_dir = entry.is_dir()
+                if not is_dir and not entry.is_file():
+                    # A broken link named like an image is counted; FIFOs, sockets... are not images.
+                    if skipped is not None and entry.is_symlink() and _matches(entry.name, extensions, case_sensitive):
+                        skipped["symlink_broken"] += 1
                     continue
-                if not entry.is_file():
+                if is_dir and not recursive:
                     continue
+                if not is_dir and not _matches(entry.name, extensions, case_sensitive):
+                    continue
+                if links is not None and entry.is_symlink():
+                    reason = links.verdict(entry.path, is_dir)
+                    if reason is not None:
+                        if skipped is not None:
+                            skipped[reason] += 1
+                        continue
             except OSError:
                 continue
-            name = entry.name if case_sensitive else entry.name.lower()
-            if name.endswith(extensions):
-                files.append(entry.name)
+            (subfolders if is_dir else files).append(entry.name)
     files.sort(key=natural_key)
     subfolders.sort(key=natural_key)
     return files, subfolders

@@ -15,6 +15,9 @@ hash names, "duplicate" answers), so the retry completes the delivery instead of
 Every state change is its own transaction: with WAL and ``synchronous=NORMAL`` a committed
 transaction survives ``kill -9`` of the process.
 
+One writer at a time: a run holds the journal's OS lock (:mod:`alpolicy.journal_lock`) while it
+writes; readers need none (WAL). ``Journal`` itself takes no lock, so any number may read.
+
 Schema 1 (alpolicy 0.1) keyed predictions by model id alone, with no record of the settings.
 Opening such a journal migrates it: its predictions get the fingerprint ``MODEL@unknown``, which
 no backend produces, so a run with a model infers again rather than trusting them, while

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +30,9 @@ from .backends import (ImageError, InferenceBackend, ModelOptions, describe_sett
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
-from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
+from .images import DEFAULT_EXTENSIONS, SKIPPED_REASONS, ImageDecodeError, ImageFile, iter_folder
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
+from .journal_lock import lock_journal
 from .plugins import get_registry
 from .policy import Policy
 from .prediction import Prediction
@@ -69,6 +70,9 @@ class RunOptions:
     reuse_predictions: bool = False
     #: SQLite journal path; ``None`` keeps it in memory (no resume).
     journal: str | None = DEFAULT_JOURNAL
+    #: A journal has one writer at a time (see :mod:`alpolicy.journal_lock`): seconds to wait
+    #: for another run holding it before stopping with one line (0: stop at once).
+    wait_for_journal: float = 0.0
     #: JSON-lines decisions log; ``None`` = next to the journal (``decisions/<journal stem>-run-N.jsonl``); ``""`` = none.
     decisions_log: str | None = None
     #: Progress on stderr: ``None`` = only on a terminal.
@@ -97,6 +101,7 @@ class RunOptions:
         checks.whole_number(self.concurrency, "concurrency", minimum=1)
         checks.whole_number(self.max_consecutive_failures, "max_consecutive_failures", minimum=1)
         checks.number(self.retry_for, "retry_for", minimum=0)
+        checks.number(self.wait_for_journal, "wait_for_journal", minimum=0)
         checks.number(self.round_backoff, "round_backoff", minimum=0)
         self.model_options.validate()
         self.destination_options.validate()
@@ -105,7 +110,7 @@ class RunOptions:
 #: The keywords :func:`run` (and :func:`alpolicy.active_learning`) take in place of, or on top
 #: of, ``options``, and where each goes: the run, the model's options, the destination's.
 _RUN_KEYWORDS = ("concurrency", "dry_run", "reuse_predictions", "journal", "decisions_log", "progress", "tags",
-                 "max_consecutive_failures", "retry_for")
+                 "max_consecutive_failures", "retry_for", "wait_for_journal")
 _MODEL_KEYWORDS = ("confidence", "overlap", "inference_url")
 _DESTINATION_KEYWORDS = ("split", "batch", "api_url")
 _SERVICE_KEYWORDS = ("api_key", "timeout", "attempts", "retry_backoff")
@@ -191,18 +196,23 @@ def _build(spec: str, options: Any, table: Mapping[str, Any], kind: str, noun: s
 
 
 def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *, recursive: bool = False,
-                  case_sensitive: bool = False) -> tuple[Iterator[ImageFile], int | None]:
-    """Images of a folder, lazily, and their count (a second cheap scandir pass, for progress)."""
+                  case_sensitive: bool = False, follow_symlinks: bool = False,
+                  skipped: Counter[str] | None = None) -> tuple[Iterator[ImageFile], int | None]:
+    """Images of a folder, lazily, and their count (a second cheap scandir pass, for progress).
+    ``skipped`` counts, as the images are listed, the links left out (:func:`iter_folder`)."""
     if not os.path.exists(folder):
         raise UsageError(f"the folder {folder!r} does not exist")
     if not os.path.isdir(folder):
         raise UsageError(f"{folder!r} is not a folder")
     extensions = tuple(extensions)
-    total = sum(1 for _ in iter_folder(folder, extensions, recursive=recursive, case_sensitive=case_sensitive))
+    listing = {"recursive": recursive, "case_sensitive": case_sensitive, "follow_symlinks": follow_symlinks}
+    counted: Counter[str] = Counter()
+    total = sum(1 for _ in iter_folder(folder, extensions, skipped=counted, **listing))
     if total == 0:
         where = "" if recursive else " (sub-folders not searched: --recursive)"
-        raise UsageError(f"no images in {folder!r} with extension {', '.join(extensions)}{where}")
-    return iter_folder(folder, extensions, recursive=recursive, case_sensitive=case_sensitive), total
+        links = "".join(f"; skipped {count} {SKIPPED_REASONS[reason]}" for reason, count in sorted(counted.items()))
+        raise UsageError(f"no images in {folder!r} with extension {', '.join(extensions)}{where}{links}")
+    return iter_folder(folder, extensions, skipped=skipped, **listing), total
 
 
 # ---------------------------------------------------------------------- the run
@@ -217,6 +227,7 @@ def run(
     registry: Registry | None = None,
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
     recursive: bool = False,
+    follow_symlinks: bool = False,
     **keywords: Any,
 ) -> RunReport:
     """Triage ``source`` (a folder, or image paths) with ``policy``; send what qualifies.
@@ -228,6 +239,8 @@ def run(
     ``decisions_log``, ``progress``, ``tags``, ``max_consecutive_failures``, ``retry_for``,
     ``confidence``, ``overlap``, ``inference_url``, ``split``, ``batch``, ``api_url``, ``api_key``,
     ``timeout``, ``attempts``, ``retry_backoff``.
+    A folder's symbolic links leaving it are skipped unless ``follow_symlinks`` (see
+    :func:`alpolicy.images.iter_folder`); the report counts them (``skipped``).
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
     run before or while it runs (the journal keeps everything done so far).
     """
@@ -241,35 +254,47 @@ def run(
     if model is None and not options.reuse_predictions:
         raise UsageError("give a model (e.g. roboflow:PROJECT/VERSION) or reuse stored predictions")
     backend = make_backend(model, options.model_options, registry) if model is not None else None
-    sink = None
+    sink = journal_lock = None
+    skipped: Counter[str] = Counter()  # filled as the folder is listed; the report shows it
     try:
         if destination is not None:
             sink = make_destination(destination, options.destination_options, registry)
         if isinstance(source, (str, os.PathLike)):
             source_name = os.fspath(source)
-            images, total = folder_source(source_name, extensions, recursive=recursive)
+            images, total = folder_source(source_name, extensions, recursive=recursive,
+                                          follow_symlinks=follow_symlinks, skipped=skipped)
         else:
             images, total, source_name = _as_images(source), None, "<images>"
         if sink is not None and callable(getattr(sink, "prepare_run", None)):
             sink.prepare_run(policy.name, backend.model_id if backend is not None else None)
         if sink is not None:
             _check_destination(sink, options.dry_run)
+        # One writer at a time (a second would send everything again); taken only once the
+        # arguments are known to be good, so that a mistyped command leaves no lock file behind.
+        journal_lock = lock_journal(options.journal, options.wait_for_journal)
         journal = Journal(options.journal or ":memory:")
     except BaseException:
         _close(backend, sink)
+        if journal_lock is not None:
+            journal_lock.release()
         raise
     try:
         components = {"inference": _component("backend", model, registry.backends),
                       "sending": _component("destination", destination, registry.destinations)}
         coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result, components)
+        coordinator.report.skipped = skipped
     except BaseException:
         journal.close()
         _close(backend, sink)
+        if journal_lock is not None:
+            journal_lock.release()
         raise
     try:
         return coordinator.execute()
     finally:
         journal.close()
+        if journal_lock is not None:
+            journal_lock.release()  # after the journal is closed: the next writer finds it complete
 
 
 def _check_destination(sink: Destination, dry_run: bool) -> None:

@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .images import SKIPPED_REASONS
+
 #: Failures kept in memory for the summary (all of them are in the journal).
 MAX_LISTED_FAILURES = 20
 
@@ -41,6 +43,8 @@ class RunReport:
     #: Predictions taken from the journal, per fingerprint, and what went into each (for people).
     reused_from: Counter[str] = field(default_factory=Counter)
     reused_settings: dict[str, str] = field(default_factory=dict)
+    #: Entries of the source folder left out, per reason (:data:`alpolicy.images.SKIPPED_REASONS`).
+    skipped: Counter[str] = field(default_factory=Counter)
 
     def add_reuse(self, fingerprint: str, settings: str) -> None:
         self.reused += 1
@@ -62,6 +66,7 @@ class RunReport:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["rejected_by"] = dict(self.rejected_by.most_common())
+        data["skipped"] = dict(sorted(self.skipped.items()))
         del data["reused_settings"]
         data["reused_from"] = [{"fingerprint": fingerprint, "settings": self.reused_settings.get(fingerprint), "count": count}
                                for fingerprint, count in self.reused_from.most_common()]
@@ -76,6 +81,7 @@ class RunReport:
             lines.append(f"  {self.message}")
         rows: list[tuple[str, int, str]] = [
             ("seen", self.seen, ""),
+            *(("skipped", count, SKIPPED_REASONS.get(reason, reason)) for reason, count in sorted(self.skipped.items())),
             ("inferred", self.inferred, f"{self.reused} predictions reused from the journal" if self.reused else ""),
             ("qualified", self.qualified, ""),
         ]

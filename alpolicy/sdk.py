@@ -9,6 +9,11 @@ One deliberate difference: images are processed (and returned) in natural order
 (:func:`alpolicy.images.natural_key`), not in the SDK's ``glob`` order, which is the file
 system's and differs between machines (hash order on ext4): the same folder makes the same
 decisions everywhere.
+
+Symbolic links are followed, as the SDK's ``glob`` follows them, wherever they lead (the same
+images as the SDK, links out of the folder included); a broken one is skipped (the SDK would
+fail on it). ``alpolicy.run()`` and ``alpolicy run`` instead skip links leaving the folder
+unless asked (``follow_symlinks``, ``--follow-symlinks``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ def active_learning(
     the Roboflow project ``upload_destination``, each with its prediction.
 
     Options (keyword only), the same as :func:`alpolicy.run`'s: ``concurrency``, ``journal``
-    (path; ``None`` keeps it in memory), ``dry_run``, ``decisions_log``, ``progress``, ``tags``,
+    (path; ``None`` keeps it in memory), ``wait_for_journal`` (seconds to wait for another run writing it; default: stop at once),
+    ``dry_run``, ``decisions_log``, ``progress``, ``tags``,
     ``confidence``, ``overlap`` (percent, SDK defaults 40 and 30), ``split``, ``batch``,
     ``api_url``, ``timeout``, ``attempts``, ``retry_backoff``...
     """
@@ -96,12 +102,12 @@ def _sdk_files(folder: str, extension: str) -> Any:
     """The files of the SDK's ``glob(folder + "/*" + extension)``: this folder only, no hidden
     files, a case-sensitive suffix; in natural order instead of glob's. An empty extension takes
     every common image type instead of every file (the SDK would send non-images to the model
-    and crash)."""
+    and crash). Links are followed, as glob does."""
     if not os.path.isdir(folder):
         raise UsageError(f"raw_data_location {folder!r} is not a folder")
     if extension:
-        return iter_folder(folder, (extension,), case_sensitive=True)
-    return iter_folder(folder, DEFAULT_EXTENSIONS)
+        return iter_folder(folder, (extension,), case_sensitive=True, follow_symlinks=True)
+    return iter_folder(folder, DEFAULT_EXTENSIONS, follow_symlinks=True)
 
 
 def _save_frame(frame: Any) -> str:

@@ -63,11 +63,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     images = parser.add_argument_group("images")
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
     images.add_argument("--recursive", action="store_true", help="include sub-folders")
+    images.add_argument("--follow-symlinks", action="store_true", help="also follow symbolic links leaving SOURCE (default: skipped and counted in the summary)")
     behaviour = parser.add_argument_group("run")
     behaviour.add_argument("--concurrency", type=argument(whole_number, minimum=1), default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send (the destination is still checked, read-only: a typo'd project stops the run)")
     behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal: each image's latest, or with --model those of its fingerprint (model and settings); the summary names the fingerprints used")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
+    behaviour.add_argument("--wait-for-journal", type=argument(number, minimum=0), default=0.0, metavar="SECONDS", help="a journal has one writer at a time: wait up to SECONDS for another run using it (default: stop at once, naming it)")
     behaviour.add_argument("--decisions", metavar="PATH", help="decisions log (JSON lines; default: decisions/JOURNAL-STEM-run-N.jsonl next to the journal)")
     behaviour.add_argument("--retry-for", type=argument(number, minimum=0), metavar="SECONDS", default=DEFAULT_RETRY_FOR,
                            help="at the end, keep retrying images whose inference or send failed on a service error, "
@@ -111,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         reuse_predictions=args.reuse_predictions,
         journal=args.journal,
+        wait_for_journal=args.wait_for_journal,
         decisions_log=args.decisions,
         progress=not (args.no_progress or args.json),  # a bar on a terminal, a line every 5 s otherwise
         tags=tuple(args.tag),
@@ -130,6 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = run(
         args.source, policy, model=args.model, destination=args.destination, options=options,
         extensions=normalise_extensions(args.extension), recursive=args.recursive,
+        follow_symlinks=args.follow_symlinks,
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
