@@ -32,7 +32,7 @@ from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .plugins import get_registry
 from .policy import Policy
-from .prediction import Prediction
+from .prediction import Prediction, PredictionFormatError
 from .progress import Progress
 from .registry import Registry, did_you_mean
 from .run_report import RunReport
@@ -330,7 +330,11 @@ class _Run:
                 item.prediction, item.model, item.fingerprint = stored, self.model_id, self.fingerprint
                 return self._prepare_pixels(item)
         elif self.options.reuse_predictions:
-            found = self.journal.latest_prediction(image)
+            try:
+                found = self.journal.latest_prediction(image)
+            except PredictionFormatError as error:  # NaN stored by alpolicy 0.1
+                item.error = f"the stored prediction is not valid: {error}"
+                return item
             if found is None:
                 item.error = "no stored prediction for this image (run it with a model first)"
                 return item
@@ -344,6 +348,11 @@ class _Run:
     def _predict(self, image: ImageFile) -> Prediction:
         """Worker thread: the model, then whatever the sampling rules measure on the pixels."""
         prediction = self.backend.predict(image)  # type: ignore[union-attr]
+        if not prediction.checked:  # built by a backend in code: the one validator, once
+            try:
+                prediction.validated(max_detections=self.options.model_options.max_detections)
+            except PredictionFormatError as error:
+                raise ImageError(f"the model returned an invalid prediction: {error}") from None
         if self.needs_pixels:
             self.sampler.prepare(image)
         return prediction
