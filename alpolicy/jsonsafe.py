@@ -111,14 +111,17 @@ def read_file(path: str, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
     return data
 
 
-def check_tree(value: Any, where: str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+def check_tree(value: Any, where: str, *, max_depth: int = DEFAULT_MAX_DEPTH,
+               find: Callable[[str], object] | None = None) -> bool:
     """Raise :class:`JsonError` unless ``value`` is JSON-safe (see the module docstring).
 
     ``where`` names ``value`` in messages (``"extra"``, ``"predictions[3].points"``); deeper
-    places are appended as ``.key`` and ``[index]``.
+    places are appended as ``.key`` and ``[index]``. ``find`` (e.g.
+    :func:`alpolicy.secrets.secret_finder`) is tried on every string and key met on the way:
+    the result says whether it matched one, so that a caller can redact in the same walk.
     """
     try:
-        _check(value, max_depth)
+        return _check(value, max_depth, find)
     except _Problem as problem:
         raise JsonError(f"{where}{''.join(reversed(problem.path))}: {problem.message}") from None
 
@@ -132,11 +135,12 @@ class _Problem(Exception):
         self.path: list[str] = []
 
 
-def _check(value: Any, depth: int) -> None:
+def _check(value: Any, depth: int, find: Callable[[str], object] | None) -> bool:
     kind = type(value)
     if kind is dict or kind is list:
         if depth <= 0:
             raise _Problem("nested too deeply")
+        found = False
         if kind is dict:
             items: Any = value.items()
         else:
@@ -145,36 +149,43 @@ def _check(value: Any, depth: int) -> None:
             try:
                 if kind is dict and type(key) is not str:
                     raise _Problem(f"the key {_clip(repr(key))} is not a string")
+                if find is not None and kind is dict and find(key):
+                    found = True
                 item_kind = type(item)
                 if item_kind is float:
                     if item - item != 0.0:
                         raise _Problem(f"{json.dumps(item)} is not a finite number")
-                elif item_kind is not str and item_kind is not bool and item is not None and item_kind is not int:
-                    _check(item, depth - 1)
+                elif item_kind is str:
+                    if find is not None and find(item):
+                        found = True
+                elif item_kind is not bool and item is not None and item_kind is not int:
+                    found = _check(item, depth - 1, find) or found
                 elif item_kind is int and not -_INT_LIMIT < item < _INT_LIMIT:
                     raise _Problem(f"the integer {_clip(str(item))} does not fit in 64 bits")
             except _Problem as problem:
                 problem.path.append(_step(key, kind is list))
                 raise
-        return
-    if kind is str or kind is bool or value is None:
-        return
+        return found
+    if kind is str:
+        return bool(find is not None and find(value))
+    if kind is bool or value is None:
+        return False
     if kind is float:
         if value - value != 0.0:
             raise _Problem(f"{json.dumps(value)} is not a finite number")
-        return
+        return False
     if kind is int:
         if not -_INT_LIMIT < value < _INT_LIMIT:
             raise _Problem(f"the integer {_clip(str(value))} does not fit in 64 bits")
-        return
+        return False
     # Subclasses (numpy's float64, an OrderedDict, a tuple): judged as what they are a kind of.
     if isinstance(value, bool):
-        return
+        return False
     for base in (float, int, str, dict):
         if isinstance(value, base):
-            return _check(base(value), depth)
+            return _check(base(value), depth, find)
     if isinstance(value, (list, tuple)):
-        return _check(list(value), depth)
+        return _check(list(value), depth, find)
     raise _Problem(f"a {kind.__name__} is not a JSON value")
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, TypedDict
+from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 from .jsonsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, JsonError, check_tree, is_finite_number, loads
+from .secrets import redact_value, secret_finder
 
 Detection = TypedDict(
     "Detection",
@@ -97,7 +98,7 @@ class Prediction:
         return prediction._checked(max_detections) if check else prediction
 
     def validated(self, *, max_detections: int | None = MAX_DETECTIONS) -> "Prediction":
-        """This prediction, its values checked.
+        """This prediction, its values checked and its strings cleared of registered secrets.
 
         The one validator every prediction from outside passes (:meth:`from_json` with ``check``;
         a backend that builds a :class:`Prediction` itself calls it, and the pipeline calls it on
@@ -118,6 +119,11 @@ class Prediction:
         * ``points``/``keypoints`` (segmentation, pose) lists when present; these, other fields
           of a detection and the prediction's extra fields must be JSON-safe
           (:func:`alpolicy.jsonsafe.check_tree`: finite numbers, nesting within 64 levels).
+
+        Registered secrets (:mod:`alpolicy.secrets`) are masked in every string kept: a server
+        echoing the request (``"debug_request": "...?api_key=..."``) would otherwise have its
+        key stored in the journal, the decisions log and the pre-labels. The detections are only
+        copied when a string in them changes.
         """
         if self.checked:
             return self
@@ -131,7 +137,8 @@ class Prediction:
         self.detections = _checked_detections(self.detections, self.width, self.height, max_detections)
         if self.extra:
             try:
-                check_tree(self.extra, "extra", max_depth=DEFAULT_MAX_DEPTH)
+                if check_tree(self.extra, "extra", max_depth=DEFAULT_MAX_DEPTH, find=secret_finder()):
+                    self.extra = redact_value(self.extra)
             except JsonError as error:
                 raise PredictionFormatError(str(error)) from None
         self.checked = True
@@ -193,17 +200,19 @@ def _image_size(image: Any) -> tuple[int, int]:
 
 
 def _checked_detections(detections: Any, width: int, height: int, limit: int | None) -> list[Detection]:
-    """The detections, validated (see :meth:`Prediction.validated`). One tight loop: this runs
-    on every detection of every image."""
+    """The detections, validated (see :meth:`Prediction.validated`); a new list only when a
+    string had to be redacted. One tight loop: this runs on every detection of every image."""
     if type(detections) is not list:
         raise PredictionFormatError('"predictions" must be a list of detections')
     if limit is not None and len(detections) > limit:
         raise PredictionFormatError(
             f"{len(detections):,} detections, above the limit of {limit:,} (max_detections)"
         )
+    find = secret_finder()
     numbers = _PLAIN_NUMBERS
     low_x, high_x, span_x = -width, 2 * width, 3 * width
     low_y, high_y, span_y = -height, 2 * height, 3 * height
+    result = detections
     for index, detection in enumerate(detections):
         if type(detection) is not dict and not isinstance(detection, Mapping):
             raise PredictionFormatError(f"predictions[{index}] must be an object, not {_show(detection)}")
@@ -234,8 +243,14 @@ def _checked_detections(detections: Any, width: int, height: int, limit: int | N
         if type(detection_id) is not str and (type(detection_id) is not int or not -_INT_LIMIT < detection_id < _INT_LIMIT):
             raise PredictionFormatError(f"predictions[{index}].detection_id must be a string, not {_show(detection_id)}")
         if len(detection) > 6 and not detection.keys() <= _KNOWN_DETECTION_KEYS:
-            _check_detection_extras(index, detection)
-    return detections
+            secret = _check_detection_extras(index, detection, find)
+        else:
+            secret = find is not None and (find(name) or type(detection_id) is str and find(detection_id))
+        if secret:
+            if result is detections:
+                result = list(detections)
+            result[index] = redact_value(dict(detection))
+    return result
 
 
 def _check_number_types(index: int, detection: Mapping[str, Any]) -> None:
@@ -246,18 +261,22 @@ def _check_number_types(index: int, detection: Mapping[str, Any]) -> None:
             raise PredictionFormatError(f"predictions[{index}].{key} must be a number, not {_show(value)}")
 
 
-def _check_detection_extras(index: int, detection: Mapping[str, Any]) -> None:
+def _check_detection_extras(index: int, detection: Mapping[str, Any], find: Callable[[str], object] | None) -> bool:
     """Fields beyond the eight known ones (segmentation ``points``, pose ``keypoints``, a
-    tracker id...): JSON-safe, and ``points``/``keypoints`` lists."""
+    tracker id...): JSON-safe, and ``points``/``keypoints`` lists. True when a string of the
+    detection holds a registered secret."""
+    secret = False
     for key, value in detection.items():
         if key in _KNOWN_DETECTION_KEYS:
+            secret = secret or (find is not None and type(value) is str and bool(find(value)))
             continue
         if key in ("points", "keypoints") and type(value) is not list:
             raise PredictionFormatError(f"predictions[{index}].{key} must be a list, not {_show(value)}")
         try:
-            check_tree({key: value}, f"predictions[{index}]", max_depth=DEFAULT_MAX_DEPTH - 2)
+            secret = check_tree({key: value}, f"predictions[{index}]", max_depth=DEFAULT_MAX_DEPTH - 2, find=find) or secret
         except JsonError as error:
             raise PredictionFormatError(str(error)) from None
+    return secret
 
 
 def _number_problem(index: int, x: float, y: float, w: float, h: float, c: float, width: int, height: int) -> str:
