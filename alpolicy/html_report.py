@@ -46,9 +46,9 @@ from .markup import Markup, html, join
 from .destinations.folder import corner_box
 from .errors import AlpolicyError, UsageError
 from .images import ImageDecodeError, open_image
-from .journal import UNKNOWN_SETTINGS
+from .journal import UNKNOWN_SETTINGS, read_stored_prediction
 from .policy import Policy
-from .prediction import Detection, Prediction, detection_label
+from .prediction import Detection, Prediction, PredictionFormatError, detection_label
 
 THUMB_SIZE = 320
 GALLERY_LIMIT = 200
@@ -175,6 +175,7 @@ class _Tally:
     cascade: list[int] = field(default_factory=list)
     chosen_seqs: list[int] = field(default_factory=list)
     rejected_seqs: list[int] = field(default_factory=list)
+    unreadable: int = 0  # stored predictions that are no longer valid (NaN from alpolicy 0.1)
 
 
 _DECISIONS = """
@@ -222,6 +223,12 @@ def load_run(journal: str | os.PathLike[str], run_id: int | None = None, *, gall
             model.notes.append(f"gallery: the first {len(chosen)} of {len(tally.chosen_seqs)} chosen images")
         if policy is None:
             model.notes.append("the run's policy does not compile any more (a plugin missing?): no detection-rule cascade")
+        if tally.unreadable:
+            model.notes.append(
+                f"{tally.unreadable} stored prediction{'s are' if tally.unreadable != 1 else ' is'} not valid "
+                "(NaN or out-of-range values, written by an older alpolicy): counted in the funnel, "
+                "left out of the charts, shown without boxes"
+            )
         return model
     finally:
         db.close()
@@ -251,11 +258,24 @@ def _tally_row(row: tuple[Any, ...], tally: _Tally, model: RunModel, policy: Pol
         else:
             tally.sampling_rejected_by[_sampling_culprit(_json_object(record_text))] += 1
             tally.rejected_seqs.append(seq)
-    if prediction_text:
-        prediction = Prediction.from_json(json.loads(prediction_text), check=False)
+    prediction = _stored_prediction(prediction_text)
+    if prediction_text and prediction is None:
+        tally.unreadable += 1
+    if prediction is not None:
         _add_detections(model, prediction)
         if policy is not None:
             _add_cascade(tally.cascade, policy, prediction)
+
+
+def _stored_prediction(text: str | None) -> Prediction | None:
+    """The stored prediction, checked; ``None`` when there is none or it is no longer valid
+    (a journal of alpolicy 0.1 may hold ``NaN``, which would break every chart)."""
+    if not text:
+        return None
+    try:
+        return read_stored_prediction(text)
+    except PredictionFormatError:
+        return None
 
 
 def _sampling_culprit(record: dict[str, Any]) -> str:
@@ -375,7 +395,7 @@ def _rows(db: sqlite3.Connection, run_id: int, seqs: Sequence[int]) -> Iterator[
 def _shot(row: tuple[Any, ...], policy: Policy | None, *, chosen: bool) -> Shot:
     seq, key, path, qualifies, _sampled, rejected_by, record_text, prediction_text = row
     record = _json_object(record_text)
-    prediction = Prediction.from_json(json.loads(prediction_text), check=False) if prediction_text else None
+    prediction = _stored_prediction(prediction_text)
     witnesses = policy.evaluate(prediction).witnesses if (policy is not None and prediction is not None) else []
     lines = [str(reason) for reason in record.get("reasons") or []]
     if record.get("score") is not None:

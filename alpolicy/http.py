@@ -29,6 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .errors import AuthError, ServiceError
+from .jsonsafe import JsonError, loads
 from .secrets import redact
 
 log = logging.getLogger("alpolicy.http")
@@ -258,13 +259,77 @@ def server_message(response: requests.Response) -> str:
     at most :data:`MESSAGE_LIMIT` characters, redacted before they are cut (:func:`clip`).
     """
     try:
-        body = response.json()
-    except ValueError:
-        text = response.text or ""
+        raw = read_body(response, ERROR_BODY_LIMIT, what="error message")
+    except BodyTooLarge:
+        return f"(an answer of more than {ERROR_BODY_LIMIT // 1024} KiB)"
+    except AttemptFailed:
+        return "no message (the answer was cut off)"
+    try:
+        body = loads(raw, max_bytes=None)  # strict: a body nested 100,000 deep is one line too
+    except JsonError:
+        text = _decode(raw, response.encoding)
         if "<html" in text[:500].lower():
             return "(an HTML page)"
         return clip(text) or "no message"
     return clip(" ".join(_message_parts(body))) or "no message"
+
+
+#: The most of an error body read for its message.
+ERROR_BODY_LIMIT = 1024 * 1024
+
+
+class BodyTooLarge(ValueError):
+    """A response body is larger than the caller's bound (not retried: the same request gets the
+    same answer)."""
+
+
+def read_body(response: requests.Response, max_bytes: int | None, *, what: str) -> bytes:
+    """The response's body, reading at most ``max_bytes`` of it (decompressed): the one bounded
+    reader, for responses requested with ``stream=True`` (a body already read is measured).
+
+    A ``Content-Length`` above the bound is refused before anything is read. Raises
+    :class:`BodyTooLarge`, or :class:`AttemptFailed` when the connection fails mid-body (a
+    cut-off answer is worth another attempt, like one that never came).
+    """
+    if max_bytes is None:
+        chunks_limit = None
+    else:
+        chunks_limit = max_bytes
+        declared = (response.headers.get("Content-Length") or "").strip()
+        if declared.isdigit() and int(declared) > max_bytes and "Content-Encoding" not in response.headers:
+            response.close()
+            raise BodyTooLarge(f"the answer is {_size(int(declared))}, above the limit of {_size(max_bytes)}")
+    read = getattr(response, "_content", False)  # requests' cache of a body already read
+    if isinstance(read, bytes):
+        if chunks_limit is not None and len(read) > chunks_limit:
+            raise BodyTooLarge(f"the answer is {_size(len(read))}, above the limit of {_size(chunks_limit)}")
+        return read
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            total += len(chunk)
+            if chunks_limit is not None and total > chunks_limit:
+                response.close()
+                raise BodyTooLarge(f"the answer is larger than the limit of {_size(chunks_limit)}")
+            chunks.append(chunk)
+    except requests.RequestException as error:
+        response.close()
+        raise AttemptFailed(what, f"the answer was cut off ({_short(error)})") from None
+    return b"".join(chunks)
+
+
+def _size(size: int) -> str:
+    if size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MiB"
+    return f"{size / 1e6:.1f} MB"
+
+
+def _decode(raw: bytes, encoding: str | None) -> str:
+    try:
+        return raw.decode(encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
 
 
 def _message_parts(body: Any) -> list[str]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -39,7 +40,10 @@ from typing import Any, Iterator, Mapping
 
 from .errors import UsageError
 from .images import ImageFile
-from .prediction import Prediction
+from .jsonsafe import JsonError, loads
+from .prediction import Prediction, PredictionFormatError
+
+log = logging.getLogger("alpolicy.journal")
 
 SCHEMA_VERSION = 2
 
@@ -261,17 +265,29 @@ class Journal:
         return json.loads(row[0]) if row and row[0] else None
 
     def prediction(self, image: ImageFile, fingerprint: str) -> Prediction | None:
-        """This image's prediction by exactly this fingerprint (model and settings)."""
+        """This image's prediction by exactly this fingerprint (model and settings); ``None`` also
+        when the stored one is no longer valid (``NaN`` written by alpolicy 0.1): the model can
+        infer it again, and the new prediction replaces the bad row."""
         row = self._one("SELECT prediction FROM predictions WHERE image_key = ? AND fingerprint = ?", (image.key, fingerprint))
-        return Prediction.from_json(json.loads(row[0]), check=False) if row else None
+        if row is None:
+            return None
+        try:
+            return read_stored_prediction(row[0])
+        except PredictionFormatError as error:
+            log.warning("the stored prediction of %s is not valid (%s): inferring it again", image.path, error)
+            return None
 
     def latest_prediction(self, image: ImageFile) -> StoredPrediction | None:
-        """The latest stored prediction of this image, whatever produced it (``--reuse-predictions``)."""
+        """The latest stored prediction of this image, whatever produced it (``--reuse-predictions``).
+
+        Raises :class:`~alpolicy.prediction.PredictionFormatError` when it is no longer valid
+        (``NaN`` written by alpolicy 0.1): without a model, that image cannot be decided.
+        """
         row = self._one(
             "SELECT fingerprint, model, prediction FROM predictions WHERE image_key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (image.key,),
         )
-        return StoredPrediction(row[0], row[1], Prediction.from_json(json.loads(row[2]), check=False)) if row else None
+        return StoredPrediction(row[0], row[1], read_stored_prediction(row[2])) if row else None
 
     def any_prediction(self, image: ImageFile) -> tuple[str, Prediction] | None:
         """(model, prediction): :meth:`latest_prediction` without its fingerprint (the 0.1 API)."""
@@ -288,7 +304,8 @@ class Journal:
 
     def iter_predictions(self, model: str | None = None) -> Iterator[tuple[str, str, Prediction]]:
         """(path, model, prediction) for every stored prediction, in the order written (what-if
-        reports, re-triage); a model stored at several fingerprints yields all of them, the latest last."""
+        reports, re-triage); a model stored at several fingerprints yields all of them, the latest last.
+        A prediction that is no longer valid (``NaN`` written by alpolicy 0.1) is skipped, with a warning."""
         sql = "SELECT path, model, prediction FROM predictions"
         params: tuple[Any, ...] = ()
         if model is not None:
@@ -296,7 +313,10 @@ class Journal:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY rowid", params).fetchall()
         for path, model_id, text in rows:
-            yield path, model_id, Prediction.from_json(json.loads(text), check=False)
+            try:
+                yield path, model_id, read_stored_prediction(text)
+            except PredictionFormatError as error:
+                log.warning("skipping the stored prediction of %s: %s", path, error)
 
     # ------------------------------------------------------------------ deliveries
     def delivery(self, image: ImageFile, destination: str) -> DeliveryRecord | None:
@@ -449,6 +469,18 @@ class SamplingLedger:
     def hashes(self, rule: str) -> list[tuple[str, int]]:
         rows = self._journal._all(f"SELECT image_key, hash FROM {self._hashes} WHERE rule = ?", (rule,))
         return [(key, value + (1 << 64) if value < 0 else value) for key, value in rows]
+
+
+def read_stored_prediction(text: str) -> Prediction:
+    """A prediction row read back, checked as a model's answer is (alpolicy 0.1 stored ``NaN``
+    and ``Infinity`` as it got them; such a row raises
+    :class:`~alpolicy.prediction.PredictionFormatError` instead of reaching a rule or a chart).
+    Its number of detections is not bounded again: the limit was the run's that stored it."""
+    try:
+        document = loads(text, max_bytes=None, finite=False)
+    except JsonError as error:
+        raise PredictionFormatError(f"stored prediction: {error}") from None
+    return Prediction.from_json(document, check=True, max_detections=None)
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

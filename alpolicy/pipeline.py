@@ -35,7 +35,7 @@ from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .journal_lock import lock_journal
 from .plugins import get_registry
 from .policy import Policy
-from .prediction import Prediction
+from .prediction import Prediction, PredictionFormatError
 from .progress import Progress
 from .registry import Registry, did_you_mean
 from .run_report import RunReport
@@ -584,7 +584,11 @@ class _Run:
                 item.prediction, item.model, item.fingerprint = stored, self.model_id, self.fingerprint
                 return self._prepare_pixels(item)
         elif self.options.reuse_predictions:
-            found = self.journal.latest_prediction(image)
+            try:
+                found = self.journal.latest_prediction(image)
+            except PredictionFormatError as error:  # NaN stored by alpolicy 0.1
+                item.error = f"the stored prediction is not valid: {error}"
+                return item
             if found is None:
                 item.error = "no stored prediction for this image (run it with a model first)"
                 return item
@@ -603,6 +607,11 @@ class _Run:
             raise
         except Exception as error:  # a bug in the backend's code: this image fails, not the run
             raise PluginCrash(self.components["inference"], error) from error
+        if not prediction.checked:  # built by a backend in code: the one validator, once
+            try:
+                prediction.validated(max_detections=self.options.model_options.max_detections)
+            except PredictionFormatError as error:
+                raise ImageError(f"the model returned an invalid prediction: {error}") from None
         if self.needs_pixels:
             self.sampler.prepare(image)
         return prediction

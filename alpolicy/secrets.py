@@ -13,6 +13,13 @@ Until a secret is registered the wrapper does nothing but one check.
 
 :func:`secret` also wraps each registered value in :class:`Secret`, a ``str`` whose ``repr`` is
 masked, so a key held in a params dict or an attribute does not show in a ``repr`` either.
+
+Data is redacted too, where it enters: a model may echo the request (``"debug_request":
+"...?api_key=..."``) inside a successful prediction, which the journal, the decisions log, the
+destinations' files and the pre-labels would then keep. :func:`redact_value` masks the strings
+of a JSON value; :func:`secret_finder` tells, with one C-level search per string, whether a
+string holds a registered secret at all, so that a prediction's hundreds of detections cost
+nothing when none does (see :meth:`alpolicy.Prediction.from_json`).
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from typing import Any, Callable
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
-#: The registered secrets, longest first (so a secret containing another is masked whole).
-_ordered: tuple[str, ...] = ()
+#: One pattern matching any registered secret (rebuilt on :func:`register`); ``None`` while none is.
+_finder: re.Pattern[str] | None = None
 _PATTERNS = [
     re.compile(r"(?i)(api_key=)[^&\s'\"]+"),
     re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:token|bearer)\s+)[^\s'\"]+"),
@@ -45,12 +52,51 @@ class Secret(str):
 
 def register(secret: str | None) -> None:
     """Remember a secret so that :func:`redact` hides it everywhere (short strings are ignored)."""
-    global _ordered
+    global _finder
     if secret and len(secret) >= 4:
         with _lock:
             if secret not in _secrets:
                 _secrets.add(str(secret))
-                _ordered = tuple(sorted(_secrets, key=len, reverse=True))
+                ordered = sorted(_secrets, key=len, reverse=True)
+                _finder = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def secret_finder() -> Callable[[str], object] | None:
+    """A function telling whether a string holds a registered secret (truthy when it does), or
+    ``None`` when no secret is registered: the cheap test before :func:`redact`."""
+    finder = _finder
+    return finder.search if finder is not None else None
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` (a JSON value) with :func:`redact` applied to every string in it, keys included.
+
+    Copy on write: containers in which nothing changed are returned as they are, so a clean
+    value costs one walk and no allocation.
+    """
+    return _redacted(value)[0]
+
+
+def _redacted(value: Any) -> tuple[Any, bool]:
+    kind = type(value)
+    if kind is str:
+        masked = redact(value)
+        return (masked, True) if masked != value else (value, False)
+    if kind is dict:
+        pairs = []
+        changed = False
+        for key, item in value.items():
+            new_key, key_changed = _redacted(key) if type(key) is str else (key, False)
+            new_item, item_changed = _redacted(item)
+            changed = changed or key_changed or item_changed
+            pairs.append((new_key, new_item))
+        return (dict(pairs), True) if changed else (value, False)
+    if kind is list:
+        results = [_redacted(item) for item in value]
+        if any(changed for _, changed in results):
+            return [item for item, _ in results], True
+        return value, False
+    return value, False
 
 
 def secret(value: str) -> Secret:
@@ -62,9 +108,9 @@ def secret(value: str) -> Secret:
 def redact(text: object) -> str:
     """The text with every registered secret and key-shaped parameter masked."""
     result = str(text)
-    for known in _ordered:
-        if known in result:
-            result = result.replace(known, MASK)
+    finder = _finder
+    if finder is not None:
+        result = finder.sub(MASK, result)
     for pattern in _PATTERNS:
         result = pattern.sub(lambda match: match.group(1) + MASK, result)
     return result
@@ -110,7 +156,7 @@ class RedactingFilter(logging.Filter):
 def _redacting(previous: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        return redact_record(record) if _ordered else record
+        return redact_record(record) if _finder is not None else record
 
     factory.alpolicy_redacting = True  # type: ignore[attr-defined]
     return factory

@@ -16,7 +16,6 @@ holds predictions of several models, one must be chosen.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
@@ -26,10 +25,10 @@ from pathlib import Path
 from .errors import UsageError
 from .html_report import (REJECTED_SAMPLE, Shot, gallery, open_journal, page, policy_block, prepare_out_dir, spread,
                           write_page)
-from .journal import Journal
+from .journal import Journal, read_stored_prediction
 from .markup import html, join
 from .policy import Policy
-from .prediction import Prediction
+from .prediction import Prediction, PredictionFormatError
 
 
 @dataclass
@@ -126,7 +125,10 @@ def _predictions_of(db: sqlite3.Connection, paths: list[str], origin: dict[str, 
             f"SELECT path, model, image_key, prediction FROM predictions WHERE path IN ({marks}) ORDER BY rowid", chunk
         ):
             if origin.get(path) == model:
-                found[path] = (key, Prediction.from_json(json.loads(text), check=False))
+                try:
+                    found[path] = (key, read_stored_prediction(text))
+                except PredictionFormatError:  # NaN stored by alpolicy 0.1: compare() skipped it too
+                    continue
     return found
 
 

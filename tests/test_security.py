@@ -226,3 +226,64 @@ def test_no_repr_shows_a_secret():
     texts += [repr(backend.params), repr(vars(backend)), repr(vars(sink))]
     assert all(API_KEY not in text for text in texts), texts
     assert backend.params["api_key"] == API_KEY  # still the key where it is used
+
+
+def _echoing(image_bytes: bytes) -> bytes:
+    """A server that echoes the request, key included, inside a successful prediction (issue #12, item 6)."""
+    import json
+
+    url = f"https://serverless.roboflow.com/vehicles/3?api_key={API_KEY}&confidence=40"
+    detection = {"x": 40, "y": 30, "width": 20, "height": 10, "confidence": 0.9, "class": "car", "class_id": 0,
+                 "detection_id": f"d-{API_KEY}", "debug": {"request": url, "headers": [f"Authorization: Bearer {API_KEY}"]}}
+    return json.dumps({"inference_id": "i-1", "debug_request": f"POST {url}", "image": {"width": 96, "height": 72},
+                       "predictions": [detection]}).encode()
+
+
+def test_a_key_echoed_inside_a_successful_prediction_is_never_stored_nor_sent(roboflow, env, tmp_path):
+    import json
+
+    frames = tmp_path / "frames"
+    make_frames(frames, 3, seed=9)
+    roboflow.add_model("vehicles", 3, answer=_echoing)
+    take_all = tmp_path / "take-all.json"
+    take_all.write_text('{"version": 1, "image": {"rule": "detection_count", "min": 1}}')
+    runs = {}
+    for name, destination in (("roboflow", "roboflow:dest"), ("folder", f"folder:{tmp_path / 'queue'}")):
+        state = tmp_path / f"state-{name}"
+        result = alpolicy_cli("run", str(frames), "--model", "roboflow:vehicles/3", "--to", destination, "--policy", str(take_all),
+                              "--journal", str(state / "journal.sqlite"), "--no-progress", env=env)
+        assert result.code == 0, result.err
+        runs[name] = result
+    assert len(roboflow.images("dest")) == 3 and roboflow.requests["infer"].total == 6
+
+    artefacts = every_file_under(tmp_path / "state-roboflow", tmp_path / "state-folder", tmp_path / "queue")
+    assert any(path.name == "journal.sqlite" for path in artefacts) and any(path.suffix == ".jsonl" for path in artefacts)
+    annotations = roboflow.annotations("dest")
+    assert sum(len(calls) for calls in annotations.values()) == 3
+    artefacts[Path("server: annotations and their request bodies")] = json.dumps(annotations)
+    artefacts[Path("server: images and their metadata")] = json.dumps(roboflow.images("dest"))
+    for name, result in runs.items():
+        artefacts[Path(f"{name}: stdout and stderr")] = result.out + result.err
+    leaking = [str(path) for path, text in artefacts.items() if API_KEY in text]
+    assert leaking == []
+    # The fields are kept, masked: the record stays whole, only the secret is gone.
+    for calls in annotations.values():
+        (call,) = calls
+        label = json.loads(call["annotation_file"])
+        assert label["debug_request"] == "POST https://serverless.roboflow.com/vehicles/3?api_key=***&confidence=40"
+        (detection,) = label["predictions"]
+        assert detection["detection_id"] == "d-***" and detection["debug"]["headers"] == ["Authorization: Bearer ***"]
+        assert (detection["x"], detection["confidence"], detection["class"]) == (40, 0.9, "car")
+
+
+def test_a_prediction_is_redacted_where_it_enters_and_copied_only_then():
+    from alpolicy import Prediction
+
+    clean = {"image": {"width": 96, "height": 72}, "inference_id": "i-2",
+             "predictions": [{"x": 4, "y": 4, "width": 2, "height": 2, "confidence": 0.5, "class": "car", "detection_id": "a"}]}
+    prediction = Prediction.from_json(clean)
+    assert prediction.detections is clean["predictions"]  # nothing to mask: no copy
+    echoed = {**clean, "note": f"key={API_KEY}", "predictions": [*clean["predictions"], {**clean["predictions"][0], "class": API_KEY}]}
+    prediction = Prediction.from_json(echoed)
+    assert prediction.extra["note"] == "key=***" and prediction.detections[1]["class"] == "***"
+    assert prediction.detections[0] is clean["predictions"][0] and echoed["predictions"][1]["class"] == API_KEY  # the caller's dict is untouched

@@ -6,7 +6,9 @@ from a model spec ``scheme:target`` (``roboflow:project/3``, ``replay:prediction
 threads, so a backend must be thread-safe (or serialise internally).
 
 Failures: raise :class:`ImageError` when this image cannot be processed (it is recorded as failed
-and the run goes on), :class:`AuthError` when credentials are refused (the run stops), and
+and the run goes on; a response that is not a valid prediction is one: read responses with
+:func:`alpolicy.prediction.parse_prediction`, and call :meth:`Prediction.validated` on a
+prediction built in code -- the pipeline calls it on any prediction that was not), :class:`AuthError` when credentials are refused (the run stops), and
 :class:`ServiceError` when the service stays unreachable after retries (the image is recorded as
 failed with the reason; nothing is decided, nothing is lost: the next run retries it).
 
@@ -32,7 +34,8 @@ from .. import checks
 from ..errors import AlpolicyError, AuthError, ServiceError
 from ..http import ServiceOptions
 from ..images import ImageFile
-from ..prediction import Prediction
+from ..jsonsafe import DEFAULT_MAX_BYTES
+from ..prediction import MAX_DETECTIONS, Prediction
 
 
 class ImageError(AlpolicyError):
@@ -50,6 +53,11 @@ class ModelOptions(ServiceOptions):
     confidence: float = 40
     #: Overlap (IoU) threshold for NMS, in percent (Roboflow's ``overlap``). SDK default 30.
     overlap: float = 30
+    #: Largest response (or stored prediction file) read, in bytes; a larger one fails its image.
+    max_response_bytes: int | None = DEFAULT_MAX_BYTES
+    #: Most detections one prediction may hold; a prediction with more fails its image (it is
+    #: not truncated: which detections to drop is the model's call, not ours).
+    max_detections: int | None = MAX_DETECTIONS
 
     def __post_init__(self) -> None:
         self.validate()

@@ -39,7 +39,8 @@ from typing import Any, Callable, Protocol
 from ..errors import UsageError
 from ..hookspecs import hookimpl
 from ..images import ImageFile, sha256_file
-from ..prediction import Prediction, PredictionFormatError
+from ..jsonsafe import DEFAULT_MAX_BYTES, JsonError, loads, read_file
+from ..prediction import MAX_DETECTIONS, Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
 from . import ImageError, ModelOptions, fingerprint
 
@@ -55,7 +56,7 @@ class ReplayBackend:
 
     def __init__(self, target: str, options: ModelOptions) -> None:
         self.model_id = f"replay:{target}"
-        self.source = _open_source(target)
+        self.source = _open_source(target, _Limits(options.max_response_bytes, options.max_detections))
         self.fingerprint_settings = _identity(self.source)
         self.fingerprint = fingerprint("replay", self.model_id, self.fingerprint_settings)
 
@@ -69,14 +70,23 @@ class ReplayBackend:
         pass
 
 
-def _open_source(target: str) -> _Source:
+@dataclass(frozen=True)
+class _Limits:
+    """What one stored prediction may weigh: bytes per file, detections per image
+    (:class:`~alpolicy.backends.ModelOptions`' ``max_response_bytes`` and ``max_detections``)."""
+
+    max_bytes: int | None = DEFAULT_MAX_BYTES
+    max_detections: int | None = MAX_DETECTIONS
+
+
+def _open_source(target: str, limits: _Limits = _Limits()) -> _Source:
     if target == SIDECAR:
-        return JsonFolder(None)
+        return JsonFolder(None, limits)
     path = os.path.abspath(os.path.expanduser(target))
     if os.path.isdir(path):
-        return JsonFolder(path)
+        return JsonFolder(path, limits)
     if os.path.isfile(path):
-        return CocoFile.load(path)
+        return CocoFile.load(path, limits)
     raise UsageError(
         f"replay: {path} does not exist; give a folder of prediction JSON files (replay:DIR), "
         f"a COCO file (replay:FILE.json) or replay:{SIDECAR}"
@@ -127,32 +137,33 @@ class JsonFolder:
     """``<stem>.json`` then ``<name>.json`` in ``folder``, or beside the image when ``folder`` is None."""
 
     folder: str | None
+    limits: _Limits = _Limits()
 
     def predict(self, image: ImageFile) -> Prediction:
         folder = self.folder or os.path.dirname(os.path.abspath(image.path))
         for candidate in (f"{PurePath(image.name).stem}.json", f"{image.name}.json"):
             path = os.path.join(folder, candidate)
             try:
-                with open(path, "rb") as handle:
-                    content = handle.read()
+                content = read_file(path, max_bytes=self.limits.max_bytes)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 continue
             except OSError as error:
                 raise ImageError(f"cannot read the stored prediction {path}: {error.strerror or error}") from None
-            return _parse(path, content)
+            except JsonError as error:
+                raise ImageError(f"{path}: {error}") from None
+            return _parse(path, content, self.limits)
         where = folder if self.folder else f"{folder} (beside the image)"
         raise ImageError(f"no stored prediction for {image.name} in {where}")
 
 
-def _parse(path: str, content: bytes) -> Prediction:
+def _parse(path: str, content: bytes, limits: _Limits) -> Prediction:
     try:
-        document = json.loads(content)
-    except json.JSONDecodeError as error:
-        raise ImageError(f"{path}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
-    except ValueError as error:  # undecodable bytes
-        raise ImageError(f"{path}: not valid JSON ({error})") from None
+        # NaN and 1e400 pass the parse, to be refused with their place by the validator.
+        document = loads(content, max_bytes=limits.max_bytes, finite=False)
+    except JsonError as error:
+        raise ImageError(f"{path}: {error}") from None
     try:
-        return Prediction.from_json(document, check=True)
+        return Prediction.from_json(document, check=True, max_detections=limits.max_detections)
     except (PredictionFormatError, ValueError) as error:
         raise ImageError(f"{path}: not a Roboflow inference prediction: {error}") from None
 
@@ -164,8 +175,9 @@ def _parse(path: str, content: bytes) -> Prediction:
 class CocoImage:
     id: Any
     file_name: str
-    width: int
-    height: int
+    #: As the file gives them: checked when the image is replayed (one bad size fails its image).
+    width: Any
+    height: Any
 
 
 @dataclass(frozen=True)
@@ -177,15 +189,18 @@ class CocoFile:
     images: dict[str, list[CocoImage]]
     categories: dict[Any, str]
     annotations: dict[Any, list[Any]]
+    limits: _Limits = _Limits()
 
     @classmethod
-    def load(cls, path: str) -> "CocoFile":
+    def load(cls, path: str, limits: _Limits = _Limits()) -> "CocoFile":
+        """Read and index the file. It is the user's dataset, read once: no size bound, and the
+        JSON ``NaN``/``Infinity`` tokens and overflowing numbers are let through here, so that a
+        bad score or size fails its image, located, when the image is replayed (not the run)."""
         try:
-            with open(path, "rb") as handle:
-                document = json.load(handle)
+            document = loads(read_file(path, max_bytes=None), max_bytes=None, finite=False)
         except OSError as error:
             raise UsageError(f"replay: cannot read {path}: {error.strerror or error}") from None
-        except ValueError as error:
+        except JsonError as error:
             raise UsageError(f"replay: {path} is not valid JSON: {error}") from None
         _check_coco_shape(path, document)
         categories = {}
@@ -202,14 +217,14 @@ class CocoFile:
             if not isinstance(annotation, dict) or "image_id" not in annotation:
                 raise UsageError(f"replay: {path}: annotations[{index}] needs an image_id")
             annotations[_hashable(annotation["image_id"])].append(annotation)
-        return cls(path, dict(images), categories, dict(annotations))
+        return cls(path, dict(images), categories, dict(annotations), limits)
 
     def predict(self, image: ImageFile) -> Prediction:
         entry = self._find(image)
         detections = [self._detection(entry, annotation) for annotation in self.annotations.get(_hashable(entry.id), [])]
         document = {"image": {"width": entry.width, "height": entry.height}, "predictions": detections}
         try:
-            return Prediction.from_json(document, check=True)
+            return Prediction.from_json(document, check=True, max_detections=self.limits.max_detections)
         except (PredictionFormatError, ValueError) as error:
             raise ImageError(f"{self.path}: annotations of {entry.file_name}: {error}") from None
 
@@ -242,15 +257,20 @@ class CocoFile:
         if name is None:
             raise ImageError(f"{where}: category_id {category_id!r} is not in categories")
         x, y, w, h = bbox
+        try:
+            centre = (x + w / 2, y + h / 2)
+        except OverflowError:  # a 400-digit integer
+            raise ImageError(f"{where}: bbox {_clip(repr(bbox))} holds a number too large") from None
         detection = {
-            "x": x + w / 2,
-            "y": y + h / 2,
+            "x": centre[0],
+            "y": centre[1],
             "width": w,
             "height": h,
             "confidence": annotation.get("score", 1.0),
             "class": name,
-            "class_id": category_id,
         }
+        if type(category_id) is int:  # COCO ids are integers; a string id names the class only
+            detection["class_id"] = category_id
         if "id" in annotation:
             detection["detection_id"] = str(annotation["id"])
         return detection
@@ -275,9 +295,13 @@ def _coco_image(path: str, index: int, entry: Any) -> CocoImage:
     try:
         if not isinstance(entry, dict) or not isinstance(entry["file_name"], str):
             raise KeyError("file_name")
-        return CocoImage(entry["id"], entry["file_name"], int(entry["width"]), int(entry["height"]))
+        return CocoImage(entry["id"], entry["file_name"], entry["width"], entry["height"])
     except (KeyError, TypeError, ValueError):
         raise UsageError(f"replay: {path}: images[{index}] needs id, file_name, width and height") from None
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _base_name(file_name: str) -> str:

@@ -15,9 +15,9 @@ from typing import Callable
 from .. import checks
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..http import HttpClient, server_message
+from ..http import BodyTooLarge, HttpClient, read_body, server_message
 from ..images import ImageDecodeError, ImageFile
-from ..prediction import Prediction, PredictionFormatError
+from ..prediction import Prediction, PredictionFormatError, parse_prediction
 from ..registry import InferenceBackendSpec
 from ..secrets import Secret, secret
 from . import ImageError, ModelOptions, fingerprint
@@ -65,6 +65,8 @@ class RoboflowInference:
         self.client = HttpClient(
             timeout=options.timeout, retry=options.retry_policy(), service="inference server"
         )
+        self.max_response_bytes = options.max_response_bytes
+        self.max_detections = options.max_detections
 
     def predict(self, image: ImageFile) -> Prediction:
         try:
@@ -72,23 +74,35 @@ class RoboflowInference:
             body = base64.b64encode(image.read_bytes())
         except ImageDecodeError as error:
             raise ImageError(str(error)) from None
-        response = self.client.request(
+        answer = self.client.with_retries(lambda: self._infer_once(body), what="inference")
+        try:
+            prediction = parse_prediction(answer, max_bytes=None, max_detections=self.max_detections)
+        except PredictionFormatError as error:
+            raise ImageError(f"the inference server answered something that is not a prediction: {error}") from None
+        prediction.model_id = self.model_id
+        return prediction
+
+    def _infer_once(self, body: bytes) -> bytes:
+        """One attempt: the answer's bytes, read within ``max_response_bytes`` (the body is
+        streamed, so a 4 GB answer is never held, and a connection cut mid-body is retried;
+        any other failure ends the retries at once)."""
+        response = self.client.attempt(
             "POST", self.url, what="inference", params=self.params, data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            headers={"Content-Type": "application/x-www-form-urlencoded"}, stream=True,
         )
         if response.status_code == 404:
+            response.close()
             raise UsageError(
                 f"the inference server has no model {self.model_id!r} (HTTP 404): check the project and version"
             )
         if response.status_code >= 400:
-            raise ImageError(f"the inference server rejected the image (HTTP {response.status_code}): {server_message(response)}")
+            message = server_message(response)
+            response.close()
+            raise ImageError(f"the inference server rejected the image (HTTP {response.status_code}): {message}")
         try:
-            document = response.json()
-            prediction = Prediction.from_json(document)
-        except (ValueError, PredictionFormatError) as error:
+            return read_body(response, self.max_response_bytes, what="inference")
+        except BodyTooLarge as error:
             raise ImageError(f"the inference server answered something that is not a prediction: {error}") from None
-        prediction.model_id = self.model_id
-        return prediction
 
     def close(self) -> None:
         self.client.close()

@@ -13,7 +13,7 @@ from ..errors import PolicyError, UsageError
 from ..plugins import get_registry
 from ..policy import Policy
 from ..policy_json import loads as load_policy_json
-from ..prediction import Prediction, PredictionFormatError
+from ..prediction import PredictionFormatError, parse_prediction
 from ..registry import Stage
 from ..validation import composed_schema
 
@@ -80,15 +80,21 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     schema.set_defaults(handler=cmd_schema)
 
 
-def _read_json(path: str, what: str, *, policy: bool = False) -> Any:
-    """A JSON file (``-``: stdin); ``policy``: read by the strict policy reader (duplicate keys,
-    NaN, huge integers and nesting past the limits are a :class:`PolicyError`)."""
+def _read_text(path: str, what: str) -> str:
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{what} file {path!r} does not exist") from None
     except OSError as error:
         raise UsageError(f"cannot read {what} file {path!r}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{what} file {path!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _read_json(path: str, what: str, *, policy: bool = False) -> Any:
+    """A JSON file (``-``: stdin); ``policy``: read by the strict policy reader (duplicate keys,
+    NaN, huge integers and nesting past the limits are a :class:`PolicyError`)."""
+    text = _read_text(path, what)
     try:
         return load_policy_json(text, path) if policy else json.loads(text)
     except json.JSONDecodeError as error:
@@ -139,7 +145,7 @@ def load_policy_argument(policy_path: str | None, conditionals: str | None) -> P
 def cmd_explain(args: argparse.Namespace) -> int:
     policy = load_policy_argument(args.policy, args.conditionals)
     try:
-        prediction = Prediction.from_json(_read_json(args.prediction, "prediction"))
+        prediction = parse_prediction(_read_text(args.prediction, "prediction"))
     except PredictionFormatError as error:
         raise UsageError(f"{args.prediction}: {error}") from None
     decision = policy.evaluate(prediction)

@@ -8,6 +8,8 @@ import sys
 
 from ..backends import ModelOptions
 from ..checks import argument, number, service_url, whole_number
+from ..jsonsafe import DEFAULT_MAX_BYTES
+from ..prediction import MAX_DETECTIONS
 from ..destinations import DestinationOptions
 from ..errors import UsageError
 from ..html_report import write_run_report
@@ -92,6 +94,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     remote.add_argument("--jpeg-quality", type=argument(whole_number, minimum=1, maximum=95), metavar="Q", help="re-encode uploads as JPEG at this quality (1-95)")
     remote.add_argument("--timeout", type=argument(number, above=0), default=60.0, metavar="S", help="seconds per request (default 60)")
     remote.add_argument("--labelstudio-url", type=argument(service_url), metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY)")
+    remote.add_argument("--max-detections", type=argument(whole_number, minimum=1), default=MAX_DETECTIONS, metavar="N",
+                        help=f"a prediction with more detections fails its image (default {MAX_DETECTIONS:,})")
+    remote.add_argument("--max-response-mb", type=argument(number, above=0), default=DEFAULT_MAX_BYTES / 2**20, metavar="MB",
+                        help=f"a model answer or prediction file larger than this (MiB) fails its image (default {DEFAULT_MAX_BYTES // 2**20})")
     remote.add_argument("--add-missing-labels", action="store_true", help="labelstudio: add predicted classes missing from the project's labeling config instead of failing those images")
     parser.set_defaults(handler=cmd_run)
 
@@ -107,6 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--report reads the run back from its journal: give --journal a file, not :memory:")
     if args.model is None and not args.reuse_predictions:
         raise UsageError("say which model to run with --model (e.g. roboflow:PROJECT/VERSION), or use --reuse-predictions")
+    if args.max_detections < 1 or not 0 < args.max_response_mb < 2**30:
+        raise UsageError("--max-detections and --max-response-mb must be positive")
     options = RunOptions(
         concurrency=args.concurrency,
         retry_for=args.retry_for,
@@ -120,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model_options=ModelOptions(
             api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap,
             timeout=args.timeout, extra={"labels": args.labels} if args.labels else {},
+            max_detections=args.max_detections, max_response_bytes=int(args.max_response_mb * 2**20),
         ),
         destination_options=DestinationOptions(
             # --api-key is the Roboflow key: never hand it to another service (Label Studio reads

@@ -105,6 +105,8 @@ Test-only additions
   (:class:`ImageRequests`: upload requests per content hash, annotate requests per image id,
   each with its faults), so a test sees a client that re-sends even where the content
   de-duplication makes the stored result look right.
+* Hostile answers: ``add_model(..., answer=fn)`` sends ``fn(image_bytes)`` verbatim as the 200
+  body for the images it chooses (``NaN``, 100,000 brackets, 40 MB), the model's answer otherwise.
 * Inspection in process (:class:`FakeRoboflow`), and over HTTP on reserved paths that real
   routes never use: ``GET /__state``, ``POST /__faults``, ``POST /__reset``.
 * ``python -m tests.servers.roboflow --port 0 --model proj/1 ...`` prints one line
@@ -152,6 +154,11 @@ SPLITS = frozenset({"train", "valid", "test"})
 #: ``height`` (centre format, pixels), ``confidence`` (0..1) and ``class``; ``class_id`` and
 #: ``detection_id`` are filled in when missing.
 PredictFn = Callable[[Image.Image, bytes], list[dict[str, Any]]]
+
+#: ``answer(image_bytes) -> body``: the raw 200 body to send for this image instead of the model's
+#: answer (bytes sent verbatim as ``application/json``: hostile numbers, broken JSON, 40 MB), or
+#: ``None`` for the model's answer. Called after authentication and the model lookup.
+AnswerFn = Callable[[bytes], "bytes | None"]
 
 # The inference server's messages (inference_server/legacy/errors.py), so clients that log or
 # match them see the real text.
@@ -308,6 +315,7 @@ class Model:
     version: str
     predict: PredictFn
     classes: tuple[str, ...]
+    answer: "AnswerFn | None" = None
 
 
 @dataclass
@@ -756,15 +764,17 @@ class FakeRoboflow:
         version: int | str,
         predict: PredictFn | None = None,
         classes: Sequence[str] | None = None,
+        answer: AnswerFn | None = None,
     ) -> None:
         """Serve ``POST /{project}/{version}``; replaces an existing model of that id.
 
         ``predict`` defaults to :func:`seeded_predictor` over ``classes`` (default: the
         server's). Its raw detections then get the server's confidence filter, class filter and
-        NMS, as a real model's would.
+        NMS, as a real model's would. ``answer`` (see :data:`AnswerFn`) replaces the whole
+        answer for the images it chooses: what a broken or hostile server sends.
         """
         names = tuple(classes) if classes is not None else self.classes
-        model = Model(project, str(version), predict or seeded_predictor(names), names)
+        model = Model(project, str(version), predict or seeded_predictor(names), names, answer)
         with self._lock:
             self._models[(model.project, model.version)] = model
 
@@ -1085,8 +1095,8 @@ class FakeRoboflow:
         if request.param("api_key") != self.api_key:
             raise _inference_error(401, _UNAUTHORIZED_INFERENCE)
         with self._lock:
-            known = (project, version) in self._models
-        if not known:
+            model = self._models.get((project, version))
+        if model is None:
             raise _inference_error(404, _MODEL_NOT_FOUND)
         fmt = request.param("format", "json")
         if fmt != "json":
@@ -1098,6 +1108,10 @@ class FakeRoboflow:
         image_bytes = _body_image_bytes(request)
         if not image_bytes:
             raise _inference_error(400, "Image not found in request body.")
+        if model.answer is not None:
+            raw = model.answer(image_bytes)
+            if raw is not None:
+                return Response(200, raw, {"Content-Type": "application/json"})
         classes_param = request.param("classes")
         classes = [c.strip() for c in classes_param.split(",") if c.strip()] if classes_param else None
         try:

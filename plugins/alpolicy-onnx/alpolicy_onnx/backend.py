@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from alpolicy import Prediction, UsageError
+from alpolicy.prediction import PredictionFormatError
 from alpolicy.backends import ImageError, ModelOptions, fingerprint
 from alpolicy.images import ImageDecodeError, ImageFile, sha256_file
 
@@ -63,6 +64,7 @@ class OnnxBackend:
         self.dynamic_batch = not isinstance(model_input.shape[0], int)
         self.max_batch = int(options.extra.get("batch", DEFAULT_MAX_BATCH)) if self.dynamic_batch else 1
         self.confidence = options.confidence / 100.0
+        self.max_detections = options.max_detections
         self.iou = options.overlap / 100.0
         output = self.session.run(None, {self.input_name: np.zeros((1, 3, *self.input_size), np.float32)})[0]
         try:
@@ -96,7 +98,14 @@ class OnnxBackend:
         self._queue.put(_Request(tensor, future))
         output = future.result()
         (detections,) = decode(output, self.layout, self.confidence, self.iou, ratio, pad, picture.size, names=self.names)
-        return Prediction(picture.width, picture.height, detections, self.model_id)
+        try:
+            # A broken or mis-exported model (infinite scores, logits instead of probabilities)
+            # fails this image with the place of the bad value, instead of reaching the rules.
+            return Prediction(picture.width, picture.height, detections, self.model_id).validated(
+                max_detections=self.max_detections
+            )
+        except PredictionFormatError as error:
+            raise ImageError(f"the model produced an invalid detection: {error}") from None
 
     def _serve(self) -> None:
         """Run batches: everything queued right now, up to ``max_batch``."""

@@ -231,3 +231,21 @@ def test_a_run_at_another_confidence_runs_the_onnx_model_again(tmp_path):
     assert batches == 0 and again.reused == 4
     batches, other = run(60)
     assert batches == 4 and other.inferred == 4 and other.fingerprint != again.fingerprint
+
+
+@pytest.mark.parametrize("score, reason", [
+    (float("inf"), r"predictions\[0\]\.confidence: Infinity is not a finite number"),
+    (57.0, r"predictions\[0\]\.confidence: 57\.0 is outside 0\.\.1"),  # logits exported without a sigmoid
+])
+def test_a_broken_model_fails_the_image_with_the_place_of_the_bad_value(tmp_path, score, reason):
+    """ONNX Runtime computes what the graph says: a model answering infinite or > 1 scores must
+    fail its image, located, rather than hand the rules a confidence no threshold can judge."""
+    raw = _v8([(32, 32, 20, 10, 1, score)], num_classes=3, anchors=16)
+    model = backend(save(_constant_detector(raw, (64, 64)), tmp_path / "broken.onnx"))
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(tmp_path / "frame.png")
+    try:
+        with pytest.raises(alpolicy.backends.ImageError, match=reason) as caught:
+            model.predict(ImageFile.from_path(tmp_path / "frame.png"))
+    finally:
+        model.close()
+    assert str(caught.value).startswith("the model produced an invalid detection: ")
