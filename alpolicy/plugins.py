@@ -5,6 +5,11 @@ third-party plugins (the modules in :data:`DEFAULT_PLUGINS`), so the built-ins a
 of the plugin contract. ``ALPOLICY_LOAD_PLUGINS`` restricts which installed plugins are loaded:
 unset means all, an empty string means none, otherwise a comma-separated list of entry point
 or distribution names.
+
+A broken installed plugin (it fails to import, implements a misspelt hook, raises in a hook,
+registers something invalid or a name another plugin has) stops alpolicy with one line that names
+it and ends with the way to start without it, ``ALPOLICY_LOAD_PLUGINS=<the other plugins> alpolicy
+...``: a user can get on with their work before the plugin's author has fixed it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import importlib
 import importlib.metadata
 import os
 import re
+import shlex
 import threading
 from typing import Any, Callable, Sequence
 
@@ -21,8 +27,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from . import hookspecs
-from .errors import PluginError
-from .registry import DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec
+from .errors import PluginError, exception_line
+from .registry import DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, did_you_mean
 
 ENTRY_POINT_GROUP = "alpolicy"
 LOAD_PLUGINS_ENV = "ALPOLICY_LOAD_PLUGINS"
@@ -64,11 +70,40 @@ def reset_registry() -> None:
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, remembering which distribution each entry-point plugin came from."""
+    """pluggy's manager, remembering the entry-point plugins and the distribution each came from."""
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT_NAME)
         self.distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+        self.entry_points: list[str] = []  # the selected entry-point plugins, in discovery order
+
+
+class _BrokenPlugin(PluginError):
+    """A :class:`PluginError` that one plugin caused, raised where the problem is found (which may not
+    know which plugins are installed); :func:`_way_out` turns it into the final one-line message.
+
+    ``culprits`` are the plugins that could be left out, the likeliest first (for a duplicate name,
+    the later registration, then the earlier one); ``advice`` says what else to do about it.
+    """
+
+    def __init__(self, message: str, *culprits: str, advice: str = "fix the plugin or start without it") -> None:
+        super().__init__(message)
+        self.culprits = culprits
+        self.advice = advice
+
+
+def _way_out(error: _BrokenPlugin, entry_points: Sequence[str]) -> PluginError:
+    """``<message>; fix the plugin or start without it: ALPOLICY_LOAD_PLUGINS=a,b alpolicy ...``.
+
+    Only an entry-point plugin can be left out that way (built-ins and plugins registered in code
+    cannot), so a problem with none among its culprits keeps its message as it is.
+    """
+    culprit = next((name for name in error.culprits if name in entry_points), None)
+    if culprit is None:
+        return PluginError(str(error))
+    others = ",".join(name for name in entry_points if name != culprit)
+    advice = error.advice.format(plugin=culprit)
+    return PluginError(f"{error}; {advice}: {LOAD_PLUGINS_ENV}={shlex.quote(others)} alpolicy ...")
 
 
 def make_plugin_manager(
@@ -80,17 +115,14 @@ def make_plugin_manager(
     manager.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:
         _register(manager, importlib.import_module(module_name), module_name)
-    if load_entry_points:
-        _load_entry_points(manager)
-    for name, plugin in extra:
-        _register(manager, plugin, name)
     try:
-        manager.check_pending()
-    except pluggy.PluginValidationError as error:
-        raise PluginError(
-            f"plugin {manager.get_name(error.plugin)!r} implements a hook alpolicy does not have: {error}; "
-            f"known hooks: {', '.join(_hook_names())}"
-        ) from None
+        if load_entry_points:
+            _load_entry_points(manager)
+        for name, plugin in extra:
+            _register(manager, plugin, name)
+        _check_pending(manager)
+    except _BrokenPlugin as error:
+        raise _way_out(error, manager.entry_points) from None
     return manager
 
 
@@ -98,11 +130,29 @@ def _hook_names() -> list[str]:
     return [name for name in dir(hookspecs) if name.startswith("alpolicy_")]
 
 
+def _check_pending(manager: pluggy.PluginManager) -> None:
+    """pluggy's ``check_pending`` (every hook implementation has a hookspec), as one line naming the
+    plugin and the hook it has, with the hook it probably meant."""
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        name = manager.get_name(error.plugin) or repr(error.plugin)
+        known = _hook_names()
+        unknown = [
+            caller.name for caller in manager.get_hookcallers(error.plugin) or []
+            if not caller.has_spec()
+            and any(impl.plugin is error.plugin and not impl.optionalhook for impl in caller.get_hookimpls())
+        ]
+        hook = unknown[0] if unknown else "?"
+        hint = did_you_mean(hook, known) or f"; known hooks: {', '.join(known)}"
+        raise _BrokenPlugin(f"plugin {name!r} implements unknown hook {hook!r}{hint}", name) from None
+
+
 def _register(manager: pluggy.PluginManager, plugin: Any, name: str) -> None:
     try:
         manager.register(plugin, name=name)
     except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {name!r} is invalid: {error}") from None
+        raise _BrokenPlugin(f"plugin {name!r} is invalid: {error}", name) from None
     except ValueError as error:  # pluggy: the name or the object is already registered
         raise PluginError(f"two plugins are both named {name!r}: {error}") from None
 
@@ -115,12 +165,37 @@ def _selected_plugins() -> set[str] | None:
 
 
 def _load_entry_points(manager: PluginManager) -> None:
+    """Import and register the selected entry points; all of them are known (``manager.entry_points``)
+    before the first import, so a plugin that fails to import can be told how to start without it."""
+    entry_points = _selected_entry_points()
+    manager.entry_points = [entry_point.name for entry_point in entry_points]
+    for entry_point in entry_points:
+        dist = getattr(entry_point, "dist", None)
+        try:
+            module = entry_point.load()
+        except Exception as error:  # a broken plugin must name itself, not crash the CLI
+            raise _BrokenPlugin(
+                f"plugin {entry_point.name!r} ({_dist_name(entry_point)}) failed to load: {exception_line(error)}",
+                entry_point.name,
+            ) from None
+        _register(manager, module, entry_point.name)
+        if dist is not None:
+            manager.distributions[entry_point.name] = (_dist_name(entry_point), dist.version)
+
+
+def _dist_name(entry_point: importlib.metadata.EntryPoint) -> str | None:
+    dist = getattr(entry_point, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The installed ``alpolicy`` entry points that ``ALPOLICY_LOAD_PLUGINS`` selects, once each."""
     selected = _selected_plugins()
     seen: dict[str, str] = {}
     found: set[str] = set()
+    chosen: list[importlib.metadata.EntryPoint] = []
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(entry_point, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else None
+        dist_name = _dist_name(entry_point)
         if selected is not None and entry_point.name not in selected and dist_name not in selected:
             continue
         found.update({entry_point.name, dist_name or ""})
@@ -132,22 +207,14 @@ def _load_entry_points(manager: PluginManager) -> None:
         if entry_point.name in seen:  # the same distribution seen twice on sys.path
             continue
         seen[entry_point.name] = entry_point.value
-        try:
-            module = entry_point.load()
-        except Exception as error:  # a broken plugin must name itself, not crash the CLI
-            raise PluginError(
-                f"plugin {entry_point.name!r} ({dist_name}) failed to load: "
-                f"{type(error).__name__}: {error}"
-            ) from None
-        _register(manager, module, entry_point.name)
-        if dist is not None:
-            manager.distributions[entry_point.name] = (dist_name, dist.version)
+        chosen.append(entry_point)
     missing = sorted((selected or set()) - found)
     if missing:
         raise PluginError(
             f"{LOAD_PLUGINS_ENV} names {', '.join(map(repr, missing))}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed; see `alpolicy plugins`"
         )
+    return chosen
 
 
 def _plugin_info(manager: pluggy.PluginManager, name: str) -> PluginInfo:
@@ -178,9 +245,12 @@ def build_registry(manager: pluggy.PluginManager) -> Registry:
     for name, _plugin in manager.list_name_plugin():
         registry.plugins[name] = _plugin_info(manager, name)
 
-    _collect(manager, "alpolicy_rules", lambda spec, plugin: _add_rule(registry, spec, plugin))
-    _collect(manager, "alpolicy_inference_backends", lambda spec, plugin: _add_backend(registry, spec, plugin))
-    _collect(manager, "alpolicy_destinations", lambda spec, plugin: _add_destination(registry, spec, plugin))
+    try:
+        _collect(manager, "alpolicy_rules", lambda spec, plugin: _add_rule(registry, spec, plugin))
+        _collect(manager, "alpolicy_inference_backends", lambda spec, plugin: _add_backend(registry, spec, plugin))
+        _collect(manager, "alpolicy_destinations", lambda spec, plugin: _add_destination(registry, spec, plugin))
+    except _BrokenPlugin as error:
+        raise _way_out(error, getattr(manager, "entry_points", ())) from None
     return registry
 
 
@@ -198,27 +268,25 @@ def _collect(manager: pluggy.PluginManager, hook_name: str, add: Callable[[Any, 
         except PluginError:
             raise
         except Exception as error:
-            raise PluginError(
-                f"plugin {plugin!r} failed in {hook_name}: {type(error).__name__}: {error}"
-            ) from None
+            raise _BrokenPlugin(f"plugin {plugin!r} failed in {hook_name}: {exception_line(error)}", plugin) from None
 
 
 def _add_rule(registry: Registry, spec: Any, plugin: str) -> None:
     if not isinstance(spec, RuleSpec):
-        raise PluginError(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.RuleSpec")
+        raise _BrokenPlugin(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.RuleSpec", plugin)
     if not _RULE_NAME.match(spec.name):
-        raise PluginError(
-            f"plugin {plugin!r} registered rule {spec.name!r}: names are lower_snake_case ([a-z][a-z0-9_]*)"
+        raise _BrokenPlugin(
+            f"plugin {plugin!r} registered rule {spec.name!r}: names are lower_snake_case ([a-z][a-z0-9_]*)", plugin
         )
     existing = registry.rules.get(spec.name)
     if existing is not None:
-        raise PluginError(
-            f"rule {spec.name!r} is registered twice: by plugin {existing.plugin!r} and by plugin {plugin!r}"
-        )
+        raise _twice(f"rule {spec.name!r}", existing.plugin, plugin)
     try:
         Draft202012Validator.check_schema(dict(spec.schema))
     except SchemaError as error:
-        raise PluginError(f"plugin {plugin!r}: rule {spec.name!r} has an invalid JSON Schema: {error.message}") from None
+        raise _BrokenPlugin(
+            f"plugin {plugin!r}: rule {spec.name!r} has an invalid JSON Schema: {error.message}", plugin
+        ) from None
     spec = RuleSpec(spec.name, spec.stage, spec.schema, spec.factory, spec.summary, plugin)
     registry.rules[spec.name] = spec
     registry.plugins[plugin].rules.append(spec.name)
@@ -235,7 +303,7 @@ def _add_destination(registry: Registry, spec: Any, plugin: str) -> None:
 def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: str, kind: type, noun: str) -> None:
     """Register a backend or destination under its scheme, attributed to ``plugin``."""
     if not isinstance(spec, kind):
-        raise PluginError(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.{kind.__name__}")
+        raise _BrokenPlugin(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.{kind.__name__}", plugin)
     _check_scheme(spec.scheme, plugin, table, noun)
     table[spec.scheme] = kind(spec.scheme, spec.factory, spec.summary, plugin)
     listing.append(spec.scheme)
@@ -243,8 +311,16 @@ def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: st
 
 def _check_scheme(scheme: str, plugin: str, existing: dict[str, Any], kind: str) -> None:
     if not _SCHEME.match(scheme):
-        raise PluginError(f"plugin {plugin!r} registered {kind} scheme {scheme!r}: use lower-case letters, digits, - and _")
-    if scheme in existing:
-        raise PluginError(
-            f"{kind} {scheme!r} is registered twice: by plugin {existing[scheme].plugin!r} and by plugin {plugin!r}"
+        raise _BrokenPlugin(
+            f"plugin {plugin!r} registered {kind} scheme {scheme!r}: use lower-case letters, digits, - and _", plugin
         )
+    if scheme in existing:
+        raise _twice(f"{kind} {scheme!r}", existing[scheme].plugin, plugin)
+
+
+def _twice(what: str, first: str, second: str) -> _BrokenPlugin:
+    """Two plugins register the same name: either can be left out, the later one first."""
+    return _BrokenPlugin(
+        f"{what} is registered twice: by plugin {first!r} and by plugin {second!r}", second, first,
+        advice="rename it in plugin {plugin!r} or start without that plugin",
+    )

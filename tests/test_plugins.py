@@ -99,8 +99,21 @@ def test_a_misspelt_hook_fails_loudly():
         def alpolicy_rule(self, register):  # missing the "s"
             pass
 
-    with pytest.raises(PluginError, match="plugin 'typo' implements a hook alpolicy does not have.*alpolicy_rules"):
+    with pytest.raises(PluginError) as caught:
         registry_with(("typo", Misspelt()))
+    assert str(caught.value) == "plugin 'typo' implements unknown hook 'alpolicy_rule' (did you mean 'alpolicy_rules'?)"
+
+    class Unrelated:
+        @hookimpl
+        def on_startup(self):
+            pass
+
+    with pytest.raises(PluginError) as caught:
+        registry_with(("other", Unrelated()))
+    assert str(caught.value) == (
+        "plugin 'other' implements unknown hook 'on_startup'; "
+        "known hooks: alpolicy_destinations, alpolicy_inference_backends, alpolicy_rules"
+    )
 
 
 def test_a_hook_with_a_wrong_argument_name_fails_loudly():
