@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..backends import ModelOptions
-from ..checks import argument, number, service_url, whole_number
+from ..checks import argument, cleartext_secret, number, service_url, whole_number
 from ..destinations import DestinationOptions
 from ..errors import UsageError
 from ..html_report import write_run_report
@@ -90,11 +90,23 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     remote.add_argument("--jpeg-quality", type=argument(whole_number, minimum=1, maximum=95), metavar="Q", help="re-encode uploads as JPEG at this quality (1-95)")
     remote.add_argument("--timeout", type=argument(number, above=0), default=60.0, metavar="S", help="seconds per request (default 60)")
     remote.add_argument("--labelstudio-url", type=argument(service_url), metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY)")
+    remote.add_argument("--allow-insecure-http", action="store_true", help="let the API key or token go to a plain http:// URL of another machine (refused without it; http://localhost and 127.0.0.1 are fine)")
     remote.add_argument("--add-missing-labels", action="store_true", help="labelstudio: add predicted classes missing from the project's labeling config instead of failing those images")
     parser.set_defaults(handler=cmd_run)
 
 
+#: The URL flags of services that receive a secret, and which one: a plain ``http://`` URL of
+#: another machine is refused naming the flag (the backends and destinations refuse it too, for
+#: the environment variables and for Python callers).
+SECRET_URL_FLAGS = (("inference_url", "--inference-url", "API key"), ("api_url", "--api-url", "API key"),
+                    ("labelstudio_url", "--labelstudio-url", "API token"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    for attribute, flag, secret in SECRET_URL_FLAGS:
+        url = getattr(args, attribute)
+        if url:
+            cleartext_secret(url, flag, secret=secret, allow_insecure_http=args.allow_insecure_http)
     if args.policy is None and args.conditionals is None:
         policy = Policy.from_conditionals({})
     else:
@@ -117,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model_options=ModelOptions(
             api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap,
             timeout=args.timeout, extra={"labels": args.labels} if args.labels else {},
+            allow_insecure_http=args.allow_insecure_http,
         ),
         destination_options=DestinationOptions(
             # --api-key is the Roboflow key: never hand it to another service (Label Studio reads
@@ -125,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
             extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality,
                    "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels},
+            allow_insecure_http=args.allow_insecure_http,
         ),
     )
     report = run(
