@@ -41,6 +41,14 @@ and nothing is uploaded twice. Exit status: 0 done, 1 some images failed or stay
 """
 
 
+def destination_option(text: str) -> tuple[str, str]:
+    """``--to-opt KEY=VALUE`` as ``(key, value)``; the destination checks the key and the value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"should be KEY=VALUE, e.g. merge=true, got {text!r}")
+    return key.strip(), value
+
+
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
@@ -59,6 +67,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     policy.add_argument("--policy", metavar="FILE", help="policy JSON file (see `alpolicy rules`)")
     policy.add_argument("--conditionals", metavar="JSON", help="Roboflow SDK conditionals as a JSON object (default: {})")
     what.add_argument("--to", metavar="SPEC", dest="destination", help="roboflow:PROJECT or folder:DIR")
+    what.add_argument("--to-opt", action="append", default=[], type=destination_option, metavar="KEY=VALUE",
+                      help="a setting of the destination (repeatable); folder: merge=true adds to a folder holding "
+                      "files alpolicy did not write, keeping its entries")
     what.add_argument("--labels", metavar="FILE", help="class names, one per line (onnx: models without names in their metadata)")
     images = parser.add_argument_group("images")
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
@@ -137,7 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             api_key=args.api_key if (args.destination or "").startswith("roboflow:") else None,
             api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
             extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality,
-                   "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels},
+                   "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels,
+                   **dict(args.to_opt)},
             allow_insecure_http=args.allow_insecure_http,
         ),
     )
