@@ -10,6 +10,7 @@ same words, in one line (:class:`~alpolicy.errors.UsageError`), before any image
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import urllib.parse
@@ -98,15 +99,53 @@ def service_url(value: Any, name: str) -> str:
     return _named(_url, value, name)
 
 
-def configured_url(option: str | None, option_name: str, env: str, default: str) -> str:
+#: The flag that lets a secret go to a non-loopback ``http://`` service (``allow_insecure_http`` in Python).
+INSECURE_HTTP_FLAG = "--allow-insecure-http"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ``::1`` (also as ``::ffff:127.x.y.z``): traffic that never
+    leaves the machine. ``*.localhost`` is not: the system resolver (glibc without
+    nss-myhostname) may ask DNS or ``/etc/hosts`` for it, which can answer any address."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def cleartext_secret(url: str, name: str, *, secret: str = "credentials", allow_insecure_http: bool = False) -> None:
+    """Refuse ``url`` when it would carry ``secret`` unencrypted off this machine: ``http://`` to a
+    host that is not loopback. Decided from the URL alone, before any connection, so a typo'd
+    ``http://`` never sends the key even once; ``allow_insecure_http`` is for those who mean it
+    (a trusted network, a TLS-terminating sidecar)."""
+    parts = urllib.parse.urlsplit(url)
+    if allow_insecure_http or parts.scheme != "http" or is_loopback_host(parts.hostname or ""):
+        return
+    flag = INSECURE_HTTP_FLAG if name.startswith("--") else f"{INSECURE_HTTP_FLAG} (allow_insecure_http=True)"
+    raise UsageError(f"{name} {url} would send your {secret} in clear text: use https://, "
+                     f"or pass {flag} if you really mean it")
+
+
+def configured_url(option: str | None, option_name: str, env: str, default: str, *, secret: str | None = "credentials",
+                   allow_insecure_http: bool = False) -> str:
     """A service URL from its option, else its environment variable, else the default; either
-    given one is checked, and a mistake names where it came from."""
+    given one is checked, and a mistake names where it came from. Every service alpolicy
+    configures receives a secret (``secret`` names it in the message; ``None`` for one that does
+    not), so a plain ``http://`` URL to another machine is refused (:func:`cleartext_secret`)."""
     if option:
-        return service_url(option, option_name)
-    from_env = os.environ.get(env)
-    if from_env:
-        return service_url(from_env, env)
-    return default
+        url, name = service_url(option, option_name), option_name
+    elif os.environ.get(env):
+        url, name = service_url(os.environ[env], env), env
+    else:
+        url, name = default, option_name
+    if secret is not None:
+        cleartext_secret(url, name, secret=secret, allow_insecure_http=allow_insecure_http)
+    return url
 
 
 def service_options(options: Any) -> None:
@@ -114,6 +153,9 @@ def service_options(options: Any) -> None:
     number(options.timeout, "timeout", above=0)
     whole_number(options.attempts, "attempts", minimum=1)
     number(options.retry_backoff, "retry_backoff", minimum=0)
+    insecure = getattr(options, "allow_insecure_http", False)
+    if not isinstance(insecure, bool):
+        raise UsageError(f"allow_insecure_http should be True or False, got {insecure!r}")
 
 
 _CHECKS: dict[Callable[..., Any], Callable[..., Any]] = {whole_number: _whole, number: _number, service_url: _url}

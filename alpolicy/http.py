@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import AuthError, ServiceError
+from .errors import AuthError, ServiceError, UsageError
 from .jsonsafe import JsonError, loads
 from .secrets import redact
 
@@ -62,6 +62,9 @@ class ServiceOptions:
     retry_backoff: float = 0.5
     #: Backend- or destination-specific settings.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Let the secret go to a plain ``http://`` URL of another machine (``--allow-insecure-http``);
+    #: without it such a URL is refused before any connection (loopback ``http://`` is fine).
+    allow_insecure_http: bool = False
 
     def retry_policy(self) -> "RetryPolicy":
         return RetryPolicy(attempts=self.attempts, backoff=self.retry_backoff)
@@ -122,15 +125,64 @@ def retry(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def follows_redirect(old: str, new: str) -> bool:
+    """Whether a redirect from ``old`` to ``new`` is followed: to the same scheme, host and port,
+    or from ``http`` up to ``https`` on the same host. Every request alpolicy makes carries a
+    secret -- an ``api_key`` in the query string, which a server's ``Location`` usually repeats,
+    or an ``Authorization`` header -- and a redirect anywhere else would hand it to another
+    machine or down to clear text."""
+    before, after = urlsplit(old), urlsplit(new)
+    if (before.hostname or "").lower() != (after.hostname or "").lower():
+        return False
+    if before.scheme == after.scheme:
+        return _port(before) == _port(after)
+    return before.scheme == "http" and after.scheme == "https"
+
+
+def _port(parts: Any) -> int | None:
+    return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def origin(url: str) -> str:
+    """``https://host:port`` of ``url``: what a message may say about it (no path, no query, no
+    user info: they may hold a secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+class _Redirected(Exception):
+    """A redirect :func:`follows_redirect` refuses (raised before the redirected request is made)."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(f"{origin(old)} -> {origin(new)}")
+        self.old, self.new = old, new
+
+
+class _Session(requests.Session):
+    """A session that follows only the redirects :func:`follows_redirect` allows."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        # requests calls this for every redirect, with the next request ready and not yet sent.
+        if not follows_redirect(response.url, prepared_request.url or ""):
+            raise _Redirected(response.url, prepared_request.url or "")
+        super().rebuild_auth(prepared_request, response)
+
+
 class HttpClient:
-    """A pooled ``requests.Session`` with retries; one per backend or destination."""
+    """A pooled ``requests.Session`` with retries; one per backend or destination.
+
+    Redirects are followed only within the service (:func:`follows_redirect`); one elsewhere is
+    a :class:`UsageError` (the configured URL is not the service's), before anything is sent there.
+    """
 
     def __init__(self, *, timeout: float = 60.0, retry: RetryPolicy | None = None, pool_size: int = 32, service: str = "server") -> None:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.service = service
         self.stats = HttpStats()
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.headers["User-Agent"] = USER_AGENT
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
@@ -164,6 +216,11 @@ class HttpClient:
         self.stats.add(requests_=1)
         try:
             response = self.session.request(method, url, **kwargs)
+        except _Redirected as redirect:
+            raise UsageError(
+                f"the {self.service} at {origin(redirect.old)} redirected {what} to {origin(redirect.new)}: "
+                "not followed, it would take the credentials there; if that is the service, use its URL instead"
+            ) from None
         except requests.Timeout:
             raise AttemptFailed(what, f"no answer within {self.timeout:g} s") from None
         except requests.ConnectionError as error:

@@ -113,7 +113,7 @@ _RUN_KEYWORDS = ("concurrency", "dry_run", "reuse_predictions", "journal", "deci
                  "max_consecutive_failures", "retry_for", "wait_for_journal")
 _MODEL_KEYWORDS = ("confidence", "overlap", "inference_url")
 _DESTINATION_KEYWORDS = ("split", "batch", "api_url")
-_SERVICE_KEYWORDS = ("api_key", "timeout", "attempts", "retry_backoff")
+_SERVICE_KEYWORDS = ("api_key", "timeout", "attempts", "retry_backoff", "allow_insecure_http")
 RUN_KEYWORDS = frozenset(_RUN_KEYWORDS + _MODEL_KEYWORDS + _DESTINATION_KEYWORDS + _SERVICE_KEYWORDS)
 
 

@@ -116,7 +116,7 @@ def test_a_disk_error_is_permanent_and_leaves_no_partial_file(
         destination.send(delivery_for(frame, TWO_BOXES))
     assert "\n" not in str(caught.value)
     monkeypatch.setattr(os, "fsync", real_fsync)
-    assert files_under(tmp_path / "out") == []
+    assert files_under(tmp_path / "out") == [".alpolicy/folder.json"]  # only the marker check() wrote
     # The name was not left taken: the retry stores the image under its own name.
     assert destination.send(delivery_for(frame, TWO_BOXES)).remote_id == "frame.jpg"
 
@@ -294,8 +294,8 @@ def test_a_different_content_with_a_taken_name_gets_the_hash_suffix(tmp_path: Pa
 
 def test_an_image_left_without_record_by_a_crash_is_recognised(tmp_path: Path, frame: ImageFile) -> None:
     out = tmp_path / "out"
-    (out / "images").mkdir(parents=True)
-    (out / "images" / "frame.jpg").write_bytes(Path(frame.path).read_bytes())  # copied, then the crash
+    folder(tmp_path)  # the first run prepared the folder (its marker written) ...
+    (out / "images" / "frame.jpg").write_bytes(Path(frame.path).read_bytes())  # ... copied, then the crash
     receipt = folder(tmp_path).send(delivery_for(frame, TWO_BOXES))
     assert receipt.remote_id == "frame.jpg" and receipt.duplicate
     assert os.listdir(out / "images") == ["frame.jpg"]
@@ -362,6 +362,7 @@ def test_no_temp_files_are_left_behind(tmp_path: Path, frame: ImageFile) -> None
     destination.close()
     destination.close()  # closing twice is harmless
     assert files_under(tmp_path / "out") == [
+        ".alpolicy/folder.json",
         f".alpolicy/records/{frame.sha256()}.json",
         "annotations.coco.json",
         "data.yaml",

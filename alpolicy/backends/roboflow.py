@@ -49,7 +49,8 @@ class RoboflowInference:
     def __init__(self, target: str, options: ModelOptions) -> None:
         self.project, self.version = parse_model_target(target)
         self.api_key = api_key_from(options.api_key, "roboflow inference")
-        base = checks.configured_url(options.inference_url, "inference_url", INFERENCE_URL_ENV, HOSTED_INFERENCE_URL)
+        base = checks.configured_url(options.inference_url, "inference_url", INFERENCE_URL_ENV, HOSTED_INFERENCE_URL,
+                                     secret="API key", allow_insecure_http=options.allow_insecure_http)
         self.url = f"{base}/{self.project}/{self.version}"
         self.model_id = f"{self.project}/{self.version}"
         self.params = {

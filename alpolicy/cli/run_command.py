@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..backends import ModelOptions
-from ..checks import argument, number, service_url, whole_number
+from ..checks import argument, cleartext_secret, number, service_url, whole_number
 from ..jsonsafe import DEFAULT_MAX_BYTES
 from ..prediction import MAX_DETECTIONS
 from ..destinations import DestinationOptions
@@ -43,6 +43,14 @@ and nothing is uploaded twice. Exit status: 0 done, 1 some images failed or stay
 """
 
 
+def destination_option(text: str) -> tuple[str, str]:
+    """``--to-opt KEY=VALUE`` as ``(key, value)``; the destination checks the key and the value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"should be KEY=VALUE, e.g. merge=true, got {text!r}")
+    return key.strip(), value
+
+
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
@@ -61,6 +69,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     policy.add_argument("--policy", metavar="FILE", help="policy JSON file (see `alpolicy rules`)")
     policy.add_argument("--conditionals", metavar="JSON", help="Roboflow SDK conditionals as a JSON object (default: {})")
     what.add_argument("--to", metavar="SPEC", dest="destination", help="roboflow:PROJECT or folder:DIR")
+    what.add_argument("--to-opt", action="append", default=[], type=destination_option, metavar="KEY=VALUE",
+                      help="a setting of the destination (repeatable); folder: merge=true adds to a folder holding "
+                      "files alpolicy did not write, keeping its entries")
     what.add_argument("--labels", metavar="FILE", help="class names, one per line (onnx: models without names in their metadata)")
     images = parser.add_argument_group("images")
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
@@ -98,11 +109,23 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                         help=f"a prediction with more detections fails its image (default {MAX_DETECTIONS:,})")
     remote.add_argument("--max-response-mb", type=argument(number, above=0), default=DEFAULT_MAX_BYTES / 2**20, metavar="MB",
                         help=f"a model answer or prediction file larger than this (MiB) fails its image (default {DEFAULT_MAX_BYTES // 2**20})")
+    remote.add_argument("--allow-insecure-http", action="store_true", help="let the API key or token go to a plain http:// URL of another machine (refused without it; http://localhost and 127.0.0.1 are fine)")
     remote.add_argument("--add-missing-labels", action="store_true", help="labelstudio: add predicted classes missing from the project's labeling config instead of failing those images")
     parser.set_defaults(handler=cmd_run)
 
 
+#: The URL flags of services that receive a secret, and which one: a plain ``http://`` URL of
+#: another machine is refused naming the flag (the backends and destinations refuse it too, for
+#: the environment variables and for Python callers).
+SECRET_URL_FLAGS = (("inference_url", "--inference-url", "API key"), ("api_url", "--api-url", "API key"),
+                    ("labelstudio_url", "--labelstudio-url", "API token"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    for attribute, flag, secret in SECRET_URL_FLAGS:
+        url = getattr(args, attribute)
+        if url:
+            cleartext_secret(url, flag, secret=secret, allow_insecure_http=args.allow_insecure_http)
     if args.policy is None and args.conditionals is None:
         policy = Policy.from_conditionals({})
     else:
@@ -129,6 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap,
             timeout=args.timeout, extra={"labels": args.labels} if args.labels else {},
             max_detections=args.max_detections, max_response_bytes=int(args.max_response_mb * 2**20),
+            allow_insecure_http=args.allow_insecure_http,
         ),
         destination_options=DestinationOptions(
             # --api-key is the Roboflow key: never hand it to another service (Label Studio reads
@@ -136,7 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             api_key=args.api_key if (args.destination or "").startswith("roboflow:") else None,
             api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
             extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality,
-                   "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels},
+                   "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels,
+                   **dict(args.to_opt)},
+            allow_insecure_http=args.allow_insecure_http,
         ),
     )
     report = run(

@@ -72,6 +72,11 @@ class Receipt:
     duplicate: bool = False
 
 
+#: The ``extra`` keys the command line fills for whichever destination ``--to`` names (each
+#: destination reads those it knows); a destination that refuses unknown keys allows these.
+COMMAND_LINE_EXTRA = frozenset({"batch_recreation", "max_size", "jpeg_quality", "labelstudio_url", "add_missing_labels"})
+
+
 @dataclass
 class DestinationOptions(ServiceOptions):
     """Settings every destination may use (``api_key``, ``timeout``, ``attempts``,

@@ -11,11 +11,17 @@ Layout::
       labelstudio-config.xml             a labeling config listing every class    }
       labels/<stem>.txt, data.yaml       YOLO: one txt per image, class names      }
       .alpolicy/records/<sha256>.json    one record per image: what close() builds from
+      .alpolicy/folder.json              the marker: this folder is alpolicy's (or merged into)
 
 Why records: ``send`` runs on many threads and a run may crash at any point, so the index files
 are never appended to. Each send writes its own record, last, atomically; ``close`` rebuilds the
 three index files from *every* record in the folder. Images from earlier runs into the same DIR are
 therefore kept, and a crash before ``close`` is repaired by the next run's ``close``.
+
+Ownership: the folder must be empty, carry the marker, or hold records of an older alpolicy
+(adopted); any other folder is refused in one line, unless ``merge`` (``--to-opt merge=true``)
+asks to add to it, keeping every entry of the user's: see :mod:`.folder_merge`. Options
+(``extra``, ``--to-opt KEY=VALUE``): :data:`OPTIONS`; an unknown one is refused in one line.
 
 Names: an image keeps its base name unless a different content already has it (or has the same
 stem, compared case-insensitively, since ``predictions/<stem>.json`` and case-insensitive file
@@ -64,7 +70,10 @@ from ..hookspecs import hookimpl
 from ..images import ImageDecodeError, sha256_file
 from ..prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
-from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
+from . import COMMAND_LINE_EXTRA, Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
+from .folder_merge import (MARKER, Ownership, foreign_summary, marker_document, merge_coco, merge_data_yaml,
+                           merge_labelstudio_config, merge_tasks, parse_merge, read_coco, read_labelstudio_config,
+                           read_marker, read_tasks, read_yaml_names, user_files)
 
 log = logging.getLogger("alpolicy.folder")
 
@@ -77,6 +86,16 @@ CONFIG_FILE = "labelstudio-config.xml"
 YOLO_LABELS = "labels"
 YOLO_DATA_FILE = "data.yaml"
 RECORD_FORMAT = 1
+
+#: The destination's own ``extra`` settings (``--to-opt KEY=VALUE`` on the command line).
+OPTIONS = {
+    "merge": "add to a folder holding files alpolicy did not write, keeping its entries (true/false)",
+    "image_url_prefix": "what Label Studio task image URLs start with",
+    "labelstudio_from_name": "the RectangleLabels name in the tasks and config (default label)",
+    "labelstudio_to_name": "the Image name in the tasks and config (default image)",
+}
+#: The index files a merged folder merges into (every other file of the user's is never written).
+INDEX_FILES = (COCO_FILE, TASKS_FILE, CONFIG_FILE, YOLO_DATA_FILE)
 
 #: The longest file name, in bytes, on every common file system (ext4, XFS, btrfs, APFS, NTFS).
 NAME_MAX = 255
@@ -103,6 +122,11 @@ class FolderDestination:
         self.root = os.path.abspath(os.path.expanduser(target))
         self.name = f"folder:{self.root}"
         extra = options.extra or {}
+        unknown = sorted(set(extra) - set(OPTIONS) - COMMAND_LINE_EXTRA)
+        if unknown:
+            raise UsageError(f"the folder destination has no option {', '.join(map(repr, unknown))}; known: {', '.join(OPTIONS)}")
+        #: Add to a folder that holds the user's files (see :mod:`.folder_merge`).
+        self.merge = parse_merge(extra.get("merge", False))
         self.image_url_prefix = str(extra.get("image_url_prefix", ""))
         self.from_name = str(extra.get("labelstudio_from_name", "label"))
         self.to_name = str(extra.get("labelstudio_to_name", "image"))
@@ -115,6 +139,8 @@ class FolderDestination:
         self._hashes: dict[str, str] = {}
         #: The file system's longest name in bytes, asked on first need (:meth:`_name_max`).
         self._name_limit: int | None = None
+        #: Whether the folder is ours or merged into, decided by :meth:`_prepare` (or at close).
+        self._ownership: Ownership | None = None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -149,6 +175,7 @@ class FolderDestination:
             raise UsageError(f"folder destination {self.root} cannot be created: {existing} is a file")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(f"folder destination {self.root} cannot be created or written: {existing} is not writable")
+        self._decide()
 
     def send(self, delivery: Delivery) -> Receipt:
         sha = delivery.key
@@ -173,33 +200,106 @@ class FolderDestination:
         return Receipt(name, url=Path(self.image_path(name)).as_uri(), duplicate=stored)
 
     def close(self) -> None:
-        """Rebuild the COCO file, the Label Studio tasks and config from every record in DIR.
+        """Rebuild the COCO file, the Label Studio tasks and config from every record in DIR
+        (in a merged folder: merge alpolicy's entries into the user's files, see :mod:`.folder_merge`).
 
         Creates nothing when DIR was never prepared: a run that fails before ``check`` (a missing
-        source folder) must not leave an empty output folder behind.
+        source folder, a folder that is not ours) must not leave an empty output folder behind,
+        nor write into someone's folder.
         """
-        if not os.path.isdir(self._path(RECORDS)):
+        ownership = self._ownership_at_close()
+        if ownership is None:
             return
-        items = self._load_items()
+        stale: set[str] = set()
+        items = self._load_items(stale)
         created = datetime.now(timezone.utc)
         classes = sorted({d["class"] for item in items for d in item.detections})
         coco = coco_document(items, classes, created)
         tasks = labelstudio_tasks(items, self.image_url_prefix, self.from_name, self.to_name)
-        config = labelstudio_config(classes, self.from_name, self.to_name)
-        self._write_json(self._path(COCO_FILE), coco, COCO_FILE, indent=None)
-        self._write_json(self._path(TASKS_FILE), tasks, TASKS_FILE, indent=None)
-        self._write(self._path(CONFIG_FILE), lambda h: h.write(config.encode("utf-8")), CONFIG_FILE)
-        self._write_yolo(items, classes)
+        if not ownership.merged:
+            config = labelstudio_config(classes, self.from_name, self.to_name)
+            self._write_json(self._path(COCO_FILE), coco, COCO_FILE, indent=None)
+            self._write_json(self._path(TASKS_FILE), tasks, TASKS_FILE, indent=None)
+            self._write(self._path(CONFIG_FILE), lambda h: h.write(config.encode("utf-8")), CONFIG_FILE)
+            self._write_yolo(items, classes, yolo_data_yaml(classes))
+            return
+        self._close_merged(items, stale, classes, coco, tasks)
 
-    def _write_yolo(self, items: list["StoredImage"], classes: list[str]) -> None:
-        """YOLO txt labels (class index, normalised centre and size) and the ``data.yaml`` naming the classes."""
+    def _close_merged(self, items: list["StoredImage"], stale: set[str], classes: list[str],
+                      coco: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+        """close() in a merged folder: each index file that exists is merged into (alpolicy's
+        entries of earlier closes -- those naming an image it stored, ``stale`` ones too --
+        replaced, every other kept); one that does not is written as in a folder of ours."""
+        ours = {f"{IMAGES}/{name}" for name in stale | {item.file_name for item in items}}
+        urls = {image_url(self.image_url_prefix, name.split("/", 1)[1]) for name in ours}
+
+        def coco_file(current: bytes) -> bytes:
+            return self._json_bytes(merge_coco(read_coco(current), coco, ours))
+
+        def tasks_file(current: bytes) -> bytes:
+            return self._json_bytes(merge_tasks(read_tasks(current), tasks, urls))
+
+        def config_file(current: bytes) -> bytes | None:
+            return merge_labelstudio_config(current, classes, self.from_name)[0]
+
+        names = list(classes)
+
+        def data_yaml(current: bytes) -> bytes | None:
+            text, names[:] = merge_data_yaml(current.decode("utf-8"), classes)
+            return None if text is None else text.encode("utf-8")
+
+        self._merge_into(COCO_FILE, coco_file, self._json_bytes(coco))
+        self._merge_into(TASKS_FILE, tasks_file, self._json_bytes(tasks))
+        self._merge_into(CONFIG_FILE, config_file, labelstudio_config(classes, self.from_name, self.to_name).encode("utf-8"))
+        if self._merge_into(YOLO_DATA_FILE, data_yaml, yolo_data_yaml(classes).encode("utf-8")):
+            self._write_yolo(items, names, None)  # with the merged indices
+
+    def _ownership_at_close(self) -> Ownership | None:
+        """How close() may write: as decided when prepared; else (a close without check, after
+        a crash) from the marker, or the records of an older alpolicy; else not at all."""
+        if self._ownership is not None:
+            return self._ownership
+        if not os.path.isdir(self._path(RECORDS)):
+            return None
+        try:
+            found = read_marker(self.root)
+        except UsageError as error:
+            log.warning("not writing the index files: %s", error)
+            return None
+        if found is None and not self._has_records():
+            return None
+        self._ownership = found or Ownership()
+        return self._ownership
+
+    def _merge_into(self, name: str, merge: Callable[[bytes], bytes | None], fresh: bytes) -> bool:
+        """Write ``merge(current content)`` over index file ``name`` (``None``: leave it as it is),
+        or ``fresh`` when there is none. A file that cannot be merged any more (broken since the
+        run started) is left alone, with a warning: never overwritten."""
+        try:
+            current = self._existing(name)
+            content = fresh if current is None else merge(current)
+        except (UsageError, UnicodeDecodeError) as error:
+            log.warning("%s in %s left as it is, alpolicy's entries not added: %s", name, self.root, error)
+            return False
+        if content is not None:
+            self._write(self._path(name), lambda handle: handle.write(content), name)
+        return True
+
+    @staticmethod
+    def _json_bytes(document: Any) -> bytes:
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+
+    def _write_yolo(self, items: list["StoredImage"], classes: list[str], data_yaml: str | None) -> None:
+        """YOLO txt labels (class index, normalised centre and size) and the ``data.yaml`` naming
+        the classes (``None``: written by the caller, merged into the user's)."""
         os.makedirs(self._path(YOLO_LABELS), exist_ok=True)
         for item in items:
             text = yolo_labels(item, classes).encode("utf-8")
             stem = PurePath(item.file_name).stem
             self._write(self._path(YOLO_LABELS, f"{stem}.txt"), lambda h, t=text: h.write(t), f"{YOLO_LABELS}/")
-        data = yolo_data_yaml(classes).encode("utf-8")
-        self._write(self._path(YOLO_DATA_FILE), lambda h: h.write(data), YOLO_DATA_FILE)
+        if data_yaml is not None:
+            data = data_yaml.encode("utf-8")
+            self._write(self._path(YOLO_DATA_FILE), lambda h: h.write(data), YOLO_DATA_FILE)
 
     # -- preparing the folder ----------------------------------------------------------------
 
@@ -209,16 +309,83 @@ class FolderDestination:
                 return
             if os.path.exists(self.root) and not os.path.isdir(self.root):
                 raise UsageError(f"folder destination {self.root} is a file, not a folder")
+            ownership, marker = self._decide()  # before anything is created in a folder that is not ours
             try:
                 for folder in (IMAGES, PREDICTIONS, RECORDS):
                     os.makedirs(self._path(folder), exist_ok=True)
                 _atomic_write(self._path(RECORDS, ".probe"), lambda handle: None)
                 os.unlink(self._path(RECORDS, ".probe"))
+                if marker is not None:
+                    data = json.dumps(marker, indent=2, ensure_ascii=False).encode("utf-8")
+                    _atomic_write(self._path(MARKER), lambda handle: handle.write(data))
             except OSError as error:
                 raise UsageError(
                     f"folder destination {self.root} cannot be created or written: {_reason(error)}"
                 ) from None
+            self._ownership = ownership
             self._ready = True
+
+    def _decide(self) -> tuple[Ownership, dict[str, Any] | None]:
+        """Whether alpolicy may write DIR, and how (see :mod:`.folder_merge`), with the marker to
+        write (``None``: it is there). Reads only; a folder that is not ours is a UsageError."""
+        if not os.path.isdir(self.root):
+            return Ownership(), marker_document(Ownership())
+        found = read_marker(self.root)
+        if found is not None:
+            if found.merged:
+                self._check_mergeable()
+            return found, None
+        if self._has_records():  # an earlier alpolicy's folder, from before the marker
+            return Ownership(), marker_document(Ownership(), adopted=True)
+        try:
+            files = user_files(self.root)
+        except OSError as error:
+            raise UsageError(f"folder destination {self.root} cannot be read: {_reason(error)}") from None
+        if not files:
+            return Ownership(), marker_document(Ownership())
+        if not self.merge:
+            raise UsageError(
+                f"folder {self.root} holds files alpolicy did not write ({foreign_summary(files)}); choose an empty "
+                "folder, or pass --to-opt merge=true (extra={'merge': True}) to add to it keeping its entries"
+            )
+        ownership = Ownership(merged=True, user_files=frozenset(files) | self._check_mergeable())
+        return ownership, marker_document(ownership)
+
+    def _has_records(self) -> bool:
+        try:
+            with os.scandir(self._path(RECORDS)) as entries:
+                return any(_RECORD_NAME.match(entry.name) for entry in entries)
+        except OSError:
+            return False
+
+    def _check_mergeable(self) -> frozenset[str]:
+        """Refuse, in one line, an index file of the user's that merging could not read; the
+        images its COCO file names (``images/<name>``), which alpolicy then never takes."""
+        referenced: set[str] = set()
+        for name, read in ((YOLO_DATA_FILE, lambda b: read_yaml_names(b.decode("utf-8"))),
+                           (COCO_FILE, read_coco), (TASKS_FILE, read_tasks),
+                           (CONFIG_FILE, lambda b: read_labelstudio_config(b, self.from_name))):
+            content = self._existing(name)
+            if content is None:
+                continue
+            try:
+                document = read(content)
+            except UnicodeDecodeError:
+                raise UsageError(f"folder {self.root}: {name} is not UTF-8 text; merge it by hand") from None
+            except UsageError as error:
+                raise UsageError(f"folder {self.root}: {error}") from None
+            if name == COCO_FILE:
+                referenced |= {f"{IMAGES}/{PurePath(str(i.get('file_name', ''))).name}" for i in document["images"]}
+        return frozenset(referenced)
+
+    def _existing(self, name: str) -> bytes | None:
+        try:
+            with open(self._path(name), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise UsageError(f"cannot read {name} in {self.root}: {_reason(error)}") from None
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -256,6 +423,12 @@ class FolderDestination:
                 for entry in entries:
                     if not entry.name.startswith(".") and entry.is_file():
                         self._stems.setdefault(_stem_key(entry.name), entry.name)
+            # A merged folder's user files: never a name of ours, even for a label or prediction
+            # file without its image (the "name" then held is no image: never the same content).
+            for relative in self._ownership.user_files if self._ownership else ():
+                folder, _, base = relative.partition("/")
+                if folder in (IMAGES, YOLO_LABELS, PREDICTIONS) and base and "/" not in base:
+                    self._stems.setdefault(_stem_key(base), relative)
         return self._stems
 
     def _name_max(self) -> int:
@@ -272,6 +445,8 @@ class FolderDestination:
 
     def _holds(self, name: str, sha: str, size: int) -> bool:
         """Whether stored ``name`` has content ``sha``; a file of another size is not even hashed."""
+        if self._ownership is not None and self._ownership.is_users(f"{IMAGES}/{name}"):
+            return False  # the user's image, even of the same content: never taken for ours
         known = self._hashes.get(name)
         if known is None:
             path = self.image_path(name)
@@ -334,6 +509,9 @@ class FolderDestination:
         self._write(path, lambda handle: handle.write(data.encode("utf-8")), what)
 
     def _write(self, path: str, write: Callable[[BinaryIO], Any], what: str) -> None:
+        relative = os.path.relpath(path, self.root).replace(os.sep, "/")
+        if self._ownership is not None and self._ownership.is_users(relative) and relative not in INDEX_FILES:
+            raise PermanentError(f"not writing {relative} in {self.root}: it is the user's file")  # a bug if ever seen
         try:
             _atomic_write(path, write)
         except OSError as error:
@@ -341,8 +519,9 @@ class FolderDestination:
 
     # -- rebuilding the index files ----------------------------------------------------------
 
-    def _load_items(self) -> list["StoredImage"]:
-        """Every record whose image is still in images/, one per file name, sorted by name."""
+    def _load_items(self, stale: set[str] | None = None) -> list["StoredImage"]:
+        """Every record whose image is still in images/, one per file name, sorted by name (the
+        names of records whose image is gone are added to ``stale``)."""
         items: dict[str, StoredImage] = {}
         folder = self._path(RECORDS)
         try:
@@ -360,6 +539,8 @@ class FolderDestination:
                 continue
             if not os.path.isfile(self.image_path(item.file_name)):
                 log.info("skipping %s: the image is no longer in %s", item.file_name, self._path(IMAGES))
+                if stale is not None:
+                    stale.add(item.file_name)
                 continue
             items.setdefault(item.file_name, item)
         return [items[name] for name in sorted(items)]
@@ -489,7 +670,9 @@ def coco_document(items: Iterable[StoredImage], classes: list[str], created: dat
 
 def yolo_labels(item: "StoredImage", classes: list[str]) -> str:
     """One line per box: ``class_index cx cy w h``, normalised to 0..1 (Ultralytics' txt format)."""
-    index = {name: i for i, name in enumerate(classes)}
+    index: dict[str, int] = {}
+    for i, name in enumerate(classes):
+        index.setdefault(name, i)  # a name listed twice in a user's data.yaml: its first index
     lines = []
     for detection in item.detections:
         x, y, w, h = corner_box(detection, item.width, item.height)

@@ -140,7 +140,8 @@ class LabelStudioDestination:
                 f"labelstudio destination {target!r} should be a project id or 'new', e.g. labelstudio:3 or labelstudio:new"
             )
         self.create_project = self.project_id is None
-        self.url = checks.configured_url(extra.get("labelstudio_url"), "labelstudio_url", URL_ENV, DEFAULT_URL)
+        self.url = checks.configured_url(extra.get("labelstudio_url"), "labelstudio_url", URL_ENV, DEFAULT_URL,
+                                         secret="API token", allow_insecure_http=options.allow_insecure_http)
         self.name = f"labelstudio:{self.url}/projects/{target}"
         self.add_missing_labels = bool(extra.get("add_missing_labels")) or self.create_project
         self.preferred_control = extra.get("labelstudio_from_name")

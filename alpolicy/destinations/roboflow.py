@@ -91,7 +91,8 @@ class RoboflowDestination:
         if options.split not in SPLITS:
             raise UsageError(f"split {options.split!r} should be one of {', '.join(SPLITS)}")
         self.api_key = api_key_from(options.api_key, "uploading to roboflow")
-        self.api = checks.configured_url(options.api_url, "api_url", API_URL_ENV, API_URL)
+        self.api = checks.configured_url(options.api_url, "api_url", API_URL_ENV, API_URL, secret="API key",
+                                         allow_insecure_http=options.allow_insecure_http)
         self.name = f"roboflow:{self.project}"
         self.split = options.split
         self.batch_prefix = options.batch or "alpolicy"
