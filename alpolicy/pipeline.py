@@ -30,7 +30,7 @@ from .backends import (ImageError, InferenceBackend, ModelOptions, describe_sett
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
-from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, iter_folder
+from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path, iter_folder
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .plugins import get_registry
 from .policy import Policy
@@ -301,8 +301,9 @@ def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
 
 def one_line(text: object) -> str:
     """A reason fit for a summary line, the journal and logs: redacted, newlines made visible
-    (a reason may quote a file name or a server message that holds one)."""
-    return redact(text).replace("\r", "\\r").replace("\n", "\\n")
+    (a reason may quote a file name or a server message that holds one), a file name's bytes that
+    are not UTF-8 shown as ``\\xff`` (:func:`display_path`: SQLite and JSON refuse them raw)."""
+    return display_path(redact(text)).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _retries(thing: Any) -> int:
@@ -713,7 +714,7 @@ class _Run:
     def _record(self, item: _Item, decision: Decision) -> dict[str, Any]:
         return {
             "seq": item.seq,
-            "image": item.image.path,
+            "image": item.image.display_path,
             "model": item.model,
             "fingerprint": item.fingerprint,
             "qualifies": decision.qualifies,
@@ -738,7 +739,7 @@ class _Run:
             "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
             "alpolicy_policy": self.policy.name,
             "model": model,
-            "source_path": item.image.path,
+            "source_path": item.image.display_path,
         }
         record["tags"] = tags
         item.outgoing = (prediction, decision, record)
@@ -826,10 +827,10 @@ class _Run:
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, item: _Item, stage: str, error: str, record: dict[str, Any] | None = None) -> None:
         error = one_line(error)
-        self.report.add_failure(item.image.path, stage, error)
+        self.report.add_failure(item.image.display_path, stage, error)
         self.journal.record_failure(self.run_id, item.image, stage, error)
         if record is None:
-            record = {"seq": item.seq, "image": item.image.path, "qualifies": None, "sampled": False}
+            record = {"seq": item.seq, "image": item.image.display_path, "qualifies": None, "sampled": False}
         record["error"] = error
         record["failed"] = stage
         self._log(item, record)
