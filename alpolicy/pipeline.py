@@ -38,7 +38,7 @@ from .prediction import Prediction
 from .progress import Progress
 from .registry import Registry, did_you_mean
 from .run_report import RunReport
-from .sampler import Sampler
+from .sampler import Admission, Sampler
 from .secrets import redact
 
 log = logging.getLogger("alpolicy.pipeline")
@@ -569,22 +569,22 @@ class _Run:
         if item.skip_reason is None and self.backend is not None:
             item.future = self.infer_pool.submit(self._predict, image)
             item.model, item.fingerprint = self.model_id, self.fingerprint
+            return self._prepare_pixels(item)
         return item
 
     def _predict(self, image: ImageFile) -> Prediction:
-        """Worker thread: the model, then whatever the sampling rules measure on the pixels."""
+        """Worker thread: the model."""
         try:
-            prediction = self.backend.predict(image)  # type: ignore[union-attr]
+            return self.backend.predict(image)  # type: ignore[union-attr]
         except AlpolicyError:  # the documented failures (ImageError, ServiceError, AuthError...)
             raise
         except Exception as error:  # a bug in the backend's code: this image fails, not the run
             raise PluginCrash(self.components["inference"], error) from error
-        if self.needs_pixels:
-            self.sampler.prepare(image)
-        return prediction
 
     def _prepare_pixels(self, item: _Item) -> _Item:
-        """A stored prediction needs no model, but pixel measurements still go to a worker."""
+        """What the sampling rules measure on the pixels, in a worker too. Its own task, apart
+        from the model's: a sampling rule that crashes there fails the image at its decision,
+        and the prediction the model made is kept all the same."""
         if self.needs_pixels and item.skip_reason is None:
             item.prepared = self.infer_pool.submit(self.sampler.prepare, item.image)
         return item
@@ -616,17 +616,22 @@ class _Run:
         if item.skip_reason == "already sent":
             self.report.already_sent += 1
             return
-        if item.prepared is not None:
-            item.prepared.result()
-        try:
+        record: dict[str, Any] | None = None
+        try:  # the whole policy: its image rules, then (for a qualifying image) its sampling rules
+            if item.prepared is not None:
+                item.prepared.result()
             decision = self.policy.evaluate(prediction)
             record = self._record(item, decision)  # every derived value, once; a crashing explain() fails here
+            admission = self._admit(item, decision, record) if decision.qualifies else None
+        except ImageDecodeError as error:  # a pixel measurement found the file unreadable
+            self._fail(item, "inference", str(error), record)
+            return
         except PluginCrash as error:  # a rule's code raised: this image fails, not the run
-            self._fail(item, "policy", str(error))
+            self._fail(item, "policy", str(error), record)
             self._service_failed("policy", error, PLUGIN_ADVICE)
             return
         self.failures_in_a_row["policy"] = 0
-        self._route(item, prediction, decision, record)
+        self._route(item, prediction, decision, record, admission)
 
     def _prediction_of(self, item: _Item) -> Prediction | None:
         if item.error is not None:
@@ -655,16 +660,21 @@ class _Run:
             self._settings_notes[fingerprint] = note
         return note
 
-    def _route(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
-        if not decision.qualifies:
-            self.report.rejected_by[decision.rejected_by or "policy"] += 1
-            self._log(item, record)
-            return
-        self.report.qualified += 1
+    def _admit(self, item: _Item, decision: Decision, record: dict[str, Any]) -> Admission:
+        """The sampling rules' verdict on a qualifying image, in the record (raises RuleError)."""
         admission = self.sampler.admit(item.image, decision)
         record["sampled"] = admission.sampled
         if admission.reason:
             record["sampling"] = f"{admission.by}: {admission.reason}"
+        return admission
+
+    def _route(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any],
+               admission: Admission | None) -> None:
+        if admission is None:  # it did not qualify
+            self.report.rejected_by[decision.rejected_by or "policy"] += 1
+            self._log(item, record)
+            return
+        self.report.qualified += 1
         if not admission.sampled:
             self.report.rejected_by[admission.by or "sampling"] += 1
             self._log(item, record)
