@@ -361,6 +361,8 @@ class _Run:
         self.needs_pixels = self.sampler.needs_pixels
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
+        #: Those images, in input order (the stream's window, then a deferred round's re-inferences).
+        self.in_flight: deque[_Item] = deque()
         #: Qualifying images between the decision and a recorded send outcome; the coordinator
         #: waits only past this, so a burst of qualifying images never starves inference.
         self.send_backlog = max(8, 8 * options.concurrency)
@@ -398,7 +400,7 @@ class _Run:
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunReport:
         started = time.monotonic()
-        pending: deque[_Item] = deque()
+        pending = self.in_flight
         exhausted = False
         seq = 0
         fatal: BaseException | None = None
@@ -432,6 +434,7 @@ class _Run:
                 if item.future is not None:
                     item.future.cancel()
             self.infer_pool.shutdown(wait=True, cancel_futures=True)
+            self._keep_answers_in_flight()
             self._drain_after_stop()
             self.send_pool.shutdown(wait=True)
             self._settle_deferred()
@@ -450,6 +453,20 @@ class _Run:
     def _mark_failed(self, error: BaseException) -> None:
         self.report.status = "failed"
         self.report.message = one_line(f"stopped by an unexpected error: {type(error).__name__}: {error}")
+
+    def _keep_answers_in_flight(self) -> None:
+        """The run stopped before deciding the images in its window: the answers the model already
+        gave for them are journalled all the same (under this run's fingerprint), so the next run
+        decides them without asking again. A cancelled or failed inference leaves nothing."""
+        for item in self.in_flight:
+            future = item.future
+            if future is None or future.cancelled() or not future.done() or future.exception() is not None:
+                continue
+            try:
+                self._keep_prediction(item, future.result())
+            except Exception as error:  # e.g. the journal is locked: the next run infers it again
+                log.warning("could not keep the prediction of %s: %s", item.image.display_path, one_line(error))
+        self.in_flight.clear()
 
     def _drain_after_stop(self) -> None:
         """Sends already under way finish and are recorded even when the run stops early; every
@@ -512,14 +529,15 @@ class _Run:
         for item in inference:
             self._note_retried(item)
             item.future = self.infer_pool.submit(self._predict, item.image)
+            self.in_flight.append(item)  # as in the stream: kept if the run stops before deciding it
         for item in sends:
             self._note_retried(item)
             assert item.outgoing is not None and self.destination_name is not None
             # Read again: an upload checkpointed by the failed attempt is resumed, not repeated.
             item.delivery = self.journal.delivery(item.image, self.destination_name)
             self._submit_send(item, *item.outgoing)
-        for item in inference:
-            self._finish(item)
+        while self.in_flight:
+            self._finish(self.in_flight.popleft())
             self._collect_sends(block=len(self.sending) >= self.send_backlog)
 
     def _note_retried(self, item: _Item) -> None:
@@ -642,11 +660,15 @@ class _Run:
                 self.report.add_reuse(fingerprint, self._settings_note(fingerprint))
             return item.prediction
         prediction = item.future.result()
+        self._keep_prediction(item, prediction)
+        return prediction
+
+    def _keep_prediction(self, item: _Item, prediction: Prediction) -> None:
+        """Journal a prediction this run's model made (before deciding it: a crash loses nothing)."""
         if prediction.model_id is None:
             prediction.model_id = self.model_id
         self.journal.save_prediction(item.image, self.model_id or "unknown", prediction, fingerprint=self.fingerprint)
         self.report.inferred += 1
-        return prediction
 
     def _settings_note(self, fingerprint: str) -> str:
         """``confidence 15, overlap 30``: what went into a fingerprint, read once from the journal."""
