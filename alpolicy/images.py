@@ -52,6 +52,29 @@ def sha256_bytes(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+#: The lone surrogates a ``str`` from the file system may hold: ``surrogateescape`` turns each
+#: byte of a name that is not valid UTF-8 into U+DC80..U+DCFF (Linux names are bytes).
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def display_path(text: str | os.PathLike[str]) -> str:
+    r"""A path (or any text quoting one) as text every store accepts: SQLite, JSON, a UTF-8 file.
+
+    A name that is not valid UTF-8 (``bad\xff.jpg`` made by ``os.open(b"bad\xff.jpg")``) reaches
+    Python as ``'bad\udcff.jpg'``, and each of those refuses the lone surrogate: the run would
+    crash on the first write. Each undecodable byte is shown as ``\xff`` instead (what
+    ``os.fsencode(path).decode("utf-8", "backslashreplace")`` gives); any other text is returned
+    unchanged. For display and records only: the file is still opened by its real
+    :attr:`ImageFile.path`, and identity (:attr:`ImageFile.key`) stays lossless.
+    """
+    return _SURROGATES.sub(_escape_surrogate, os.fspath(text))
+
+
 class ImageDecodeError(AlpolicyError):
     """The file is not a readable image (empty, truncated, not an image, too large)."""
 
@@ -77,9 +100,24 @@ class ImageFile:
         return os.path.basename(self.path)
 
     @property
+    def display_path(self) -> str:
+        """The path as storable text (see :func:`display_path`): what records and messages show."""
+        return display_path(self.path)
+
+    @property
     def key(self) -> str:
-        """Path + size + mtime: a changed file is a new image, an unchanged one is recognised."""
-        return f"{self.path}|{self.size}|{self.mtime_ns}"
+        """Path + size + mtime: a changed file is a new image, an unchanged one is recognised.
+
+        Always valid UTF-8 (the journal's SQLite text) and lossless: a path that is not valid
+        UTF-8 is shown by :func:`display_path` and followed by its exact code points in hex
+        (``|fs:…``), so ``bad\\xff.jpg`` and a file really named with a backslash are two images.
+        A valid UTF-8 path keeps the key it always had: existing journals still resume.
+        """
+        shown = display_path(self.path)
+        key = f"{shown}|{self.size}|{self.mtime_ns}"
+        if shown != self.path:
+            key += f"|fs:{self.path.encode('utf-8', 'surrogatepass').hex()}"
+        return key
 
     def read_bytes(self) -> bytes:
         try:

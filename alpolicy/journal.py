@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .errors import UsageError
-from .images import ImageFile
+from .images import ImageFile, display_path
 from .jsonsafe import JsonError, loads
 from .prediction import Prediction, PredictionFormatError
 
@@ -230,7 +230,7 @@ class Journal:
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO runs (started_at, source, model, destination, policy, options, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), source, model, destination, policy, json.dumps(options, default=str), fingerprint),
+                (time.time(), display_path(source), model, destination, policy, json.dumps(options, default=str), fingerprint),
             )
             return int(cursor.lastrowid)
 
@@ -298,7 +298,7 @@ class Journal:
         """Store under ``fingerprint`` (default: ``model``, as for a backend without a fingerprint)."""
         self._write(
             "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
-            (image.key, fingerprint or model, model, image.path, json.dumps(prediction.to_json(), separators=(",", ":")),
+            (image.key, fingerprint or model, model, image.display_path, json.dumps(prediction.to_json(), separators=(",", ":")),
              time.time()),
         )
 
@@ -334,7 +334,7 @@ class Journal:
                ON CONFLICT (image_key, destination) DO UPDATE SET
                  state = CASE WHEN state = 'uploaded' THEN 'uploaded' ELSE 'sending' END,
                  attempts = attempts + 1, error = NULL, updated_at = excluded.updated_at, run_id = excluded.run_id""",
-            (image.key, destination, image.path, time.time(), run_id),
+            (image.key, destination, image.display_path, time.time(), run_id),
         )
 
     def mark_uploaded(self, image: ImageFile, destination: str, remote_id: str) -> None:
@@ -374,14 +374,14 @@ class Journal:
         self._write(
             "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                run_id, seq, image.key, image.path, _flag(record.get("qualifies")), int(record.get("sampled", False)),
+                run_id, seq, image.key, image.display_path, _flag(record.get("qualifies")), int(record.get("sampled", False)),
                 record.get("rejected_by"), record.get("score"), json.dumps(record, default=str, ensure_ascii=False),
             ),
         )
 
     def record_failure(self, run_id: int, image: ImageFile, stage: str, error: str) -> None:
         self._write(
-            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)", (run_id, image.key, image.path, stage, error, time.time())
+            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)", (run_id, image.key, image.display_path, stage, error, time.time())
         )
 
     def failures(self, run_id: int | None = None) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from .backends import (ImageError, InferenceBackend, ModelOptions, describe_sett
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
-from .images import DEFAULT_EXTENSIONS, SKIPPED_REASONS, ImageDecodeError, ImageFile, iter_folder
+from .images import DEFAULT_EXTENSIONS, SKIPPED_REASONS, ImageDecodeError, ImageFile, display_path, iter_folder
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .journal_lock import lock_journal
 from .plugins import get_registry
@@ -39,7 +39,7 @@ from .prediction import Prediction, PredictionFormatError
 from .progress import Progress
 from .registry import Registry, did_you_mean
 from .run_report import RunReport
-from .sampler import Sampler
+from .sampler import Admission, Sampler
 from .secrets import redact
 
 log = logging.getLogger("alpolicy.pipeline")
@@ -326,8 +326,9 @@ def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
 
 def one_line(text: object) -> str:
     """A reason fit for a summary line, the journal and logs: redacted, newlines made visible
-    (a reason may quote a file name or a server message that holds one)."""
-    return redact(text).replace("\r", "\\r").replace("\n", "\\n")
+    (a reason may quote a file name or a server message that holds one), a file name's bytes that
+    are not UTF-8 shown as ``\\xff`` (:func:`display_path`: SQLite and JSON refuse them raw)."""
+    return display_path(redact(text)).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _retries(thing: Any) -> int:
@@ -385,6 +386,8 @@ class _Run:
         self.needs_pixels = self.sampler.needs_pixels
         #: Images between the source and the decision (inference in flight or waiting in order).
         self.window = max(4, 4 * options.concurrency)
+        #: Those images, in input order (the stream's window, then a deferred round's re-inferences).
+        self.in_flight: deque[_Item] = deque()
         #: Qualifying images between the decision and a recorded send outcome; the coordinator
         #: waits only past this, so a burst of qualifying images never starves inference.
         self.send_backlog = max(8, 8 * options.concurrency)
@@ -422,7 +425,7 @@ class _Run:
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunReport:
         started = time.monotonic()
-        pending: deque[_Item] = deque()
+        pending = self.in_flight
         exhausted = False
         seq = 0
         fatal: BaseException | None = None
@@ -456,6 +459,7 @@ class _Run:
                 if item.future is not None:
                     item.future.cancel()
             self.infer_pool.shutdown(wait=True, cancel_futures=True)
+            self._keep_answers_in_flight()
             self._drain_after_stop()
             self.send_pool.shutdown(wait=True)
             self._settle_deferred()
@@ -474,6 +478,20 @@ class _Run:
     def _mark_failed(self, error: BaseException) -> None:
         self.report.status = "failed"
         self.report.message = one_line(f"stopped by an unexpected error: {type(error).__name__}: {error}")
+
+    def _keep_answers_in_flight(self) -> None:
+        """The run stopped before deciding the images in its window: the answers the model already
+        gave for them are journalled all the same (under this run's fingerprint), so the next run
+        decides them without asking again. A cancelled or failed inference leaves nothing."""
+        for item in self.in_flight:
+            future = item.future
+            if future is None or future.cancelled() or not future.done() or future.exception() is not None:
+                continue
+            try:
+                self._keep_prediction(item, future.result())
+            except Exception as error:  # e.g. the journal is locked: the next run infers it again
+                log.warning("could not keep the prediction of %s: %s", item.image.display_path, one_line(error))
+        self.in_flight.clear()
 
     def _drain_after_stop(self) -> None:
         """Sends already under way finish and are recorded even when the run stops early; every
@@ -536,14 +554,15 @@ class _Run:
         for item in inference:
             self._note_retried(item)
             item.future = self.infer_pool.submit(self._predict, item.image)
+            self.in_flight.append(item)  # as in the stream: kept if the run stops before deciding it
         for item in sends:
             self._note_retried(item)
             assert item.outgoing is not None and self.destination_name is not None
             # Read again: an upload checkpointed by the failed attempt is resumed, not repeated.
             item.delivery = self.journal.delivery(item.image, self.destination_name)
             self._submit_send(item, *item.outgoing)
-        for item in inference:
-            self._finish(item)
+        while self.in_flight:
+            self._finish(self.in_flight.popleft())
             self._collect_sends(block=len(self.sending) >= self.send_backlog)
 
     def _note_retried(self, item: _Item) -> None:
@@ -597,10 +616,11 @@ class _Run:
         if item.skip_reason is None and self.backend is not None:
             item.future = self.infer_pool.submit(self._predict, image)
             item.model, item.fingerprint = self.model_id, self.fingerprint
+            return self._prepare_pixels(item)
         return item
 
     def _predict(self, image: ImageFile) -> Prediction:
-        """Worker thread: the model, then whatever the sampling rules measure on the pixels."""
+        """Worker thread: the model, its answer checked by the one validator."""
         try:
             prediction = self.backend.predict(image)  # type: ignore[union-attr]
         except AlpolicyError:  # the documented failures (ImageError, ServiceError, AuthError...)
@@ -612,12 +632,12 @@ class _Run:
                 prediction.validated(max_detections=self.options.model_options.max_detections)
             except PredictionFormatError as error:
                 raise ImageError(f"the model returned an invalid prediction: {error}") from None
-        if self.needs_pixels:
-            self.sampler.prepare(image)
         return prediction
 
     def _prepare_pixels(self, item: _Item) -> _Item:
-        """A stored prediction needs no model, but pixel measurements still go to a worker."""
+        """What the sampling rules measure on the pixels, in a worker too. Its own task, apart
+        from the model's: a sampling rule that crashes there fails the image at its decision,
+        and the prediction the model made is kept all the same."""
         if self.needs_pixels and item.skip_reason is None:
             item.prepared = self.infer_pool.submit(self.sampler.prepare, item.image)
         return item
@@ -649,17 +669,22 @@ class _Run:
         if item.skip_reason == "already sent":
             self.report.already_sent += 1
             return
-        if item.prepared is not None:
-            item.prepared.result()
-        try:
+        record: dict[str, Any] | None = None
+        try:  # the whole policy: its image rules, then (for a qualifying image) its sampling rules
+            if item.prepared is not None:
+                item.prepared.result()
             decision = self.policy.evaluate(prediction)
             record = self._record(item, decision)  # every derived value, once; a crashing explain() fails here
+            admission = self._admit(item, decision, record) if decision.qualifies else None
+        except ImageDecodeError as error:  # a pixel measurement found the file unreadable
+            self._fail(item, "inference", str(error), record)
+            return
         except PluginCrash as error:  # a rule's code raised: this image fails, not the run
-            self._fail(item, "policy", str(error))
+            self._fail(item, "policy", str(error), record)
             self._service_failed("policy", error, PLUGIN_ADVICE)
             return
         self.failures_in_a_row["policy"] = 0
-        self._route(item, prediction, decision, record)
+        self._route(item, prediction, decision, record, admission)
 
     def _prediction_of(self, item: _Item) -> Prediction | None:
         if item.error is not None:
@@ -670,11 +695,15 @@ class _Run:
                 self.report.add_reuse(fingerprint, self._settings_note(fingerprint))
             return item.prediction
         prediction = item.future.result()
+        self._keep_prediction(item, prediction)
+        return prediction
+
+    def _keep_prediction(self, item: _Item, prediction: Prediction) -> None:
+        """Journal a prediction this run's model made (before deciding it: a crash loses nothing)."""
         if prediction.model_id is None:
             prediction.model_id = self.model_id
         self.journal.save_prediction(item.image, self.model_id or "unknown", prediction, fingerprint=self.fingerprint)
         self.report.inferred += 1
-        return prediction
 
     def _settings_note(self, fingerprint: str) -> str:
         """``confidence 15, overlap 30``: what went into a fingerprint, read once from the journal."""
@@ -688,16 +717,21 @@ class _Run:
             self._settings_notes[fingerprint] = note
         return note
 
-    def _route(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
-        if not decision.qualifies:
-            self.report.rejected_by[decision.rejected_by or "policy"] += 1
-            self._log(item, record)
-            return
-        self.report.qualified += 1
+    def _admit(self, item: _Item, decision: Decision, record: dict[str, Any]) -> Admission:
+        """The sampling rules' verdict on a qualifying image, in the record (raises RuleError)."""
         admission = self.sampler.admit(item.image, decision)
         record["sampled"] = admission.sampled
         if admission.reason:
             record["sampling"] = f"{admission.by}: {admission.reason}"
+        return admission
+
+    def _route(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any],
+               admission: Admission | None) -> None:
+        if admission is None:  # it did not qualify
+            self.report.rejected_by[decision.rejected_by or "policy"] += 1
+            self._log(item, record)
+            return
+        self.report.qualified += 1
         if not admission.sampled:
             self.report.rejected_by[admission.by or "sampling"] += 1
             self._log(item, record)
@@ -747,7 +781,7 @@ class _Run:
     def _record(self, item: _Item, decision: Decision) -> dict[str, Any]:
         return {
             "seq": item.seq,
-            "image": item.image.path,
+            "image": item.image.display_path,
             "model": item.model,
             "fingerprint": item.fingerprint,
             "qualifies": decision.qualifies,
@@ -772,7 +806,7 @@ class _Run:
             "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
             "alpolicy_policy": self.policy.name,
             "model": model,
-            "source_path": item.image.path,
+            "source_path": item.image.display_path,
         }
         record["tags"] = tags
         item.outgoing = (prediction, decision, record)
@@ -860,10 +894,10 @@ class _Run:
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, item: _Item, stage: str, error: str, record: dict[str, Any] | None = None) -> None:
         error = one_line(error)
-        self.report.add_failure(item.image.path, stage, error)
+        self.report.add_failure(item.image.display_path, stage, error)
         self.journal.record_failure(self.run_id, item.image, stage, error)
         if record is None:
-            record = {"seq": item.seq, "image": item.image.path, "qualifies": None, "sampled": False}
+            record = {"seq": item.seq, "image": item.image.display_path, "qualifies": None, "sampled": False}
         record["error"] = error
         record["failed"] = stage
         self._log(item, record)

@@ -13,6 +13,11 @@ Usage is counted in the journal, per image (charging the same image twice counts
 fixed UTC windows: limits hold across restarts and a resumed run does not pay twice. A dry run
 reads that usage but records its own apart (:class:`Usage`): it spends nothing.
 Sampling rule objects are rebuilt from the policy for every run: their state is the run's.
+
+A sampling rule's code is a plugin's as much as an image rule's: every call into it (``prepare``,
+``matches``, ``commit``, ``explain``) goes through its policy leaf's :meth:`Leaf.call`, so an
+exception it raises is a :class:`RuleError` naming the rule, its plugin and its place
+(``$.sampling[0]``) -- one image fails, the run goes on (see ``pipeline._Run._finish``).
 """
 
 from __future__ import annotations
@@ -87,6 +92,16 @@ class _Step:
     rule: Any
     tags: list[str]
     limits: list[tuple[str, int]]
+    #: The policy's leaf: who the rule is, for the one line that names it when its code raises.
+    leaf: Any
+
+    def call(self, method: str, *args: Any) -> Any:
+        """The rule's ``method(*args)``; an exception from its code is a :class:`RuleError`. A
+        duck-typed rule need not have ``commit`` (:class:`SamplingRule`'s does nothing)."""
+        bound = getattr(self.rule, method, None)
+        if bound is None:
+            return None
+        return self.leaf.call(bound, *args)
 
 
 class Sampler:
@@ -109,14 +124,14 @@ class Sampler:
     def _fresh(self, leaf: Any) -> _Step:
         source = leaf.source or {}
         params = {k: v for k, v in source.items() if k not in common_keys(Stage.SAMPLING)}
-        rule = leaf.factory(params) if leaf.factory is not None else leaf.rule
+        rule = leaf.call(leaf.factory, params) if leaf.factory is not None else leaf.rule
         if hasattr(rule, "name"):
             rule.name = leaf.label
         if callable(getattr(rule, "bind", None)):
-            rule.bind(self.usage, leaf.label)
+            leaf.call(rule.bind, self.usage, leaf.label)
         tags = list(source.get("tags", [])) + ([leaf.tag] if leaf.tag else [])
         limits = [(LIMIT_WINDOWS[limit["type"]], int(limit["value"])) for limit in source.get("limits", [])]
-        return _Step(leaf.label, rule, tags, limits)
+        return _Step(leaf.label, rule, tags, limits, leaf)
 
     @property
     def needs_pixels(self) -> bool:
@@ -126,19 +141,20 @@ class Sampler:
     def prepare(self, image: ImageFile) -> None:
         """Compute what the rules will need from the pixels (called from a worker thread)."""
         for step in self.gates + self.strategies:
-            prepare = getattr(step.rule, "prepare", None)
-            if callable(prepare):
-                prepare(image)
+            if callable(getattr(step.rule, "prepare", None)):
+                step.call("prepare", image)
 
     def admit(self, image: ImageFile, decision: Decision) -> Admission:
+        """Raises :class:`RuleError` when a rule's code does; state committed by the gates before
+        it stays (the image took their place), nothing is charged."""
         for gate in self.gates:
-            if not gate.rule.matches(image, decision):
-                return Admission(False, gate.name, gate.rule.explain(False))
+            if not gate.call("matches", image, decision):
+                return Admission(False, gate.name, gate.call("explain", False))
         chosen: _Step | None = None
         if self.strategies:
             full: list[str] = []
             for step in self.strategies:
-                if not step.rule.matches(image, decision):
+                if not step.call("matches", image, decision):
                     continue
                 if self._has_room(step, image):
                     chosen = step
@@ -148,13 +164,13 @@ class Sampler:
                 why = f"limits reached for {', '.join(full)}" if full else "no sampling strategy took it"
                 return Admission(False, "sampling", why)
         for gate in self.gates:
-            gate.rule.commit(image, decision)
+            gate.call("commit", image, decision)
         if chosen is None:
             return Admission(True, None, "", [tag for gate in self.gates for tag in gate.tags])
-        chosen.rule.commit(image, decision)
+        chosen.call("commit", image, decision)
         if chosen.limits:
             self.usage.charge(chosen.name, image, [""])
-        return Admission(True, chosen.name, chosen.rule.explain(True), chosen.tags + [t for g in self.gates for t in g.tags])
+        return Admission(True, chosen.name, chosen.call("explain", True), chosen.tags + [t for g in self.gates for t in g.tags])
 
     def _has_room(self, step: _Step, image: ImageFile) -> bool:
         if not step.limits or self.usage.holds(step.name, image):

@@ -1,7 +1,7 @@
 """``alpolicy.active_learning``: a drop-in for the Roboflow SDK's ``Workspace.active_learning``.
 
 Same parameters, defaults and return value (a list of ``{"image": path, "predictions": [...]}``
-for every image inferred), and for the same server and folder the same images uploaded -- but
+for every image inferred, in the folder's order), and for the same server and folder the same images uploaded -- but
 each *with* its prediction as a pre-label, concurrently, resumable, never twice, and with a
 summary of why. Extra keyword arguments reach :class:`RunOptions`.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import UsageError
 from .images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
@@ -49,6 +49,7 @@ def active_learning(
     Options (keyword only), the same as :func:`alpolicy.run`'s: ``concurrency``, ``journal``
     (path; ``None`` keeps it in memory), ``wait_for_journal`` (seconds to wait for another run writing it; default: stop at once),
     ``dry_run``, ``decisions_log``, ``progress``, ``tags``,
+    ``retry_for`` (seconds of deferred retries at the end, default 300; ``0``: none),
     ``confidence``, ``overlap`` (percent, SDK defaults 40 and 30), ``split``, ``batch``,
     ``api_url``, ``timeout``, ``attempts``, ``retry_backoff``...
     """
@@ -61,30 +62,39 @@ def active_learning(
     destination = f"roboflow:{upload_destination}" if upload_destination else None
     run_options = _run_options(api_key, use_localhost, local_server, options, destination)
 
-    results: list[dict[str, Any]] = []
+    #: (position in the input, result): an image re-inferred in a deferred round reaches
+    #: ``collect`` at the end of the run, but the list returned follows the input's order.
+    results: list[tuple[int, dict[str, Any]]] = []
+    positions: dict[str, int] = {}
+
+    def numbered(images: Iterable[ImageFile]) -> Iterator[ImageFile]:
+        for position, image in enumerate(images):
+            positions.setdefault(image.path, position)
+            yield image
 
     def collect(image: ImageFile, prediction: Prediction) -> None:
-        results.append({"image": image.path, "predictions": list(prediction.detections)})
+        results.append((positions[image.path], {"image": image.path, "predictions": list(prediction.detections)}))
 
     frame_file = None
     if hasattr(raw_data_location, "shape"):  # a cv2 / numpy frame, as the SDK also accepts
         frame_file = _save_frame(raw_data_location)
-        source: Any = [frame_file]
+        images: Iterable[ImageFile] = (ImageFile.from_path(path) for path in [frame_file])  # read inside the try
     else:
-        source = _sdk_files(str(raw_data_location), raw_data_extension)
+        images = _sdk_files(str(raw_data_location), raw_data_extension)
     try:
         report = run(
-            source, policy, model=f"roboflow:{project}/{version}",
+            numbered(images), policy, model=f"roboflow:{project}/{version}",
             destination=destination, options=run_options, on_result=collect,
         )
     finally:
         if frame_file is not None:
             os.unlink(frame_file)
+    ordered = [result for _, result in sorted(results, key=lambda entry: entry[0])]
     if run_options.progress or (run_options.progress is None and sys.stderr.isatty()):
         print(report.summary(), file=sys.stderr)
     if frame_file is not None:
-        return results[-1]["predictions"] if results else []
-    return results
+        return ordered[-1]["predictions"] if ordered else []
+    return ordered
 
 
 def _run_options(api_key: str | None, use_localhost: bool, local_server: str, options: dict[str, Any],

@@ -11,7 +11,10 @@ and, for the real CLI, install it as a distribution with an ``alpolicy`` entry p
 * image rule ``unbuildable``: its factory reads a parameter that is not there;
 * backend ``crashing:``: one car per image, but its output lacks ``"model_output"`` for images
   whose file name holds ``crash``;
-* destination ``crashing:``: its upload client is ``None`` for images whose file name holds ``crash``.
+* destination ``crashing:``: its upload client is ``None`` for images whose file name holds ``crash``;
+* sampling rule ``fragile``: takes every image, but the method named by its ``crash_in`` parameter
+  (``prepare``, run in the worker threads, ``matches``, ``commit`` or ``explain``) looks the file
+  name's prefix up in a table that knows only ``frame``: ``KeyError: 'crash'`` for ``crash_*``.
 """
 
 from __future__ import annotations
@@ -90,12 +93,46 @@ class CrashingDestination:
         pass
 
 
+class Fragile:
+    role = "strategy"
+    known = {"frame": True}
+
+    def __init__(self, crash_in: str) -> None:
+        self.crash_in = crash_in
+        self.current: Any = None
+
+    def _step(self, method: str, image: Any) -> None:
+        if method == self.crash_in:
+            self.known[os.path.basename(image.path).split("_")[0]]  # KeyError for an unknown prefix, the bug
+
+    def prepare(self, image: Any) -> None:
+        self._step("prepare", image)
+
+    def matches(self, image: Any, decision: Any) -> bool:
+        self.current = image
+        self._step("matches", image)
+        return True
+
+    def commit(self, image: Any, decision: Any) -> None:
+        self._step("commit", image)
+
+    def explain(self, matched: bool) -> str:
+        self._step("explain", self.current)
+        return "takes every image"
+
+
+FRAGILE_PARAMS = {"type": "object", "properties": {"crash_in": {"enum": ["prepare", "matches", "commit", "explain"]}},
+                  "required": ["crash_in"]}
+
+
 @alpolicy.hookimpl
 def alpolicy_rules(register: Callable[[alpolicy.RuleSpec], None]) -> None:
     register(alpolicy.RuleSpec("by_class_id", alpolicy.Stage.DETECTION, {"type": "object"}, lambda params: ByClassId(), "reads class_id"))
     register(alpolicy.RuleSpec("explodes", alpolicy.Stage.IMAGE, INTEGER_MIN, lambda params: Explodes(), "crashes on bombs"))
     register(alpolicy.RuleSpec("tongue_tied", alpolicy.Stage.IMAGE, INTEGER_MIN, lambda params: TongueTied(), "cannot explain"))
     register(alpolicy.RuleSpec("unbuildable", alpolicy.Stage.IMAGE, INTEGER_MIN, make_unbuildable, "cannot be built"))
+    register(alpolicy.RuleSpec("fragile", alpolicy.Stage.SAMPLING, FRAGILE_PARAMS,
+                               lambda params: Fragile(params["crash_in"]), "crashes on crash_* images"))
 
 
 @alpolicy.hookimpl

@@ -139,3 +139,41 @@ def test_retry_for_must_not_be_negative(tmp_path):
     with pytest.raises(alpolicy.UsageError, match="retry_for"):
         alpolicy.run(str(folder), Policy.from_conditionals({}), model="replay:sidecar",
                      options=RunOptions(journal=None, dry_run=True, retry_for=-1))
+
+
+# ---------------------------------------------------------------- the SDK drop-in
+def test_the_drop_in_returns_images_re_inferred_in_a_deferred_round_in_folder_order(roboflow, env, tmp_path):
+    folder = tmp_path / "frames"
+    names = [path.name for path in make_frames(folder, 12, seed=17)]
+    roboflow.set_faults("infer", error_every=3, max_faults=4)  # 4 images fail once, then succeed in a round
+    results = alpolicy.active_learning(
+        raw_data_location=str(folder), raw_data_extension=".jpg", inference_endpoint=["vehicles", 3],
+        upload_destination=PROJECT, conditionals={}, journal=str(tmp_path / "journal.sqlite"), progress=False,
+        attempts=1, retry_backoff=0.01, concurrency=2,
+    )
+    assert roboflow.requests["infer"].faults == {"error": 4}, "the faults did not bite"
+    assert roboflow.requests["infer"].total == 12 + 4  # the 4 were inferred again, in a deferred round
+    assert [Path(result["image"]).name for result in results] == names  # the folder's (natural) order
+    assert all(isinstance(result["predictions"], list) for result in results)
+    assert_each_qualifying_image_stored_once_with_its_pre_label(roboflow, folder, tmp_path / "journal.sqlite")
+
+
+def test_the_drop_in_takes_retry_for(roboflow, env, tmp_path):
+    folder = tmp_path / "frames"
+    names = [path.name for path in make_frames(folder, 12, seed=17)]
+    roboflow.set_faults("infer", error_every=3, max_faults=4)
+    results = alpolicy.active_learning(
+        raw_data_location=str(folder), raw_data_extension=".jpg", inference_endpoint=["vehicles", 3],
+        upload_destination=PROJECT, conditionals={}, journal=str(tmp_path / "journal.sqlite"), progress=False,
+        attempts=1, retry_backoff=0.01, concurrency=2, retry_for=0,
+    )
+    assert roboflow.requests["infer"].total == 12  # no deferred round: the 4 failed images wait for the next run
+    returned = [Path(result["image"]).name for result in results]
+    assert len(returned) == 8 and returned == [name for name in names if name in returned]
+    db = Journal(tmp_path / "journal.sqlite")
+    assert len(list(db.iter_predictions())) == 8
+    assert db.runs()[-1]["status"] == "completed"
+    db.close()
+    with pytest.raises(alpolicy.UsageError, match="retry_for"):
+        alpolicy.active_learning(raw_data_location=str(folder), raw_data_extension=".jpg", inference_endpoint=["vehicles", 3],
+                                 upload_destination=PROJECT, journal=None, progress=False, retry_for=-1)

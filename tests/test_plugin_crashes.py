@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -245,3 +246,55 @@ def test_the_crash_line_is_redacted_and_one_line():
         f"$.image: rule 'explodes' (plugin {PLUGIN}) raised RuntimeError: "
         "GET https://detect.example/m/3?api_key=*** failed\\nretry later"
     )
+
+
+# ---------------------------------------------------------------- sampling rules
+def fragile(crash_in: str) -> dict:
+    return {"version": 1, "sampling": [{"rule": "fragile", "crash_in": crash_in}]}
+
+
+def sampling_crash(crash_in: str) -> str:
+    return f"$.sampling[0]: rule 'fragile' (plugin {PLUGIN}) raised KeyError: 'crash'"
+
+
+@pytest.mark.parametrize("crash_in", ["prepare", "matches", "commit", "explain"])
+def test_run_fails_the_images_a_sampling_rule_crashes_on_and_sends_the_others(installed, tmp_path, crash_in):
+    names = ["frame_0.jpg", "crash_1.jpg", "frame_2.jpg", "frame_3.jpg", "crash_4.jpg"]
+    paths = frames_with(tmp_path / "frames", [["car"]] * 5, names)
+    policy = write(tmp_path, "policy.json", fragile(crash_in))
+    journal = tmp_path / "journal.sqlite"
+    result = alpolicy(
+        "run", str(tmp_path / "frames"), "--model", "replay:sidecar", "--policy", policy,
+        "--to", f"folder:{tmp_path / 'out'}", "--journal", str(journal), "--no-progress", "--json",
+        env=installed,
+    )
+    assert "Traceback" not in result.err, result.err
+    assert result.code == 1, result.err
+    report = json.loads(result.out)
+    assert report["status"] == "completed"
+    assert (report["seen"], report["inferred"], report["sent"], report["failed"]) == (5, 5, 3, 2)
+    assert sorted(report["failures"], key=lambda f: f["path"]) == [
+        {"path": str(paths[1]), "stage": "policy", "error": sampling_crash(crash_in)},
+        {"path": str(paths[4]), "stage": "policy", "error": sampling_crash(crash_in)},
+    ]
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["frame_0.jpg", "frame_2.jpg", "frame_3.jpg"]
+    with sqlite3.connect(journal) as db:  # nothing lost: every prediction is kept, the crashed ones too
+        assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 5
+
+
+@pytest.mark.parametrize("crash_in", ["prepare", "matches", "commit", "explain"])
+def test_a_sampling_rule_that_crashes_on_every_image_trips_the_breaker(registry, tmp_path, crash_in):
+    names = [f"crash_{index:02d}.jpg" for index in range(40)]
+    frames_with(tmp_path / "frames", [["car"]] * 40, names)
+    report = run(
+        str(tmp_path / "frames"), fragile(crash_in), model="replay:sidecar", destination=f"folder:{tmp_path / 'out'}",
+        registry=registry,
+        options=RunOptions(journal=str(tmp_path / "journal.sqlite"), progress=False, concurrency=1, max_consecutive_failures=3),
+    )
+    assert report.status == "aborted"
+    assert report.message == (
+        f"policy failed for 3 images in a row (last: {sampling_crash(crash_in)}); "
+        "a plugin bug: fix or remove the plugin, then run again to resume"
+    )
+    assert (report.exit_code, report.sent) == (1, 0)
+    assert report.failed >= 3 and report.seen < 40

@@ -67,7 +67,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..images import ImageDecodeError, sha256_file
+from ..images import ImageDecodeError, display_path, sha256_file
 from ..prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
 from . import COMMAND_LINE_EXTRA, Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
@@ -572,7 +572,7 @@ def _record(delivery: Delivery, name: str) -> dict[str, Any]:
         "metadata": delivery.metadata,
         "score": delivery.decision.score,
         "reasons": list(delivery.decision.reasons),
-        "source": os.path.abspath(delivery.image.path),
+        "source": display_path(os.path.abspath(delivery.image.path)),
     }
 
 
@@ -823,11 +823,14 @@ def _candidates(source_name: str, sha: str, name_max: int = NAME_MAX) -> list[st
     ``predictions/<stem>.json`` (the longest, ``labels/<stem>.txt`` is shorter) are at most
     ``name_max`` bytes. A base name too long for that (a legal 251..255-byte name) is not a
     candidate; its stem is cut, at a character boundary, to make room for the hash suffix.
+    A name that is not valid UTF-8 is not a candidate either (the indexes are UTF-8 JSON): its
+    :func:`display_path` (``bad\\xff``) is the stem of the hashed names.
     """
     name = source_name.lstrip(".") or "image"
-    path = PurePath(name)
+    shown = display_path(name)
+    path = PurePath(shown)
     stem, ext = path.stem, path.suffix
-    candidates = [name] if _fits(stem, ext, "", name_max) else []
+    candidates = [name] if shown == name and _fits(stem, ext, "", name_max) else []
     for suffix in (f"-{sha[:8]}", f"-{sha}"):
         cut = stem
         while cut and not _fits(cut, ext, suffix, name_max):

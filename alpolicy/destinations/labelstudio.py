@@ -88,7 +88,7 @@ from .. import checks
 from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import AttemptFailed, HttpClient, clip, server_message
-from ..images import ImageDecodeError, sha256_bytes
+from ..images import ImageDecodeError, display_path, sha256_bytes
 from ..registry import DestinationSpec
 from ..secrets import secret
 from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
@@ -366,7 +366,7 @@ class LabelStudioDestination:
             raise PermanentError(str(error)) from None
         if sha256_bytes(content) != delivery.key:
             raise RetryableError(f"{delivery.image.path} changed while it was being sent")
-        name = delivery.image.name
+        name = display_path(delivery.image.name)  # a name that is not UTF-8 cannot go in a form
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
         response = self._request(
             "POST", f"/api/projects/{self.project_id}/import", what="uploading the image",
@@ -404,10 +404,10 @@ class LabelStudioDestination:
     def _task(self, delivery: Delivery, config: "LabelConfig", image_url: str) -> dict[str, Any]:
         prediction, decision = delivery.prediction, delivery.decision
         stored = StoredImage(
-            file_name=delivery.image.name, width=prediction.width, height=prediction.height,
+            file_name=display_path(delivery.image.name), width=prediction.width, height=prediction.height,
             detections=prediction.detections, model_id=prediction.model_id, score=decision.score,
             reasons=list(decision.reasons), tags=list(delivery.tags),
-            source=os.path.abspath(delivery.image.path), sha256=delivery.key,
+            source=display_path(os.path.abspath(delivery.image.path)), sha256=delivery.key,
         )
         task = labelstudio_tasks([stored], "", config.from_name, config.to_name)[0]
         built = task["data"]

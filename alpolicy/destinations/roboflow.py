@@ -37,7 +37,7 @@ from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import AlpolicyError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, server_message
-from ..images import ImageDecodeError, open_image
+from ..images import ImageDecodeError, display_path, open_image
 from ..prediction import Prediction
 from ..registry import DestinationSpec, did_you_mean
 from . import Delivery, DestinationOptions, PermanentError, Receipt
@@ -152,14 +152,15 @@ class RoboflowDestination:
 
     def _payload(self, delivery: Delivery) -> tuple[bytes, Prediction, str]:
         """The bytes to upload, the matching pre-label and the file name (re-encoded if asked)."""
+        name = display_path(delivery.image.name)  # a name that is not UTF-8 cannot go in a form
         try:
             content = delivery.image.read_bytes()
             if not self.reencode:
-                return content, delivery.prediction, delivery.image.name
+                return content, delivery.prediction, name
             smaller, prediction = shrink(content, delivery.prediction, self.max_size, self.jpeg_quality or 90)
         except (ImageDecodeError, OSError) as error:
             raise PermanentError(f"cannot prepare the image: {error}") from None
-        return smaller, prediction, PurePath(delivery.image.name).stem + ".jpg"
+        return smaller, prediction, PurePath(name).stem + ".jpg"
 
     def _upload(self, delivery: Delivery, content: bytes, name: str) -> tuple[str, bool]:
         params: dict[str, Any] = {"api_key": self.api_key, "batch": batch_name(self.batch_prefix, self.recreation)}
