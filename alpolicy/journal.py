@@ -50,6 +50,16 @@ SCHEMA_VERSION = 2
 #: Fingerprint suffix of predictions migrated from schema 1, whose settings were never recorded.
 UNKNOWN_SETTINGS = "unknown"
 
+#: Stored predictions, by image version and model fingerprint (the schema and its migration share it).
+_PREDICTIONS = """(
+    image_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    path TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (image_key, fingerprint)
+)"""
 #: Sampling usage: the journal's tables, and a dry run's scratch copies of them (TEMP tables).
 _CHARGES = """(
     rule TEXT NOT NULL,
@@ -75,15 +85,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL DEFAULT 'running',
     source TEXT, model TEXT, destination TEXT, policy TEXT, options TEXT, summary TEXT, fingerprint TEXT
 );
-CREATE TABLE IF NOT EXISTS predictions (
-    image_key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    model TEXT NOT NULL,
-    path TEXT NOT NULL,
-    prediction TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (image_key, fingerprint)
-);
+CREATE TABLE IF NOT EXISTS predictions {_PREDICTIONS};
 CREATE TABLE IF NOT EXISTS fingerprints (
     fingerprint TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -135,15 +137,7 @@ CREATE TABLE IF NOT EXISTS sampled_hashes {_HASHES};
 #: runs record the fingerprint they used. One transaction: a crash leaves schema 1 intact.
 _MIGRATE_1_TO_2 = f"""
 ALTER TABLE predictions RENAME TO predictions_schema_1;
-CREATE TABLE predictions (
-    image_key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    model TEXT NOT NULL,
-    path TEXT NOT NULL,
-    prediction TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (image_key, fingerprint)
-);
+CREATE TABLE predictions {_PREDICTIONS};
 INSERT INTO predictions (image_key, fingerprint, model, path, prediction, created_at)
     SELECT image_key, model || '@{UNKNOWN_SETTINGS}', model, path, prediction, created_at
     FROM predictions_schema_1 ORDER BY rowid;
