@@ -602,10 +602,14 @@ class _Run:
         exhausted = False
         seq = 0
         fatal: BaseException | None = None
+        source_error: AlpolicyError | None = None
         try:
             while True:
                 while not exhausted and len(pending) < self.window:
-                    image = next(self.images, None)
+                    try:
+                        image = next(self.images, None)
+                    except AlpolicyError as error:  # the source broke: decide what it gave, then stop
+                        source_error, image = error, None
                     if image is None:
                         exhausted = True
                         break
@@ -616,11 +620,13 @@ class _Run:
                 self._finish(pending.popleft())
                 self._collect_sends(block=len(self.sending) >= self.send_backlog)
             self._retry_deferred()
+            if source_error is not None:
+                raise source_error
             self.report.status = "completed"
         except KeyboardInterrupt:
             self.report.status = "interrupted"
             self.report.message = "interrupted: run the same command again to resume"
-        except (AuthError, UsageError, RunAborted) as error:
+        except (AuthError, UsageError, RunAborted, PluginCrash) as error:
             self.report.status = "aborted"
             self.report.message = str(error)
             fatal = error

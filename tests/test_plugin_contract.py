@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import textwrap
 from pathlib import Path
 
@@ -424,3 +425,69 @@ def test_an_empty_target_is_refused_unless_the_plugin_accepts_it(tmp_path):
     with pytest.raises(alpolicy.UsageError, match=r"^destination 'memory:' should look like SCHEME:TARGET"):
         run(str(tmp_path / "frames"), policy, model="fixed:", destination="memory:", registry=registry, options=options)
     assert run(str(tmp_path / "frames"), policy, model="fixed:", registry=registry, options=options).seen == 1
+
+
+def test_a_listed_path_that_cannot_be_read_is_skipped_and_counted(tmp_path):
+    paths = make_frames(tmp_path / "frames", 2)
+    listed = [str(paths[0]), str(tmp_path / "frames" / "gone.jpg"), paths[1]]
+    report = run(listed, {"version": 1}, model=Fixed("", None), options=RunOptions(journal=":memory:", progress=False))
+    assert (report.seen, dict(report.skipped)) == (2, {"unreadable": 1})
+    assert "skipped 1 (listed paths that do not exist or cannot be read)" in " ".join(report.summary().split())
+
+
+class Crashing(alpolicy.Source):
+    """A source with a bug: the third line of its listing is not there."""
+
+    def __init__(self, target: str, options: alpolicy.SourceOptions) -> None:
+        if target == "unbuildable":
+            raise KeyError("bucket")
+        self.paths = make_frames(Path(target), 2)
+
+    def __iter__(self):
+        yield from self.paths
+        raise KeyError("third")
+
+
+class CrashingSources:
+    @alpolicy.hookimpl
+    def alpolicy_sources(self, register):
+        register(alpolicy.SourceSpec("crashing", Crashing, "crashes after two images"))
+
+
+def test_a_crashing_source_stops_the_run_in_one_line_naming_it(tmp_path):
+    registry = build_registry(make_plugin_manager(load_entry_points=False, extra=[("crashy", CrashingSources())]))
+    journal = tmp_path / "journal.sqlite"
+    options = RunOptions(journal=str(journal), progress=False)
+    seen: list[str] = []
+    with pytest.raises(alpolicy.PluginCrash) as caught:
+        run(f"crashing:{tmp_path / 'frames'}", {"version": 1}, model=Fixed("", None), options=options,
+            registry=registry, on_result=lambda image, _: seen.append(image.name))
+    assert str(caught.value) == "source 'crashing' (plugin crashy) raised KeyError: 'third'"
+    assert seen == ["frame_00000.jpg", "frame_00001.jpg"]  # what came before the crash was decided
+    [stored] = sqlite3.connect(journal).execute("SELECT status, summary FROM runs").fetchall()
+    assert (stored[0], json.loads(stored[1])["message"]) == ("aborted", str(caught.value))
+    with pytest.raises(alpolicy.PluginCrash) as caught:
+        run("crashing:unbuildable", {"version": 1}, model=Fixed("", None), options=options, registry=registry)
+    assert str(caught.value) == "source 'crashing' (plugin crashy) failed to start: KeyError: 'bucket'"
+
+
+def test_check_runs_for_every_kind_before_the_first_image(tmp_path):
+    make_frames(tmp_path / "frames", 2)
+    calls: list[str] = []
+
+    class Refusing(Fixed):
+        def check(self) -> None:
+            calls.append("backend")
+            raise alpolicy.UsageError("the model server has no model 'fixed'")
+
+    class Listing(alpolicy.Source):
+        def check(self) -> None:
+            calls.append("source")
+
+        def __iter__(self):
+            calls.append("listed")
+            return iter(sorted((tmp_path / "frames").iterdir()))
+
+    with pytest.raises(alpolicy.UsageError, match="^the model server has no model 'fixed'$"):
+        run(Listing(), {"version": 1}, model=Refusing("", None), options=RunOptions(journal=":memory:", progress=False))
+    assert calls == ["source", "listed", "backend"]  # nothing inferred: the listing is lazy
