@@ -290,16 +290,7 @@ def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *
     Kept for callers of 0.1: the built-in folder source (:mod:`alpolicy.sources.folder`) does it."""
     source = FolderSource(folder, SourceOptions(tuple(extensions), recursive, follow_symlinks, case_sensitive))
     total = source.count()
-    images = iter(source)
-    if skipped is None:
-        return images, total
-    return _counting_into(images, source, skipped), total
-
-
-def _counting_into(images: Iterator[ImageFile], source: FolderSource, skipped: Counter[str]) -> Iterator[ImageFile]:
-    for image in images:
-        yield image
-    skipped.update(source.skipped)
+    return source.listing(skipped), total
 
 
 @dataclass
@@ -619,9 +610,9 @@ class _Run:
                     break
                 self._finish(pending.popleft())
                 self._collect_sends(block=len(self.sending) >= self.send_backlog)
-            self._retry_deferred()
-            if source_error is not None:
+            if source_error is not None:  # no deferred rounds nor top_k over a part of the stream
                 raise source_error
+            self._retry_deferred()
             self.report.status = "completed"
         except KeyboardInterrupt:
             self.report.status = "interrupted"

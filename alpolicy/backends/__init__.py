@@ -213,6 +213,5 @@ _EXAMPLES = {
 
 __all__ = [
     "AuthError", "ImageError", "InferenceBackend", "ModelOptions", "ServiceError", "SupportsPredict", "describe_settings",
-    "fingerprint",
-    "fingerprint_of", "settings_of", "split_spec",
+    "fingerprint", "fingerprint_of", "settings_of", "split_spec",
 ]

@@ -56,7 +56,12 @@ class FolderSource(Source):
     def __iter__(self) -> Iterator[ImageFile]:
         """A fresh listing; ``skipped`` starts again from zero and counts what this one leaves out."""
         self.skipped = Counter()
-        return iter_folder(self.folder, self.extensions, skipped=self.skipped, **self._listing)
+        return self.listing(self.skipped)
+
+    def listing(self, skipped: Counter[str] | None = None) -> Iterator[ImageFile]:
+        """The folder's images, lazily (:func:`~alpolicy.images.iter_folder`), the links left out
+        counted in ``skipped`` as they are met."""
+        return iter_folder(self.folder, self.extensions, skipped=skipped, **self._listing)
 
 
 def make_source(target: str, options: SourceOptions) -> FolderSource:
