@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
-    from .registry import DestinationSpec, InferenceBackendSpec, RuleSpec
+    from .registry import DestinationSpec, InferenceBackendSpec, RuleSpec, SourceSpec
 
 PROJECT_NAME = "alpolicy"
 
@@ -48,4 +48,13 @@ def alpolicy_destinations(register: "Callable[[DestinationSpec], None]") -> None
     """Register destinations: call ``register(DestinationSpec(...))`` once per scheme.
 
     A destination is chosen by the scheme of a destination spec, e.g. ``folder:out/`` or ``roboflow:project``.
+    """
+
+
+@hookspec
+def alpolicy_sources(register: "Callable[[SourceSpec], None]") -> None:
+    """Register sources of images: call ``register(SourceSpec(...))`` once per scheme.
+
+    A source is chosen by the scheme of ``SOURCE`` (``folder:frames/``, ``s3://bucket/frames``) or,
+    for a plain path, by what the path is: the spec's ``claims(path)`` (a folder, ``video.mp4``).
     """

@@ -309,12 +309,14 @@ def natural_key(name: str) -> str:
     return f"{_DIGIT_RUN.sub(_number, name.casefold())}\x00{name}"
 
 
-#: Why :func:`iter_folder` left out an entry named like an image: the keys of its ``skipped``
-#: counts (and of a run report's), each with the words a summary shows.
+#: Why :func:`iter_folder` left out an entry named like an image (or, ``unreadable``, why the
+#: pipeline left out a path a source listed): the keys of its ``skipped`` counts (and of a run
+#: report's), each with the words a summary shows.
 SKIPPED_REASONS = {
     "symlink_outside": "symbolic links leaving the source folder: pass --follow-symlinks to include them",
     "symlink_broken": "broken symbolic links",
     "symlink_duplicate": "symbolic links to images the folder holds anyway: taken once, under their own names",
+    "unreadable": "listed paths that do not exist or cannot be read",
 }
 
 

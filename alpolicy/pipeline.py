@@ -17,30 +17,36 @@ import heapq
 import json
 import logging
 import os
+import re
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sized, TextIO
 
 from . import checks
 from .backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
                        split_spec)
+from .bases import attach_spec
 from .decision import Decision
 from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
-from .images import DEFAULT_EXTENSIONS, SKIPPED_REASONS, ImageDecodeError, ImageFile, display_path, iter_folder
+from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .journal_lock import lock_journal
 from .plugins import get_registry
 from .policy import Policy
 from .prediction import Prediction, PredictionFormatError
 from .progress import Progress
-from .registry import Registry, did_you_mean
+from .registry import Registry, SourceSpec, did_you_mean
 from .run_report import RunReport
 from .sampler import Admission, Sampler
 from .secrets import redact
+from .sources import Source, SourceOptions
+from .sources.folder import FolderSource
 
 log = logging.getLogger("alpolicy.pipeline")
 
@@ -185,39 +191,171 @@ def make_destination(spec: str | Destination, options: DestinationOptions, regis
     return spec if not isinstance(spec, str) else _build(spec, options, registry.destinations, "destination", "destination")
 
 
+def make_source(spec: str | os.PathLike[str] | Source | Iterable[ImageFile | str], options: SourceOptions,
+                registry: Registry) -> Any:
+    """The source for ``SOURCE`` (see :func:`choose_source`); any other object (a :class:`Source`,
+    an iterable of images or paths) is used as it is."""
+    entry, target = _source_entry(spec, registry)
+    return spec if entry is None else _construct(entry, target, options, os.fspath(spec), "source")  # type: ignore[arg-type]
+
+
+def _source_entry(spec: Any, registry: Registry) -> tuple[SourceSpec | None, str]:
+    if isinstance(spec, os.PathLike):  # a path, whatever its text: never a scheme
+        return _claimed(os.fspath(spec), registry)
+    if isinstance(spec, str):
+        return choose_source(spec, registry)
+    return None, ""
+
+
+def choose_source(text: str, registry: Registry) -> tuple[SourceSpec, str]:
+    """The source spec and target for ``SOURCE``: an installed scheme (``folder:frames/``) names
+    its source; ``file://`` URLs are local paths; any other text is a path, given to the first
+    source (in registration order, built-ins first) whose ``claims(path)`` takes it. A text
+    that looks like ``scheme:...`` with no such scheme installed and no such path is a one-line
+    usage error with the installed schemes."""
+    scheme, sep, target = text.partition(":")
+    if sep and scheme in registry.sources:
+        entry = registry.sources[scheme]
+        split_spec(text, "source", allow_empty_target=entry.accepts_empty_target)
+        return entry, target
+    if sep and scheme == "file":
+        return _claimed(_local_path(text), registry)
+    if sep and (_SOURCE_SCHEME.match(scheme) or target.startswith("//")) and not os.path.exists(text):
+        raise UsageError(f"no source for {scheme!r}{did_you_mean(scheme, registry.sources)}; "
+                         f"installed: {_installed(registry.sources)}")
+    return _claimed(text, registry)
+
+
+#: What reads as a source scheme rather than a path (one letter is a Windows drive: ``C:``).
+_SOURCE_SCHEME = re.compile(r"^[a-z][a-z0-9_-]+$")
+
+
+def _claimed(path: str, registry: Registry) -> tuple[SourceSpec, str]:
+    for entry in registry.sources.values():
+        if entry.claims is None:
+            continue
+        try:
+            claimed = entry.claims(path)
+        except AlpolicyError:
+            raise
+        except Exception as error:  # a bug in the plugin's claims(): name it, in one line
+            raise PluginCrash(f"source {entry.scheme!r} (plugin {entry.plugin})", error, verb="raised in claims():") from error
+        if claimed:
+            return entry, path
+    if not os.path.exists(path):
+        raise UsageError(f"the folder {path!r} does not exist")
+    raise UsageError(f"{path!r} is not a folder, and no installed source takes such a file; "
+                     f"source schemes: {_installed(registry.sources)}")
+
+
+def _local_path(url: str) -> str:
+    """``file:///abs/frames`` (or ``file:frames``) -> the local path it names."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise UsageError(f"{url!r} names a file on another machine ({parsed.netloc}); give a local path")
+    return urllib.request.url2pathname(parsed.path)
+
+
+def _installed(table: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(table)) or "none"
+
+
 def _build(spec: str, options: Any, table: Mapping[str, Any], kind: str, noun: str) -> Any:
-    scheme, target = split_spec(spec, kind)
-    entry = table.get(scheme)
+    scheme, sep, _ = spec.partition(":")
+    entry = table.get(scheme) if sep else None
+    scheme, target = split_spec(spec, kind, allow_empty_target=entry is not None and entry.accepts_empty_target)
     if entry is None:
-        known = ", ".join(sorted(table)) or "none"
         hint = " (pip install plugins/alpolicy-onnx for onnx:)" if scheme == "onnx" else ""
-        raise UsageError(f"no {noun} for {scheme!r}{did_you_mean(scheme, table)}; installed: {known}{hint}")
-    return entry.factory(target, options)
+        raise UsageError(f"no {noun} for {scheme!r}{did_you_mean(scheme, table)}; installed: {_installed(table)}{hint}")
+    return _construct(entry, target, options, spec, {"model": "backend"}.get(kind, kind))
+
+
+def _construct(entry: Any, target: str, options: Any, spec: str, noun: str) -> Any:
+    """``entry.factory(target, options)``, with the spec it came from (the base classes derive
+    ``name`` from it); an exception the contract does not document is the plugin's bug, in one line."""
+    try:
+        built = entry.factory(target, options)
+    except AlpolicyError:
+        raise
+    except Exception as error:
+        raise PluginCrash(f"{noun} {entry.scheme!r} (plugin {entry.plugin})", error, verb="failed to start:") from error
+    return attach_spec(built, spec)
 
 
 def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *, recursive: bool = False,
                   case_sensitive: bool = False, follow_symlinks: bool = False,
                   skipped: Counter[str] | None = None) -> tuple[Iterator[ImageFile], int | None]:
     """Images of a folder, lazily, and their count (a second cheap scandir pass, for progress).
-    ``skipped`` counts, as the images are listed, the links left out (:func:`iter_folder`)."""
-    if not os.path.exists(folder):
-        raise UsageError(f"the folder {folder!r} does not exist")
-    if not os.path.isdir(folder):
-        raise UsageError(f"{folder!r} is not a folder")
-    extensions = tuple(extensions)
-    listing = {"recursive": recursive, "case_sensitive": case_sensitive, "follow_symlinks": follow_symlinks}
-    counted: Counter[str] = Counter()
-    total = sum(1 for _ in iter_folder(folder, extensions, skipped=counted, **listing))
-    if total == 0:
-        where = "" if recursive else " (sub-folders not searched: --recursive)"
-        links = "".join(f"; skipped {count} {SKIPPED_REASONS[reason]}" for reason, count in sorted(counted.items()))
-        raise UsageError(f"no images in {folder!r} with extension {', '.join(extensions)}{where}{links}")
-    return iter_folder(folder, extensions, skipped=skipped, **listing), total
+    ``skipped`` counts, as the images are listed, the links left out (:func:`iter_folder`).
+    Kept for callers of 0.1: the built-in folder source (:mod:`alpolicy.sources.folder`) does it."""
+    source = FolderSource(folder, SourceOptions(tuple(extensions), recursive, follow_symlinks, case_sensitive))
+    total = source.count()
+    return source.listing(skipped), total
+
+
+@dataclass
+class _Feed:
+    """The run's source as the coordinator consumes it: images, their count, what was skipped."""
+
+    images: Iterator[ImageFile]
+    total: int | None
+    name: str
+    skipped: Counter[str]
+    #: Closed after the run: a :class:`Source` given, or what a source plugin built.
+    closing: Any = None
+
+
+def _open_source(source: Any, options: SourceOptions, registry: Registry) -> _Feed:
+    """Build (from a spec), check and start listing the run's source."""
+    entry, target = _source_entry(source, registry)
+    if entry is None and not isinstance(source, Source):  # the caller's images or paths, as they are
+        total = len(source) if isinstance(source, Sized) else None
+        skipped: Counter[str] = Counter()
+        return _Feed(_as_images(source, skipped, f"source {type(source).__name__}"), total, "<images>", skipped)
+    if entry is None:
+        built, component = source, f"source {type(source).__name__}"
+    else:
+        built = _construct(entry, target, options, os.fspath(source), "source")
+        component = f"source {entry.scheme!r} (plugin {entry.plugin})"
+    feed = _Feed(iter(()), None, _source_name(built, source), Counter(), closing=built)
+    try:
+        check = getattr(built, "check", None)
+        if callable(check):
+            _guarded(component, check)
+        if isinstance(built, Source):
+            feed.total = _guarded(component, built.count)
+        elif isinstance(built, Sized):
+            feed.total = len(built)
+        iterator = _guarded(component, lambda: iter(built))
+        counts = getattr(built, "skipped", None)
+        feed.skipped = counts if isinstance(counts, Counter) else Counter()
+        feed.images = _as_images(iterator, feed.skipped, component)
+    except BaseException:
+        _close(built)
+        raise
+    return feed
+
+
+def _source_name(built: Any, spec: Any) -> str:
+    name = getattr(built, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else type(built).__name__
+
+
+def _guarded(component: str, call: Callable[[], Any]) -> Any:
+    """``call()``; an exception the contract does not document is the plugin's bug, in one line."""
+    try:
+        return call()
+    except AlpolicyError:
+        raise
+    except Exception as error:
+        raise PluginCrash(component, error) from error
 
 
 # ---------------------------------------------------------------------- the run
 def run(
-    source: str | os.PathLike[str] | Iterable[ImageFile | str],
+    source: str | os.PathLike[str] | Source | Iterable[ImageFile | str],
     policy: Policy | str | os.PathLike[str] | Mapping[str, Any],
     *,
     model: str | InferenceBackend | None = None,
@@ -230,7 +368,11 @@ def run(
     follow_symlinks: bool = False,
     **keywords: Any,
 ) -> RunReport:
-    """Triage ``source`` (a folder, or image paths) with ``policy``; send what qualifies.
+    """Triage ``source`` with ``policy``; send what qualifies.
+
+    ``source`` is what ``alpolicy run`` takes -- a folder, ``SCHEME:TARGET`` of an installed
+    source (``folder:frames/``; see :func:`choose_source`), a ``file://`` URL -- or a
+    :class:`Source` object, or an iterable of images or paths (used as they come).
 
     ``on_result(image, prediction)`` is called, in input order, for every image with a prediction
     (an image whose inference is retried in a deferred round comes when it has one, at the end).
@@ -239,6 +381,7 @@ def run(
     ``decisions_log``, ``progress``, ``tags``, ``max_consecutive_failures``, ``retry_for``,
     ``confidence``, ``overlap``, ``inference_url``, ``split``, ``batch``, ``api_url``, ``api_key``,
     ``timeout``, ``attempts``, ``retry_backoff``.
+    ``extensions``, ``recursive`` and ``follow_symlinks`` go to the source (:class:`SourceOptions`).
     A folder's symbolic links leaving it are skipped unless ``follow_symlinks`` (see
     :func:`alpolicy.images.iter_folder`); the report counts them (``skipped``).
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
@@ -254,17 +397,16 @@ def run(
     if model is None and not options.reuse_predictions:
         raise UsageError("give a model (e.g. roboflow:PROJECT/VERSION) or reuse stored predictions")
     backend = make_backend(model, options.model_options, registry) if model is not None else None
-    sink = journal_lock = None
-    skipped: Counter[str] = Counter()  # filled as the folder is listed; the report shows it
+    components = {"inference": _component("backend", model, registry.backends),
+                  "sending": _component("destination", destination, registry.destinations)}
+    sink = journal_lock = feed = None
     try:
         if destination is not None:
             sink = make_destination(destination, options.destination_options, registry)
-        if isinstance(source, (str, os.PathLike)):
-            source_name = os.fspath(source)
-            images, total = folder_source(source_name, extensions, recursive=recursive,
-                                          follow_symlinks=follow_symlinks, skipped=skipped)
-        else:
-            images, total, source_name = _as_images(source), None, "<images>"
+        source_options = SourceOptions(tuple(extensions), recursive=recursive, follow_symlinks=follow_symlinks)
+        feed = _open_source(source, source_options, registry)  # checked: a folder without images stops here
+        if backend is not None and callable(getattr(backend, "check", None)):
+            _guarded(components["inference"], backend.check)
         if sink is not None and callable(getattr(sink, "prepare_run", None)):
             sink.prepare_run(policy.name, backend.model_id if backend is not None else None)
         if sink is not None:
@@ -274,24 +416,24 @@ def run(
         journal_lock = lock_journal(options.journal, options.wait_for_journal)
         journal = Journal(options.journal or ":memory:")
     except BaseException:
-        _close(backend, sink)
+        _close(backend, sink, feed.closing if feed is not None else None)
         if journal_lock is not None:
             journal_lock.release()
         raise
     try:
-        components = {"inference": _component("backend", model, registry.backends),
-                      "sending": _component("destination", destination, registry.destinations)}
-        coordinator = _Run(images, total, source_name, policy, backend, sink, journal, options, on_result, components)
-        coordinator.report.skipped = skipped
+        coordinator = _Run(feed.images, feed.total, feed.name, policy, backend, sink, journal, options, on_result,
+                           components)
+        coordinator.report.skipped = feed.skipped  # filled as the source is listed; the report shows it
     except BaseException:
         journal.close()
-        _close(backend, sink)
+        _close(backend, sink, feed.closing)
         if journal_lock is not None:
             journal_lock.release()
         raise
     try:
         return coordinator.execute()
     finally:
+        _close(feed.closing)
         journal.close()
         if journal_lock is not None:
             journal_lock.release()  # after the journal is closed: the next writer finds it complete
@@ -319,9 +461,31 @@ def _component(noun: str, spec: Any, table: Mapping[str, Any]) -> str:
     return f"{noun} {type(spec).__name__}"
 
 
-def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
-    for item in items:
-        yield item if isinstance(item, ImageFile) else ImageFile.from_path(item)
+def _as_images(items: Iterable[ImageFile | str], skipped: Counter[str], component: str) -> Iterator[ImageFile]:
+    """A source's items as images: a path is stat'ed (one that cannot be is skipped and counted
+    ``unreadable``); anything else, or an exception the contract does not document, is the
+    source's bug, in one line naming it."""
+    iterator = iter(items)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except AlpolicyError:
+            raise
+        except Exception as error:
+            raise PluginCrash(component, error) from error
+        if isinstance(item, ImageFile):
+            yield item
+            continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise PluginCrash(component, TypeError(f"it yielded a {type(item).__name__}, not an ImageFile or a path"))
+        try:
+            image = ImageFile.from_path(item)
+        except OSError:
+            skipped["unreadable"] += 1
+            continue
+        yield image
 
 
 def one_line(text: object) -> str:
@@ -429,10 +593,14 @@ class _Run:
         exhausted = False
         seq = 0
         fatal: BaseException | None = None
+        source_error: AlpolicyError | None = None
         try:
             while True:
                 while not exhausted and len(pending) < self.window:
-                    image = next(self.images, None)
+                    try:
+                        image = next(self.images, None)
+                    except AlpolicyError as error:  # the source broke: decide what it gave, then stop
+                        source_error, image = error, None
                     if image is None:
                         exhausted = True
                         break
@@ -442,12 +610,14 @@ class _Run:
                     break
                 self._finish(pending.popleft())
                 self._collect_sends(block=len(self.sending) >= self.send_backlog)
+            if source_error is not None:  # no deferred rounds nor top_k over a part of the stream
+                raise source_error
             self._retry_deferred()
             self.report.status = "completed"
         except KeyboardInterrupt:
             self.report.status = "interrupted"
             self.report.message = "interrupted: run the same command again to resume"
-        except (AuthError, UsageError, RunAborted) as error:
+        except (AuthError, UsageError, RunAborted, PluginCrash) as error:
             self.report.status = "aborted"
             self.report.message = str(error)
             fatal = error

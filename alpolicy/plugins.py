@@ -1,6 +1,6 @@
 """Build the registry from plugins: built-ins first, then entry points of the group ``alpolicy``.
 
-Built-in rules, backends and destinations are registered through exactly the same hooks as
+Built-in rules, backends, destinations and sources are registered through exactly the same hooks as
 third-party plugins (the modules in :data:`DEFAULT_PLUGINS`), so the built-ins are honest examples
 of the plugin contract. ``ALPOLICY_LOAD_PLUGINS`` restricts which installed plugins are loaded:
 unset means all, an empty string means none, otherwise a comma-separated list of entry point
@@ -14,6 +14,7 @@ it and ends with the way to start without it, ``ALPOLICY_LOAD_PLUGINS=<the other
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import os
@@ -28,7 +29,7 @@ from jsonschema.exceptions import SchemaError
 
 from . import hookspecs
 from .errors import PluginError, exception_line
-from .registry import DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, did_you_mean
+from .registry import DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec, did_you_mean
 
 ENTRY_POINT_GROUP = "alpolicy"
 LOAD_PLUGINS_ENV = "ALPOLICY_LOAD_PLUGINS"
@@ -44,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.destinations.roboflow",
     "alpolicy.destinations.folder",
     "alpolicy.destinations.labelstudio",
+    "alpolicy.sources.folder",
 )
 
 _RULE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -249,6 +251,7 @@ def build_registry(manager: pluggy.PluginManager) -> Registry:
         _collect(manager, "alpolicy_rules", lambda spec, plugin: _add_rule(registry, spec, plugin))
         _collect(manager, "alpolicy_inference_backends", lambda spec, plugin: _add_backend(registry, spec, plugin))
         _collect(manager, "alpolicy_destinations", lambda spec, plugin: _add_destination(registry, spec, plugin))
+        _collect(manager, "alpolicy_sources", lambda spec, plugin: _add_source(registry, spec, plugin))
     except _BrokenPlugin as error:
         raise _way_out(error, getattr(manager, "entry_points", ())) from None
     return registry
@@ -300,12 +303,19 @@ def _add_destination(registry: Registry, spec: Any, plugin: str) -> None:
     _add_scheme(registry.destinations, registry.plugins[plugin].destinations, spec, plugin, DestinationSpec, "destination")
 
 
+def _add_source(registry: Registry, spec: Any, plugin: str) -> None:
+    if isinstance(spec, SourceSpec) and spec.claims is not None and not callable(spec.claims):
+        raise _BrokenPlugin(f"plugin {plugin!r} registered source {spec.scheme!r} with claims={spec.claims!r}: "
+                            "it should be a function of a path", plugin)
+    _add_scheme(registry.sources, registry.plugins[plugin].sources, spec, plugin, SourceSpec, "source")
+
+
 def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: str, kind: type, noun: str) -> None:
-    """Register a backend or destination under its scheme, attributed to ``plugin``."""
+    """Register a backend, destination or source under its scheme, attributed to ``plugin``."""
     if not isinstance(spec, kind):
         raise _BrokenPlugin(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.{kind.__name__}", plugin)
     _check_scheme(spec.scheme, plugin, table, noun)
-    table[spec.scheme] = kind(spec.scheme, spec.factory, spec.summary, plugin)
+    table[spec.scheme] = dataclasses.replace(spec, plugin=plugin)  # every field the plugin gave, attributed
     listing.append(spec.scheme)
 
 

@@ -46,22 +46,54 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class InferenceBackendSpec:
-    """An inference backend, chosen by the scheme of a model spec (``scheme:rest``)."""
+    """An inference backend, chosen by the scheme of a model spec (``scheme:rest``).
+
+    ``factory(target, options)`` gets the spec's target and :class:`~alpolicy.ModelOptions` and
+    returns the backend (best an :class:`alpolicy.InferenceBackend`). ``summary`` is one line
+    for ``alpolicy run --help`` and ``alpolicy plugins``. ``accepts_empty_target``: the scheme
+    alone (``--model fixed:``) is a valid spec; otherwise it is a one-line usage error.
+    """
 
     scheme: str
     factory: Callable[..., Any]
     summary: str
     plugin: str = ""
+    accepts_empty_target: bool = False
 
 
 @dataclass(frozen=True)
 class DestinationSpec:
-    """A destination (uploader), chosen by the scheme of a destination spec (``scheme:rest``)."""
+    """A destination (uploader), chosen by the scheme of a destination spec (``scheme:rest``).
+
+    As :class:`InferenceBackendSpec`, with :class:`~alpolicy.DestinationOptions` and an
+    :class:`alpolicy.Destination`.
+    """
 
     scheme: str
     factory: Callable[..., Any]
     summary: str
     plugin: str = ""
+    accepts_empty_target: bool = False
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source of images, chosen by the scheme of ``SOURCE`` (``folder:frames/``) or, for a plain
+    path, by ``claims(path)`` (the folder source claims folders, a video source ``*.mp4``).
+
+    ``factory(target, options)`` gets the target (the whole plain path, or what follows
+    ``scheme:``; for ``s3://bucket/key`` that is ``//bucket/key``) and
+    :class:`~alpolicy.SourceOptions`, and returns an :class:`alpolicy.Source` (or any iterable
+    of images or paths). ``claims`` is asked in registration order, built-ins first, and must
+    be cheap (a ``stat``, a suffix): the first source that claims a path gets it.
+    """
+
+    scheme: str
+    factory: Callable[..., Any]
+    summary: str
+    plugin: str = ""
+    accepts_empty_target: bool = False
+    claims: Callable[[str], bool] | None = None
 
 
 @dataclass
@@ -74,6 +106,7 @@ class PluginInfo:
     rules: list[str] = field(default_factory=list)
     backends: list[str] = field(default_factory=list)
     destinations: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,17 +116,20 @@ class PluginInfo:
             "rules": self.rules,
             "inference_backends": self.backends,
             "destinations": self.destinations,
+            "sources": self.sources,
         }
 
 
 @dataclass
 class Registry:
-    """Everything the loaded plugins provide, keyed by name (rules) or scheme (backends, destinations)."""
+    """Everything the loaded plugins provide, keyed by name (rules) or scheme (backends,
+    destinations, sources), in registration order (built-ins first)."""
 
     rules: dict[str, RuleSpec] = field(default_factory=dict)
     backends: dict[str, InferenceBackendSpec] = field(default_factory=dict)
     destinations: dict[str, DestinationSpec] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    sources: dict[str, SourceSpec] = field(default_factory=dict)
     #: Things derived from the registry and built once (the composed policy validator).
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -7,7 +7,8 @@ import inspect
 import pytest
 
 import alpolicy
-from alpolicy import DestinationSpec, InferenceBackendSpec, PluginError, Policy, RuleSpec, Stage, hookimpl, hookspecs
+from alpolicy import (DestinationSpec, InferenceBackendSpec, PluginError, Policy, RuleSpec, SourceSpec, Stage, hookimpl,
+                      hookspecs)
 from alpolicy.plugins import DEFAULT_PLUGINS, build_registry, make_plugin_manager
 from alpolicy.rules.image import make_witnesses
 
@@ -64,6 +65,18 @@ def test_hook_alpolicy_destinations():
     assert registry.destinations["bucket"].plugin == "dest"
 
 
+def test_hook_alpolicy_sources():
+    class Sources:
+        @hookimpl
+        def alpolicy_sources(self, register):
+            register(SourceSpec("bucket", lambda target, options: [], "a test source"))
+
+    registry = registry_with(("sources", Sources()))
+    assert registry.sources["bucket"].plugin == "sources"
+    assert registry.plugins["sources"].sources == ["bucket"]
+    assert registry.sources["folder"].plugin == "alpolicy.sources.folder"
+
+
 def test_plugin_hooks_have_tests():
     """Every hook in hookspecs has a ``test_hook_<name>`` here (datasette's meta-test)."""
     hooks = [name for name, value in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("alpolicy_")]
@@ -112,7 +125,7 @@ def test_a_misspelt_hook_fails_loudly():
         registry_with(("other", Unrelated()))
     assert str(caught.value) == (
         "plugin 'other' implements unknown hook 'on_startup'; "
-        "known hooks: alpolicy_destinations, alpolicy_inference_backends, alpolicy_rules"
+        "known hooks: alpolicy_destinations, alpolicy_inference_backends, alpolicy_rules, alpolicy_sources"
     )
 
 

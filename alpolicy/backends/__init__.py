@@ -3,7 +3,12 @@
 A backend is registered by scheme through the ``alpolicy_inference_backends`` hook and built
 from a model spec ``scheme:target`` (``roboflow:project/3``, ``replay:predictions/``,
 ``onnx:model.onnx``) plus :class:`ModelOptions`. The pipeline calls ``predict`` from a pool of
-threads, so a backend must be thread-safe (or serialise internally).
+threads, so a backend must be thread-safe (or serialise internally). Subclass
+:class:`InferenceBackend` (``alpolicy.InferenceBackend``) and write ``predict``: ``model_id``,
+``fingerprint``, ``check()`` and ``close()`` have defaults. The pipeline does not require the
+base class: an object with ``model_id``, ``predict`` and ``close`` works too
+(:class:`SupportsPredict` checks that shape). A spec's target may be empty (``fixed:``) only
+when the plugin registers its scheme with ``accepts_empty_target=True``.
 
 Failures: raise :class:`ImageError` when this image cannot be processed (it is recorded as failed
 and the run goes on; a response that is not a valid prediction is one: read responses with
@@ -27,10 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 from .. import checks
+from ..bases import Component
 from ..errors import AlpolicyError, AuthError, ServiceError
 from ..http import ServiceOptions
 from ..images import ImageFile
@@ -72,24 +79,55 @@ class ModelOptions(ServiceOptions):
 
 
 @runtime_checkable
-class InferenceBackend(Protocol):
-    """What the pipeline needs from a backend.
+class SupportsPredict(Protocol):
+    """The structural shape of a backend, for ``isinstance`` checks of duck-typed objects (a 0.1
+    backend that does not subclass :class:`InferenceBackend`). The pipeline checks neither."""
 
-    Optional, and not part of the runtime check so that 0.1 backends still pass it:
-    ``fingerprint: str`` (keys the stored predictions; :func:`fingerprint_of` falls back to
-    ``model_id``) and ``fingerprint_settings: Mapping`` (what went into it, shown to people).
-    """
-
-    #: Identifies the model for people: tags, pre-labels, reports (e.g. ``vehicles/3``).
     model_id: str
 
     def predict(self, image: ImageFile) -> Prediction:
-        """The prediction for one image, in the canonical shape (boxes in original pixels)."""
         ...
 
     def close(self) -> None:
-        """Release connections, sessions, threads."""
         ...
+
+
+class InferenceBackend(Component, ABC):
+    """The base class of a backend: write ``predict``; the rest has defaults.
+
+    * ``model_id`` identifies the model for people (tags, pre-labels, reports: ``vehicles/3``);
+      by default the spec it was built from (``fixed:`` gives ``fixed``).
+    * ``fingerprint`` keys the stored predictions (see the module docstring): set it with
+      :func:`fingerprint`; by default the ``model_id``. ``fingerprint_settings`` (what went into
+      it, shown to people) defaults to ``None``: "settings not recorded".
+    * ``check()`` (called before the first image) and ``close()`` (after the last) do nothing.
+
+    Subclassing is the documented way; an object that only has the members (see
+    :class:`SupportsPredict`) works as well.
+    """
+
+    #: What went into the fingerprint (``{"confidence": 15.0}``), for people; ``None``: not recorded.
+    fingerprint_settings: Mapping[str, Any] | None = None
+
+    @abstractmethod
+    def predict(self, image: ImageFile) -> Prediction:
+        """The prediction for one image, in the canonical shape (boxes in original pixels)."""
+
+    @property
+    def model_id(self) -> str:
+        return self.__dict__.get("model_id") or self.name
+
+    @model_id.setter
+    def model_id(self, value: str) -> None:
+        self.__dict__["model_id"] = value
+
+    @property
+    def fingerprint(self) -> str:
+        return self.__dict__.get("fingerprint") or self.model_id
+
+    @fingerprint.setter
+    def fingerprint(self, value: str) -> None:
+        self.__dict__["fingerprint"] = value
 
 
 #: Hex digits of the settings' hash in a fingerprint: 48 bits, no collision among a journal's models.
@@ -156,12 +194,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else "…" + text[-59:]  # a path: its end says the most
 
 
-def split_spec(spec: str, kind: str) -> tuple[str, str]:
-    """``"roboflow:proj/3"`` -> ``("roboflow", "proj/3")``; a spec without a scheme is a usage error."""
+def split_spec(spec: str, kind: str, *, allow_empty_target: bool = False) -> tuple[str, str]:
+    """``"roboflow:proj/3"`` -> ``("roboflow", "proj/3")``; a spec without a scheme is a usage error,
+    and so is one without a target unless ``allow_empty_target`` (its plugin accepts ``fixed:``)."""
     from ..errors import UsageError
 
     scheme, sep, target = spec.partition(":")
-    if not sep or not scheme or not target:
+    if not sep or not scheme or not (target or allow_empty_target):
         raise UsageError(f"{kind} {spec!r} should look like SCHEME:TARGET, e.g. {_EXAMPLES[kind]}")
     return scheme, target
 
@@ -169,9 +208,10 @@ def split_spec(spec: str, kind: str) -> tuple[str, str]:
 _EXAMPLES = {
     "model": "roboflow:my-project/3, replay:predictions/ or onnx:model.onnx",
     "destination": "roboflow:my-project or folder:out/",
+    "source": "frames/, folder:frames/ or another installed source's SCHEME:TARGET",
 }
 
 __all__ = [
-    "AuthError", "ImageError", "InferenceBackend", "ModelOptions", "ServiceError", "describe_settings", "fingerprint",
-    "fingerprint_of", "settings_of", "split_spec",
+    "AuthError", "ImageError", "InferenceBackend", "ModelOptions", "ServiceError", "SupportsPredict", "describe_settings",
+    "fingerprint", "fingerprint_of", "settings_of", "split_spec",
 ]

@@ -42,7 +42,7 @@ from ..images import ImageFile, sha256_file
 from ..jsonsafe import DEFAULT_MAX_BYTES, JsonError, loads, read_file
 from ..prediction import MAX_DETECTIONS, Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
-from . import ImageError, ModelOptions, fingerprint
+from . import ImageError, InferenceBackend, ModelOptions, fingerprint
 
 SIDECAR = "sidecar"
 
@@ -51,7 +51,7 @@ class _Source(Protocol):
     def predict(self, image: ImageFile) -> Prediction: ...
 
 
-class ReplayBackend:
+class ReplayBackend(InferenceBackend):
     """Thread-safe: every source is read-only once built."""
 
     def __init__(self, target: str, options: ModelOptions) -> None:

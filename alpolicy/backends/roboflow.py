@@ -20,7 +20,7 @@ from ..images import ImageDecodeError, ImageFile
 from ..prediction import Prediction, PredictionFormatError, parse_prediction
 from ..registry import InferenceBackendSpec
 from ..secrets import Secret, secret
-from . import ImageError, ModelOptions, fingerprint
+from . import ImageError, InferenceBackend, ModelOptions, fingerprint
 
 HOSTED_INFERENCE_URL = "https://serverless.roboflow.com"
 INFERENCE_URL_ENV = "ROBOFLOW_INFERENCE_URL"
@@ -43,7 +43,7 @@ def parse_model_target(target: str) -> tuple[str, str]:
     return project, version
 
 
-class RoboflowInference:
+class RoboflowInference(InferenceBackend):
     """Thread-safe: one pooled HTTP session shared by the pipeline's threads."""
 
     def __init__(self, target: str, options: ModelOptions) -> None:

@@ -45,6 +45,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"alpolicy: error: {message} (see: {self.prog} --help)\n")
 
+    def format_help(self) -> str:
+        """The help, with an epilog that may be a function: made only when the help is shown (the
+        installed plugins' schemes: loading plugins must not slow or break any other command)."""
+        epilog = self.epilog
+        if not callable(epilog):
+            return super().format_help()
+        self.epilog = epilog()
+        try:
+            return super().format_help()
+        finally:
+            self.epilog = epilog
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(

@@ -203,6 +203,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 ("rules", info["rules"]),
                 ("inference backends", info["inference_backends"]),
                 ("destinations", info["destinations"]),
+                ("sources", info["sources"]),
             )
             if items
         ]

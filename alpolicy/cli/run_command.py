@@ -1,4 +1,8 @@
-"""``alpolicy run``: triage a folder with a model and a policy, send what qualifies."""
+"""``alpolicy run``: triage a source of images with a model and a policy, send what qualifies.
+
+``alpolicy run --help`` lists the installed schemes of every kind (sources, models,
+destinations) with their one-line summaries, read from the registry when the help is shown.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,32 @@ and nothing is uploaded twice. Exit status: 0 done, 1 some images failed or stay
 """
 
 
+def installed_schemes() -> str:
+    """The epilog's lists of installed sources, models and destinations, each scheme with its
+    one-line summary, from the registry (a plugin that fails to load is one line here too)."""
+    from ..errors import AlpolicyError
+    from ..plugins import get_registry
+
+    try:
+        registry = get_registry()
+    except AlpolicyError as error:
+        return f"installed schemes: unknown, the plugins did not load: {error}\n"
+    sections = [("installed sources (SOURCE: a path, or SCHEME:TARGET)", registry.sources),
+                ("installed models (--model SCHEME:TARGET)", registry.backends),
+                ("installed destinations (--to SCHEME:TARGET)", registry.destinations)]
+    lines: list[str] = []
+    for title, table in sections:
+        width = max((len(scheme) for scheme in table), default=0)
+        lines.append(f"{title}:")
+        lines += [f"  {scheme:<{width}}  {spec.summary}" for scheme, spec in sorted(table.items())] or ["  (none)"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_epilog() -> str:
+    return f"{installed_schemes()}\n{EPILOG}"
+
+
 def destination_option(text: str) -> tuple[str, str]:
     """``--to-opt KEY=VALUE`` as ``(key, value)``; the destination checks the key and the value."""
     key, sep, value = text.partition("=")
@@ -59,10 +89,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "prediction, and send the images that qualify, with their predictions as pre-labels, to "
         "a destination. Progress goes to stderr, the summary to stdout, every decision to a "
         "JSON-lines log.",
-        epilog=EPILOG,
+        epilog=run_epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", metavar="SOURCE", help="folder of images")
+    parser.add_argument("source", metavar="SOURCE", help="a folder of images, or SCHEME:TARGET of an installed source (listed below)")
     what = parser.add_argument_group("model, policy and destination")
     what.add_argument("--model", metavar="SPEC", help="roboflow:PROJECT/VERSION, replay:DIR, onnx:MODEL.onnx (with the onnx plugin)")
     policy = what.add_mutually_exclusive_group()

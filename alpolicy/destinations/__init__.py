@@ -1,6 +1,8 @@
 """Destinations: where qualifying images go, with their predictions as pre-labels.
 
-The contract (see also the README's "Write a destination"):
+The contract (see also the README's "Write a destination"). Subclass :class:`Destination`
+(``alpolicy.Destination``) and write ``send``: ``name``, ``check()`` and ``close()`` have
+defaults; the pipeline does not require the base class (:class:`SupportsSend` is the shape).
 
 * ``send(delivery) -> Receipt`` uploads one image and its pre-labels and returns the remote id.
 * **Idempotent**: sending the same delivery twice must not create a second item. The journal
@@ -26,10 +28,12 @@ The contract (see also the README's "Write a destination"):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from .. import checks
+from ..bases import Component
 from ..decision import Decision
 from ..errors import AlpolicyError
 from ..http import ServiceOptions
@@ -97,20 +101,36 @@ class DestinationOptions(ServiceOptions):
 
 
 @runtime_checkable
-class Destination(Protocol):
-    """What the pipeline needs from a destination."""
+class SupportsSend(Protocol):
+    """The structural shape of a destination, for ``isinstance`` checks of duck-typed objects
+    (one that does not subclass :class:`Destination`). The pipeline checks neither."""
 
-    #: Identifies the destination in the journal (``roboflow:project``, ``folder:/abs/path``).
     name: str
 
     def check(self) -> None:
-        """Fail fast before any image is processed (e.g. refused credentials -> AuthError, a
-        missing project -> UsageError); see the module docstring for ``check_read_only``."""
         ...
 
     def send(self, delivery: Delivery) -> Receipt:
         ...
 
     def close(self) -> None:
-        """Flush and release resources (a folder destination writes its index files here)."""
         ...
+
+
+class Destination(Component, ABC):
+    """The base class of a destination: write ``send``; the rest has defaults.
+
+    * ``name`` identifies the destination in the journal (``roboflow:project``,
+      ``folder:/abs/path``): by default the spec it was built from (``memory:queue``). Set it
+      when the spec alone does not say where things go (a relative path, a server URL from the
+      environment): a renamed destination is a new one, to which everything is sent again.
+    * ``check()`` (see the module docstring) and ``close()`` (flush and release resources; a
+      folder destination writes its index files here) do nothing by default.
+
+    Subclassing is the documented way; an object that only has the members (see
+    :class:`SupportsSend`) works as well.
+    """
+
+    @abstractmethod
+    def send(self, delivery: Delivery) -> Receipt:
+        """Deliver one image with its pre-labels, idempotently (see the module docstring)."""

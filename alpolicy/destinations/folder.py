@@ -70,7 +70,7 @@ from ..hookspecs import hookimpl
 from ..images import ImageDecodeError, display_path, sha256_file
 from ..prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
-from . import COMMAND_LINE_EXTRA, Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
+from . import COMMAND_LINE_EXTRA, Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder_merge import (MARKER, Ownership, foreign_summary, marker_document, merge_coco, merge_data_yaml,
                            merge_labelstudio_config, merge_tasks, parse_merge, read_coco, read_labelstudio_config,
                            read_marker, read_tasks, read_yaml_names, user_files)
@@ -109,7 +109,7 @@ _CHUNK = 1 << 20
 _STRIPES = 64
 
 
-class FolderDestination:
+class FolderDestination(Destination):
     """Thread-safe: names are chosen under one lock, each content is written under its stripe lock.
 
     Choosing a name may hash an earlier file of the same stem and size (to tell "the same image,

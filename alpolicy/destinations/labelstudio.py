@@ -91,7 +91,7 @@ from ..http import AttemptFailed, HttpClient, clip, server_message
 from ..images import ImageDecodeError, display_path, sha256_bytes
 from ..registry import DestinationSpec
 from ..secrets import secret
-from . import Delivery, DestinationOptions, PermanentError, Receipt, RetryableError
+from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder import StoredImage, labelstudio_config, labelstudio_tasks
 
 log = logging.getLogger("alpolicy.labelstudio")
@@ -125,7 +125,7 @@ class _PendingTask:
     done: bool = False
 
 
-class LabelStudioDestination:
+class LabelStudioDestination(Destination):
     """Thread-safe: sends of one content are serialised (striped locks), config changes under a lock."""
 
     def __init__(self, target: str, options: DestinationOptions) -> None:

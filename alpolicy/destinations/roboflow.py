@@ -40,7 +40,7 @@ from ..http import HttpClient, server_message
 from ..images import ImageDecodeError, display_path, open_image
 from ..prediction import Prediction
 from ..registry import DestinationSpec, did_you_mean
-from . import Delivery, DestinationOptions, PermanentError, Receipt
+from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt
 
 API_URL = "https://api.roboflow.com"
 API_URL_ENV = "ROBOFLOW_API_URL"
@@ -83,7 +83,7 @@ def shrink(content: bytes, prediction: Prediction, max_size: int | None, quality
     return buffer.getvalue(), Prediction(image.width, image.height, detections, prediction.model_id, dict(prediction.extra))
 
 
-class RoboflowDestination:
+class RoboflowDestination(Destination):
     def __init__(self, target: str, options: DestinationOptions) -> None:
         self.project = target.strip("/")
         if not self.project or "/" in self.project:

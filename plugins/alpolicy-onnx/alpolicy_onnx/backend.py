@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from alpolicy import Prediction, UsageError
+from alpolicy import InferenceBackend, Prediction, UsageError
 from alpolicy.prediction import PredictionFormatError
 from alpolicy.backends import ImageError, ModelOptions, fingerprint
 from alpolicy.images import ImageDecodeError, ImageFile, sha256_file
@@ -44,7 +44,7 @@ class _Request:
     future: Future
 
 
-class OnnxBackend:
+class OnnxBackend(InferenceBackend):
     """Thread-safe: many callers, one inference worker."""
 
     def __init__(self, target: str, options: ModelOptions) -> None:
