@@ -324,6 +324,23 @@ def _as_images(items: Iterable[ImageFile | str]) -> Iterator[ImageFile]:
         yield item if isinstance(item, ImageFile) else ImageFile.from_path(item)
 
 
+def delivery_tags(decision: Decision, more: Iterable[str], model: str | None) -> list[str]:
+    """What a delivery is tagged with: the decision's tags, ``more`` (sampling rules', the run's),
+    then ``model:<id>``, each once (also :func:`alpolicy.testing.make_delivery`'s)."""
+    return list(dict.fromkeys([*decision.tags, *more, *([f"model:{model}"] if model else [])]))
+
+
+def delivery_metadata(decision: Decision, policy_name: str | None, model: str | None, image: ImageFile) -> dict[str, Any]:
+    """The context a delivery carries for reviewers: score, reasons, policy, model, source path."""
+    return {
+        "alpolicy_score": decision.score,
+        "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
+        "alpolicy_policy": policy_name,
+        "model": model,
+        "source_path": image.display_path,
+    }
+
+
 def one_line(text: object) -> str:
     """A reason fit for a summary line, the journal and logs: redacted, newlines made visible
     (a reason may quote a file name or a server message that holds one), a file name's bytes that
@@ -798,16 +815,8 @@ class _Run:
         remote_id = existing.remote_id if existing is not None and existing.state == "uploaded" else None
         self.journal.mark_sending(item.image, self.destination_name, self.run_id)
         model = prediction.model_id or item.model
-        tags = list(dict.fromkeys(
-            [*decision.tags, *item.sampling_tags, *self.options.tags, *([f"model:{model}"] if model else [])]
-        ))
-        metadata = {
-            "alpolicy_score": decision.score,
-            "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
-            "alpolicy_policy": self.policy.name,
-            "model": model,
-            "source_path": item.image.display_path,
-        }
+        tags = delivery_tags(decision, [*item.sampling_tags, *self.options.tags], model)
+        metadata = delivery_metadata(decision, self.policy.name, model, item.image)
         record["tags"] = tags
         item.outgoing = (prediction, decision, record)
         future = self.send_pool.submit(self._send, item, prediction, decision, tags, metadata, remote_id)
