@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
-from . import checks
+from . import checks, plugin_options
 from .backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
                        split_spec)
 from .decision import Decision
@@ -192,7 +192,8 @@ def _build(spec: str, options: Any, table: Mapping[str, Any], kind: str, noun: s
         known = ", ".join(sorted(table)) or "none"
         hint = " (pip install plugins/alpolicy-onnx for onnx:)" if scheme == "onnx" else ""
         raise UsageError(f"no {noun} for {scheme!r}{did_you_mean(scheme, table)}; installed: {known}{hint}")
-    return entry.factory(target, options)
+    # Its own settings (``extra``) against its options_schema: one line per problem.
+    return entry.factory(target, plugin_options.checked_options(entry, options))
 
 
 def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *, recursive: bool = False,

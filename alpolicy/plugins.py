@@ -14,6 +14,7 @@ it and ends with the way to start without it, ``ALPOLICY_LOAD_PLUGINS=<the other
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import os
@@ -28,6 +29,7 @@ from jsonschema.exceptions import SchemaError
 
 from . import hookspecs
 from .errors import PluginError, exception_line
+from .plugin_options import schema_problem
 from .registry import DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, did_you_mean
 
 ENTRY_POINT_GROUP = "alpolicy"
@@ -305,7 +307,11 @@ def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: st
     if not isinstance(spec, kind):
         raise _BrokenPlugin(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.{kind.__name__}", plugin)
     _check_scheme(spec.scheme, plugin, table, noun)
-    table[spec.scheme] = kind(spec.scheme, spec.factory, spec.summary, plugin)
+    if spec.options_schema is not None:
+        problem = schema_problem(spec.options_schema)
+        if problem is not None:
+            raise _BrokenPlugin(f"plugin {plugin!r}: {noun} {spec.scheme!r}: {problem}", plugin)
+    table[spec.scheme] = dataclasses.replace(spec, plugin=plugin)  # every field the plugin gave, attributed
     listing.append(spec.scheme)
 
 
