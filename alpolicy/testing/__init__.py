@@ -39,9 +39,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from PIL import Image
 
-from ..backends import fingerprint
+from ..backends import InferenceBackend, fingerprint
 from ..decision import Decision
-from ..destinations import Delivery, Receipt
+from ..destinations import Delivery, Destination, Receipt
 from ..images import ImageFile
 from ..pipeline import RunOptions, delivery_metadata, delivery_tags, run
 from ..plugins import build_registry, get_registry, make_plugin_manager
@@ -166,7 +166,7 @@ def _plugin_name(plugin: Any) -> str:
     return getattr(plugin, "__name__", None) or type(plugin).__name__
 
 
-class StaticBackend:
+class StaticBackend(InferenceBackend):
     """An inference backend that answers one prediction for every image (a copy each time), for
     testing a destination or a policy without a model. Without a ``prediction`` it answers one
     detection covering the middle of each image, at the image's real size."""
@@ -203,7 +203,7 @@ class StaticBackend:
         pass
 
 
-class CollectingDestination:
+class CollectingDestination(Destination):
     """A destination that keeps every delivery in memory (``deliveries``), for testing a backend or a
     policy end to end. Idempotent as the contract asks: the same content again is a duplicate."""
 
