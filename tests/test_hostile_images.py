@@ -185,9 +185,10 @@ def test_max_size_uploads_decode_through_the_guard_with_bounded_memory(source, t
     src, predictions, good = source
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(POLICY))
-    reasons = {"tall.png": TALL, "dense.png": TALL, "huge.png": HUGE}
-    expected = {name: ("send", "^cannot prepare the image: " + reasons.get(name, TOO_LARGE)[1:])
-                for name in hostile_files()}
+    # Each bomb is refused at the send by the pipeline's check, whatever the destination; the one
+    # whose header is intact is decoded by the downscale, through the guard.
+    reasons = {"tall.png": TALL, "dense.png": TALL, "huge.png": HUGE, "ztxt-late.png": "^cannot prepare the image: " + TOO_LARGE[1:]}
+    expected = {name: ("send", reasons.get(name, TOO_LARGE)) for name in hostile_files()}
     for first in (True, False):
         command = [sys.executable, "-c", _MEASURE, sys.executable, "-m", "alpolicy", "run", str(src),
                    "--model", f"replay:{predictions}", "--policy", str(policy), "--to", "roboflow:small",
