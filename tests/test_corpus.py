@@ -62,6 +62,7 @@ GOOD = 4  # good images around the hostile ones
 BACKENDS = ("replay", "roboflow", "onnx")
 MODEL = {"roboflow": "roboflow:vehicles/3", "onnx": "onnx:demo"}  # replay: the predictions folder
 EXTENSIONS = (*DEFAULT_EXTENSIONS, ".gif")  # the corpus has GIFs
+FILE_KINDS = ("images", "names", "folders")  # the kinds in the one source folder
 
 
 # ---------------------------------------------------------------------------------- the tally
@@ -75,12 +76,12 @@ class Tally:
     runs: int = 0
     reruns: int = 0
     good_sent: int = 0  # good images (and accepted entries) sent by first runs
-    good_requests: int = 0  # the upload requests (or stored copies) the destinations counted for them
+    good_once: int = 0  # of them, those the destination counted exactly once over both runs
 
     def to_json(self) -> dict[str, Any]:
         return {"entries": len(self.entries), "routes": sorted("{} > {}".format(*route) for route in self.routes),
                 "verdicts": dict(sorted(self.verdicts.items())), "runs": self.runs, "reruns": self.reruns,
-                "good_sent": self.good_sent, "good_requests": self.good_requests}
+                "good_sent": self.good_sent, "good_sent_exactly_once": self.good_once}
 
 
 TALLY: dict[str, Tally] = defaultdict(Tally)
@@ -151,11 +152,11 @@ def _replay_prediction(path: bytes, size: tuple[int, int] | None) -> dict[str, A
     return {"image": {"width": width, "height": height}, "predictions": [box]}
 
 
-def _write_prediction(predictions: Path, name: bytes, document: dict[str, Any]) -> None:
+def _write_prediction(folder: Path, name: bytes, document: dict[str, Any]) -> None:
     """``<name>.json``, else ``<stem>.json`` (replay looks up both), when either fits NAME_MAX."""
     for candidate in (name + b".json", name.rsplit(b".", 1)[0] + b".json"):
         if len(candidate) <= names.NAME_MAX:
-            with open(os.fsencode(predictions) + b"/" + candidate, "w", encoding="utf-8") as handle:
+            with open(os.fsencode(folder) + b"/" + candidate, "w", encoding="utf-8") as handle:
                 json.dump(document, handle)
             return
 
@@ -230,11 +231,10 @@ def sent_names(report: alpolicy.RunReport) -> dict[str, str]:
     return sent
 
 
-def check_run(request, source: Source, report, backend: str, destination: str, *, first: bool) -> list[str]:
-    """Every file's outcome on this route (recorded on a first run), the skipped links, the
-    counts; returns the names that must have been sent."""
-    route = (backend, destination)
-    expected = source.expected(backend, destination)
+def check_outcomes(request, report, expected: dict[str, Outcome], entries: dict[str, Entry], route: tuple[str, str],
+                   *, first: bool) -> list[str]:
+    """Each file's outcome on this route, from the journal and the decisions log (recorded for the
+    tally on a first run), and the run's counts; returns the names that must have been sent."""
     failures, statuses = journal_view(report)
     sent = sent_names(report)
     wrong = []
@@ -248,47 +248,49 @@ def check_run(request, source: Source, report, backend: str, destination: str, *
             verdict = "failed alone" if ok else "wrong"
         if not ok:
             wrong.append(f"{name!r}: expected {outcome}, saw {failure or ('sent' if name in sent else 'nothing')}")
-        entry = source.files.get(name)
-        if first and entry is not None:
-            observe(request, entry.kind, entry.id, route, verdict)
+        if first and name in entries:
+            observe(request, entries[name].kind, entries[name].id, route, verdict)
     unexpected = sorted(set(failures) - set(expected))
-    assert not unexpected, f"failures of files that are not corpus inputs: {unexpected}"
-
-    # The folder entries: never an input (no failure, no decision), each counted where it says.
-    skipped = Counter(entry.outcome().reason for entry in source.folder_entries if entry.outcome().verdict == "skipped")
-    folder_ok = dict(report.skipped) == dict(skipped)
-    if not folder_ok:
-        wrong.append(f"skipped {dict(report.skipped)}, expected {dict(skipped)}")
-    if first:
-        for entry in source.folder_entries:
-            observe(request, "folders", entry.id, route, entry.outcome().verdict if folder_ok else "wrong")
-    assert not wrong, f"{backend} into {destination}:\n" + "\n".join(wrong)
-
+    assert not unexpected, f"failures of files that are not inputs: {unexpected}"
+    assert not wrong, "{} into {}:\n".format(*route) + "\n".join(wrong)
     accepted = [name for name, outcome in expected.items() if outcome.verdict == "accepted"]
-    failing = [name for name in expected if name not in accepted]
     assert report.status == "completed" and "running" not in statuses, (report.status, statuses)
-    assert (report.failed, report.pending) == (len(failing), 0), report.failures
+    assert (report.failed, report.pending) == (len(expected) - len(accepted), 0), report.failures
     assert (report.sent, report.already_sent) == ((len(accepted), 0) if first else (0, len(accepted)))
     assert report.seen == len(expected)
     return accepted
 
 
-def check_sent_once(request, source: Source, accepted: list[str], counts: dict[str, int], backend: str, destination: str) -> None:
+def check_run(request, source: Source, report, backend: str, destination: str, *, first: bool) -> list[str]:
+    """:func:`check_outcomes` for the corpus source, and its folder entries: never an input (no
+    failure, no decision), each skipped and counted, or ignored, as it says."""
+    route = (backend, destination)
+    skipped = Counter(entry.outcome().reason for entry in source.folder_entries if entry.outcome().verdict == "skipped")
+    folder_ok = dict(report.skipped) == dict(skipped)
+    if first:
+        for entry in source.folder_entries:
+            observe(request, "folders", entry.id, route, entry.outcome().verdict if folder_ok else "wrong")
+    assert folder_ok, (route, dict(report.skipped), dict(skipped))
+    return check_outcomes(request, report, source.expected(backend, destination), source.files, route, first=first)
+
+
+def check_sent_once(expected: dict[str, Outcome], entries: dict[str, Entry], sha: dict[str, str], counts: dict[str, int],
+                    route: tuple[str, str], kinds: tuple[str, ...]) -> None:
     """Each accepted image was sent exactly once over both runs (``counts``: upload requests, or
-    stored copies, per content sha256), each failed before the send never at all."""
+    stored copies, per content sha256); each that failed before the send, never. Tallied first."""
+    for kind in kinds:
+        TALLY[kind].runs += 1
+        TALLY[kind].reruns += 1
+    accepted = [name for name, outcome in expected.items() if outcome.verdict == "accepted"]
     for name in accepted:
-        assert counts.get(source.sha[name], 0) == 1, (backend, destination, name, counts.get(source.sha[name]))
-    expected = source.expected(backend, destination)
+        tally = TALLY[entries[name].kind if name in entries else kinds[0]]
+        tally.good_sent += 1
+        tally.good_once += counts.get(sha[name], 0) == 1
+    for name in accepted:
+        assert counts.get(sha[name], 0) == 1, (route, name, counts.get(sha[name]))
     for name, outcome in expected.items():
         if outcome.verdict == "fails" and outcome.stage == "inference":
-            assert counts.get(source.sha[name], 0) == 0, (backend, destination, name)
-    for kind in {source.files[name].kind for name in accepted if name in source.files} | {"images"}:
-        tally = TALLY[kind]
-        mine = [name for name in accepted if (source.files[name].kind if name in source.files else "images") == kind]
-        tally.good_sent += len(mine)
-        tally.good_requests += sum(counts.get(source.sha[name], 0) for name in mine)
-        tally.runs += 1
-        tally.reruns += 1
+            assert counts.get(sha[name], 0) == 0, (route, name)
 
 
 def stored_copies(folder: Path) -> dict[str, int]:
@@ -309,13 +311,12 @@ def test_files_into_a_folder(request, source, roboflow, env, tmp_path, backend):
         pytest.importorskip("alpolicy_onnx")
     out = tmp_path / "out"
     ids = [entry.id for entry in source.files.values()]
-    reports = []
     for first in (True, False):
         with escapes_recorded(request, "images", ids, (backend, "folder")):
             report = triage(source, backend, f"folder:{out}", run_options(tmp_path / "journal.sqlite"))
-        reports.append(report)
         accepted = check_run(request, source, report, backend, "folder", first=first)
-    check_sent_once(request, source, accepted, stored_copies(out), backend, "folder")
+    check_sent_once(source.expected(backend, "folder"), source.files, source.sha, stored_copies(out), (backend, "folder"),
+                    FILE_KINDS)
     coco = json.loads((out / "annotations.coco.json").read_text(encoding="utf-8"))
     assert len(coco["images"]) == len(accepted)
     outside = {hashlib.sha256(path.read_bytes()).hexdigest() for path in source.outside.rglob("*.jpg")}
@@ -331,7 +332,8 @@ def test_files_into_roboflow(request, source, roboflow, env, tmp_path, backend):
         with escapes_recorded(request, "images", ids, (backend, "roboflow")):
             report = triage(source, backend, "roboflow:corpus", run_options(tmp_path / "journal.sqlite"))
         accepted = check_run(request, source, report, backend, "roboflow", first=first)
-    check_sent_once(request, source, accepted, upload_requests(roboflow), backend, "roboflow")
+    check_sent_once(source.expected(backend, "roboflow"), source.files, source.sha, upload_requests(roboflow),
+                    (backend, "roboflow"), FILE_KINDS)
     stored = {image["sha256"] for image in roboflow.images("corpus")}
     assert stored == {source.sha[name] for name in accepted}
     assert all(len(calls) == 1 for calls in roboflow.annotations("corpus").values())
@@ -354,3 +356,295 @@ def test_the_real_cli_over_the_whole_source(request, source, tmp_path):
         assert report["status"] == "completed" and report["failed"] == len(expected) - accepted
         assert (report["sent"], report["already_sent"]) == ((accepted, 0) if first else (0, accepted))
     RECORDED.add(request.node.name)
+
+
+# ---------------------------------------------------------------------------------- ... into a real Label Studio
+class _StartingLabelStudio:
+    """A Label Studio started on a thread as the module begins: its cold start (half a minute on a
+    busy machine) overlaps the tests before the one that needs it."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.server: LabelStudio | None = None
+        try:
+            self.server = LabelStudio()
+        except LabelStudioMissing as error:
+            self.error = error
+            return
+        self.thread = threading.Thread(target=self._start, name="label-studio-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            assert self.server is not None
+            self.server.start()
+        except BaseException as error:  # reported by wait(), in the test that needs the server
+            self.error = error
+
+    def wait(self) -> LabelStudio:
+        if self.server is not None:
+            self.thread.join()
+        if self.error is not None:
+            pytest.fail(str(self.error), pytrace=False)
+        assert self.server is not None
+        return self.server
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.thread.join()
+            self.server.stop()
+            self.server.cleanup()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _label_studio_starting(request) -> Iterator[_StartingLabelStudio | None]:
+    wanted = any("label_studio" in item.fixturenames for item in request.session.items if item.module is request.module)
+    starting = _StartingLabelStudio() if wanted else None
+    yield starting
+    if starting is not None:
+        starting.close()
+
+
+@pytest.fixture(scope="module")
+def label_studio(_label_studio_starting) -> LabelStudio:
+    return _label_studio_starting.wait()
+
+
+LABEL_CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+                '<Label value="car"/></RectangleLabels></View>')
+
+
+@pytest.mark.slow
+def test_files_into_label_studio(request, source, label_studio, tmp_path, monkeypatch):
+    """One run (and its rerun) of the whole file corpus, replayed, into a real Label Studio."""
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    project = label_studio.create_project("alpolicy corpus", LABEL_CONFIG)
+    ids = [entry.id for entry in source.files.values()]
+    for first in (True, False):
+        options = run_options(tmp_path / "journal.sqlite", labelstudio_url=label_studio.url)
+        with escapes_recorded(request, "images", ids, ("replay", "labelstudio")):
+            report = triage(source, "replay", f"labelstudio:{project}", options)
+        accepted = check_run(request, source, report, "replay", "labelstudio", first=first)
+    tasks = label_studio.tasks(project)
+    per_key = Counter(task["data"]["alpolicy_key"] for task in tasks)
+    check_sent_once(source.expected("replay", "labelstudio"), source.files, source.sha, dict(per_key),
+                    ("replay", "labelstudio"), FILE_KINDS)
+    assert all(len(task["predictions"]) == 1 for task in tasks)
+    uploads = label_studio.api("GET", f"/api/projects/{project}/file-uploads", params={"all": "true"})
+    assert len(uploads) == len(accepted)  # one image upload per task: nothing uploaded twice, nothing refused sent
+
+
+# ---------------------------------------------------------------------------------- predictions
+def prediction_frames(folder: Path) -> tuple[dict[str, Entry], dict[str, Outcome], dict[str, str]]:
+    """One frame per prediction entry, then GOOD frames: ``{frame: entry}``, the expected outcome
+    of every frame, and every frame's sha256."""
+    entries = predictions.entries()
+    paths = make_frames(folder, len(entries) + GOOD, seed=5)
+    by_frame = {path.name: entry for path, entry in zip(paths, entries)}
+    expected = {path.name: by_frame[path.name].outcome() if path.name in by_frame else ACCEPTED for path in paths}
+    return by_frame, expected, {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+def test_predictions_answered_by_the_inference_server(request, roboflow, env, tmp_path):
+    src = tmp_path / "src"
+    by_frame, expected, sha = prediction_frames(src)
+    answers = {sha[name]: entry.make() for name, entry in by_frame.items()}
+    roboflow.add_model("vehicles", 3, answer=lambda image: answers.get(hashlib.sha256(image).hexdigest()))
+    route = ("roboflow", "roboflow")
+    for first in (True, False):
+        with escapes_recorded(request, "predictions", [e.id for e in by_frame.values()], route):
+            report = alpolicy.run(str(src), Policy.from_dict(TAKE_ALL), model="roboflow:vehicles/3",
+                                  destination="roboflow:answers", options=run_options(tmp_path / "journal.sqlite"))
+        check_outcomes(request, report, expected, by_frame, route, first=first)
+    check_sent_once(expected, by_frame, sha, upload_requests(roboflow), route, ("predictions",))
+    received = json.dumps([roboflow.images("answers"), roboflow.annotations("answers")])
+    assert API_KEY not in received and "***" in received  # the echoed key arrived masked
+
+
+def test_predictions_stored_in_files(request, tmp_path):
+    src, stored, out = tmp_path / "src", tmp_path / "stored", tmp_path / "out"
+    by_frame, expected, sha = prediction_frames(src)
+    stored.mkdir()
+    for name in expected:
+        raw = by_frame[name].make() if name in by_frame else predictions.GOOD
+        (stored / f"{Path(name).stem}.json").write_bytes(raw)
+    route = ("replay", "folder")
+    for first in (True, False):
+        with escapes_recorded(request, "predictions", [e.id for e in by_frame.values()], route):
+            report = alpolicy.run(str(src), Policy.from_dict(TAKE_ALL), model=f"replay:{stored}",
+                                  destination=f"folder:{out}", options=run_options(tmp_path / "journal.sqlite"))
+        check_outcomes(request, report, expected, by_frame, route, first=first)
+    check_sent_once(expected, by_frame, sha, stored_copies(out), route, ("predictions",))
+    written = [path for path in out.rglob("*") if path.is_file()] + [tmp_path / "journal.sqlite"]
+    assert not [path for path in written if API_KEY.encode() in path.read_bytes()]
+
+
+# ---------------------------------------------------------------------------------- policies
+def in_process_cli(*args: str) -> tuple[int, str, str]:
+    """The real CLI's ``main`` in this process (what the subprocess runs, without its start-up)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory) -> tuple[Path, Path]:
+    """Three frames and their stored predictions, for dry runs of the policies."""
+    root = tmp_path_factory.mktemp("replayed")
+    frames = make_frames(root / "frames", 3)
+    (root / "predictions").mkdir()
+    for frame in frames:
+        (root / "predictions" / f"{frame.stem}.json").write_bytes(predictions.GOOD)
+    return root / "frames", root / "predictions"
+
+
+def _policy_verdict(outcome: Outcome, code: int, lines: list[str], head: str) -> str:
+    """``refused`` / ``accepted`` when the command did what ``outcome`` says, else ``wrong``."""
+    if outcome.verdict == "accepted":
+        return "accepted" if code == 0 else "wrong"
+    refused = code == 2 and len(lines) == 2 and lines[0] == head and outcome.matches("policy", lines[1].strip())
+    return "refused in one line" if refused else "wrong"
+
+
+def test_policies_through_validate_from_dict_and_a_dry_run(request, tmp_path, replayed):
+    frames, stored = replayed
+    wrong = []
+    for entry in policies.entries():
+        text, outcome = entry.make(), entry.outcome()
+        path = tmp_path / f"{entry.id}.json"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        with escapes_recorded(request, "policies", [entry.id], ("alpolicy validate", "-")):
+            code, _, err = in_process_cli("validate", str(path))
+        verdict = _policy_verdict(outcome, code, err.splitlines(), f"{path}: 1 problem")
+        observe(request, "policies", entry.id, ("alpolicy validate", "-"), verdict)
+        wrong += [f"validate {entry.id}: {err[:300]}"] if verdict == "wrong" else []
+
+        with escapes_recorded(request, "policies", [entry.id], ("alpolicy run --dry-run", "-")):
+            code, out, err = in_process_cli("run", str(frames), "--model", f"replay:{stored}", "--policy", str(path),
+                                            "--dry-run", "--json", "--no-progress", "--journal", str(tmp_path / f"{entry.id}.sqlite"))
+        verdict = _policy_verdict(outcome, code, err.splitlines(), f"alpolicy: error: {path}: invalid policy (1 problem)")
+        if verdict == "accepted":
+            verdict = "accepted" if json.loads(out)["qualified"] == 3 else "wrong"
+        observe(request, "policies", entry.id, ("alpolicy run --dry-run", "-"), verdict)
+        wrong += [f"run {entry.id}: {err[:300]}"] if verdict == "wrong" else []
+
+        # What Python's json makes of the text (duplicates dropped, NaN a float), as a dict:
+        # located problems or a policy, never anything else -- and the same problem where the text's
+        # refusal is not one only the strict reader sees.
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            continue  # not a document Python can hold: nothing to give from_dict
+        with escapes_recorded(request, "policies", [entry.id], ("Policy.from_dict", "-")):
+            try:
+                Policy.from_dict(document)
+                verdict, line = "accepted", ""
+            except PolicyError as error:
+                verdict, line = "refused in one line", error.messages[0]
+                policies.check(document)  # every problem with a JSON path, on one line
+        if not entry.extra.get("text_only"):  # the same verdict, the problem at the same place
+            place = entry.extra.get("line", "").split(": ", 1)[0]
+            if outcome.verdict != verdict.split(" ")[0] or (line and line.split(": ", 1)[0] != place):
+                verdict = "wrong"
+        observe(request, "policies", entry.id, ("Policy.from_dict", "-"), verdict)
+        wrong += [f"from_dict {entry.id}: {line[:300]}"] if verdict == "wrong" else []
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_policy_file_in_one_real_validate(request, tmp_path):
+    """The subprocess: every hostile file is one located line, and nothing else is printed."""
+    paths = []
+    for entry in policies.entries():
+        path = tmp_path / f"{entry.id}.json"
+        path.write_text(entry.make(), encoding="utf-8", errors="surrogatepass")
+        paths.append((path, entry.outcome()))
+    result = alpolicy_subprocess("validate", *(str(path) for path, _ in paths))
+    assert result.code == 2 and "Traceback" not in result.err, result.err[-3000:]
+    for path, outcome in paths:
+        if outcome.verdict == "accepted":
+            assert f"{path}: ok" in result.out
+        else:
+            at = result.err.index(f"{path}: 1 problem\n")
+            line = result.err[at:].splitlines()[1]
+            assert outcome.matches("policy", line.strip()), (path, line[:300])
+    RECORDED.add(request.node.name)
+
+
+# ---------------------------------------------------------------------------------- destinations
+def test_hostile_answers_of_the_roboflow_api(request, roboflow, env, tmp_path):
+    """An upload or a pre-label answered with 100,000 brackets, an HTML page or NaN: that image
+    fails at the send, in one line (``response.json()`` raised RecursionError, reported as a crash
+    of the destination); the others are sent once."""
+    entries = [entry for entry in destinations.entries() if entry.extra["destination"] == "roboflow"]
+    src, stored = tmp_path / "src", tmp_path / "stored"
+    paths = make_frames(src, len(entries) + GOOD, seed=13)
+    stored.mkdir()
+    for path in paths:
+        (stored / f"{path.stem}.json").write_bytes(predictions.GOOD)
+    by_frame = {path.name: entry for path, entry in zip(paths, entries)}
+    sha = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+    expected = {path.name: by_frame[path.name].outcome() if path.name in by_frame else ACCEPTED for path in paths}
+    uploads = {sha[name]: entry.make().body for name, entry in by_frame.items() if entry.make().place == "upload"}
+    labels = {sha[name]: entry.make().body for name, entry in by_frame.items() if entry.make().place == "annotate"}
+
+    def label_answer(image_id: bytes) -> bytes | None:
+        stored_image = next((image for image in roboflow.images("answers") if image["id"] == image_id.decode()), None)
+        return labels.get(stored_image["sha256"]) if stored_image else None
+
+    roboflow.answer_uploads(lambda data: uploads.get(hashlib.sha256(data).hexdigest()))
+    roboflow.answer_annotations(label_answer)
+    route = ("replay", "roboflow")
+    for first in (True, False):
+        with escapes_recorded(request, "destinations", [entry.id for entry in entries], route):
+            report = alpolicy.run(str(src), Policy.from_dict(TAKE_ALL), model=f"replay:{stored}",
+                                  destination="roboflow:answers", options=run_options(tmp_path / "journal.sqlite"))
+        check_outcomes(request, report, expected, by_frame, route, first=first)
+    good = {name: outcome for name, outcome in expected.items() if outcome.verdict == "accepted"}
+    check_sent_once(good, by_frame, sha, upload_requests(roboflow), route, ("destinations",))
+    assert all(len(calls) == 1 for calls in roboflow.annotations("answers").values())
+
+
+def _folder_run(src: Path, stored: Path, out: Path, journal: Path, *extra: str) -> tuple[int, str, str]:
+    return in_process_cli("run", str(src), "--model", f"replay:{stored}", "--conditionals", "{}", "--to", f"folder:{out}",
+                          "--json", "--no-progress", "--journal", str(journal), *extra)
+
+
+def test_hostile_files_of_a_folder_destination(request, tmp_path):
+    """Its record, its marker, the user's index files (merge=true) holding 100,000 brackets."""
+    entries = [entry for entry in destinations.entries() if entry.extra["destination"] == "folder"]
+    src, stored = tmp_path / "src", tmp_path / "stored"
+    paths = make_frames(src, GOOD, seed=17)
+    stored.mkdir()
+    for path in paths:
+        (stored / f"{path.stem}.json").write_bytes(predictions.GOOD)
+    wrong = []
+    for entry in entries:
+        case, outcome = entry.make(), entry.outcome()
+        out, route = tmp_path / entry.id, ("replay", "folder")
+        if case.place in ("record", "marker"):  # a folder alpolicy wrote, then broken
+            code, _, err = _folder_run(src, stored, out, tmp_path / f"{entry.id}-1.sqlite")
+            assert code == 0, err
+            target = (sorted((out / ".alpolicy" / "records").iterdir())[0] if case.place == "record"
+                      else out / ".alpolicy" / "folder.json")
+            target.write_bytes(case.body)
+        else:  # the user's dataset, added to
+            (out / "images").mkdir(parents=True)
+            make_frames(out / "images", 1, seed=19)
+            (out / ("annotations.coco.json" if case.place == "coco" else "labelstudio-tasks.json")).write_bytes(case.body)
+        with escapes_recorded(request, "destinations", [entry.id], route):
+            code, report_text, err = _folder_run(src, stored, out, tmp_path / f"{entry.id}-2.sqlite",
+                                                 *(["--to-opt", "merge=true"] if case.place in ("coco", "tasks") else []))
+        if outcome.verdict == "accepted":
+            report = json.loads(report_text) if code == 0 else {}
+            copies = stored_copies(out)
+            records = [json.loads(path.read_bytes()) for path in (out / ".alpolicy" / "records").iterdir()]
+            ok = (code == 0 and report.get("failed") == 0 and report.get("sent") == GOOD  # duplicates among them
+                  and sorted(copies.values()) == [1] * GOOD and len(records) == GOOD  # the broken record written anew
+                  and len(json.loads((out / "annotations.coco.json").read_text())["images"]) == GOOD)
+        else:
+            ok = code == 2 and outcome.matches("destination", err)
+        observe(request, "destinations", entry.id, route, ("accepted" if outcome.verdict == "accepted" else "refused in one line")
+                if ok else "wrong")
+        wrong += [] if ok else [f"{entry.id}: code {code}: {err[:300]}"]
+    assert not wrong, "\n".join(wrong)

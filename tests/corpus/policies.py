@@ -148,9 +148,12 @@ GOOD = [
 
 def entries() -> list[Entry]:
     """Every case above: ``make()`` is the file text; the outcome's ``reason`` is the start of the
-    one problem line (a regex, escaped)."""
+    one problem line (a regex, escaped). ``extra["line"]`` is that start as text, and
+    ``extra["text_only"]`` marks the problems only a strict reader of the text sees (Python's
+    ``json`` keeps the last of duplicate keys: the dict it makes holds no such problem)."""
     made = [Entry(f"policy-{name.replace('_', '-')}", "policies", (lambda text: lambda: text)(text),
-                  expect(refused("policy", "^" + re.escape(line))))
+                  expect(refused("policy", "^" + re.escape(line))),
+                  extra={"line": line, "text_only": name.startswith("duplicate")})
             for name, text, line in [*CASES, *UNKNOWN]]
     made += [Entry(f"policy-{name.replace('_', '-')}", "policies", (lambda text: lambda: text)(text), expect(ACCEPTED))
              for name, text in GOOD]
