@@ -237,8 +237,12 @@ def _truncated() -> list[Entry]:
     return made
 
 
+def _stub() -> bytes:
+    """A JPEG cut inside its header (40 bytes of a 320x240 one)."""
+    return encoded("JPEG", seed=5, size=(320, 240), quality=95)[:40]
+
+
 def _not_images() -> list[Entry]:
-    stub = functools.partial(lambda: encoded("JPEG", seed=5, size=(320, 240), quality=95)[:40])
     return [
         Entry("empty-jpg", "images", lambda: b"", expect(fails("inference", r"^the file is empty$"),
                                                          replay=fails("send", r"^the file is empty$")),
@@ -252,7 +256,7 @@ def _not_images() -> list[Entry]:
               expect(fails("inference", NOT_AN_IMAGE), replay=fails("send", NOT_AN_IMAGE)), name="notes.png", size=(32, 32)),
         Entry("html-as-jpg", "images", lambda: b"<html><body><script>alert(1)</script></body></html>",
               expect(fails("inference", NOT_AN_IMAGE), replay=fails("send", NOT_AN_IMAGE)), name="page.jpg", size=(32, 32)),
-        Entry("stub-jpg", "images", stub,
+        Entry("stub-jpg", "images", _stub,
               expect(fails("inference", r"^cannot open the image: "),
                      replay=fails("send", r"^the image is truncated \(no JPEG end-of-image marker\)$")),
               name="stub.jpg", size=(320, 240), notes="a JPEG cut inside its header"),
