@@ -149,8 +149,9 @@ class ImageFile:
         gets) would otherwise pass a JPEG cut in half to the labeling queue. The format is read
         from the first bytes (never the name) and its end checked from the last ones: a JPEG's
         end-of-image marker, a PNG's ``IEND`` chunk, a GIF's trailer (trailing padding
-        allowed), the size a WEBP's RIFF header or a BMP's header declares. Only when that says
-        nothing (another format, or data after the end: a motion photo's video) is the image
+        allowed), the size a WEBP's RIFF header or a BMP's header declares; a whole file's header
+        is then parsed (:meth:`check`: a decompression bomb is whole too). Only when the structure
+        says nothing (another format, or data after the end: a motion photo's video) is the image
         decoded, to be sure. Raises :class:`ImageDecodeError` with one line.
         """
         try:
@@ -165,6 +166,9 @@ class ImageFile:
             raise ImageDecodeError("the file is empty")
         complete, missing = _structure_complete(head, tail, size)
         if complete:
+            # Whole, but maybe a bomb: the header too, through the guarded open (as a backend
+            # that decodes would), so that no destination is sent one whatever it checks itself.
+            self.check(max_pixels)
             return
         opened = False
         try:
@@ -418,6 +422,13 @@ class _Links:
         return _matches(parts[-1], self.extensions, self.case_sensitive) if parts else False
 
 
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
 def _list_folder(folder: str, extensions: tuple[str, ...], recursive: bool, case_sensitive: bool,
                  include_hidden: bool, links: _Links | None = None,
                  skipped: Counter[str] | None = None) -> tuple[list[str], list[str]] | None:
@@ -449,7 +460,9 @@ def _list_folder(folder: str, extensions: tuple[str, ...], recursive: bool, case
                         if skipped is not None:
                             skipped[reason] += 1
                         continue
-            except OSError:
+            except OSError:  # a link to itself or in a loop (ELOOP): broken too, and counted
+                if skipped is not None and _is_link(entry) and _matches(entry.name, extensions, case_sensitive):
+                    skipped["symlink_broken"] += 1
                 continue
             (subfolders if is_dir else files).append(entry.name)
     files.sort(key=natural_key)

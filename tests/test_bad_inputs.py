@@ -1,4 +1,4 @@
-r"""Bad input corpus (issue #8, item 3), generated here, run through the real pipeline three times.
+r"""Bad input corpus (issue #8, item 3), generated here (the pictures by ``tests/corpus/images.py``), run through the real pipeline three times.
 
 Figures: 36 corpus entries, 17 of them bad inputs. The lister yields 31 files (``report.seen``):
 
@@ -47,11 +47,10 @@ from alpolicy import Policy, RunOptions
 from alpolicy.images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
 from alpolicy.journal import Journal
 
+from .corpus.images import BOMB, INVERSE as _INVERSE, NOT_AN_IMAGE, UPRIGHT, noise as _noise, upright as _upright
+
 #: Takes every image with a prediction, so every inferred image must reach the destination.
 TAKE_ALL = {"version": 1, "name": "take-all", "image": {"rule": "detection_count", "min": 0}}
-
-#: The oriented (as displayed) size of the EXIF test picture; stored transposed for 5-8.
-UPRIGHT = (240, 160)
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 HAS_PROC_MEM = os.path.exists("/proc/self/mem")
@@ -80,34 +79,6 @@ def fails(stage: str, reason: str, **per_backend: tuple[str, str] | None) -> dic
     outcome: dict[str, tuple[str, str] | None] = {backend: (stage, reason) for backend in BACKENDS}
     outcome.update(per_backend)
     return outcome
-
-
-def _noise(size: tuple[int, int]) -> Image.Image:
-    return Image.effect_noise(size, 60).convert("RGB")
-
-
-def _upright() -> Image.Image:
-    """An asymmetric scene the demo detector is sure about (square and circle at >= 0.8)."""
-    from alpolicy_onnx.synthetic import random_scene
-
-    image, _ = random_scene(1, UPRIGHT)
-    return image
-
-
-#: exif_transpose's operation per orientation; storing the inverse makes the displayed image upright.
-_INVERSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
-
-
-NOT_AN_IMAGE = r"^not an image \(unrecognised format\)$"
-BOMB = r"^image is 12000x10000 = 120 Mpx, above the 89 Mpx safety limit \(a possible decompression bomb\)$"
 
 
 def build_corpus(src: Path) -> list[Entry]:

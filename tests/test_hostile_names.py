@@ -20,33 +20,11 @@ from PIL import Image
 from alpolicy.destinations.folder import _atomic_write
 
 from .cli import alpolicy
+from .corpus.names import NAME_MAX, NAMES, long_name as _long
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="backslashes and newlines are POSIX file name characters")
 
 TAKE_ALL = {"version": 1, "name": "take-all", "image": {"rule": "detection_count", "min": 0}}
-
-NAME_MAX = 255
-
-
-def _long(stem_char: str, total_bytes: int, ext: str = ".jpg") -> str:
-    """A name of exactly ``total_bytes`` UTF-8 bytes: ``stem_char`` repeated, ``x`` to pad."""
-    room = total_bytes - len(ext.encode())
-    count = room // len(stem_char.encode())
-    return stem_char * count + "x" * (room - count * len(stem_char.encode())) + ext
-
-
-NAMES = [
-    "back\\slash.jpg",
-    "a\\..\\..\\up.jpg",  # a Windows traversal, just characters here
-    "line\nbreak.jpg",
-    "-rf --all.jpg",
-    "é漢字 100%#?&.png",
-    _long("a", 249),
-    _long("b", 255),
-    _long("漢", 255, ext=".png"),  # 83 three-byte characters: a cut must not split one
-    _long("c", 251, ext=".jpeg"),  # 255 bytes too
-]
-
 
 def _bytes(name: str) -> int:
     return len(os.fsencode(name))

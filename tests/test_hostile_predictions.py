@@ -19,7 +19,6 @@ import math
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -37,53 +36,9 @@ from alpolicy.prediction import Prediction, PredictionFormatError, parse_predict
 
 from .cli import alpolicy as cli
 from .conftest import make_frames
+from .corpus.predictions import GOOD_BOX, HOSTILE, HUGE, NESTED, H, W, document, hostile_documents, text, with_box
 
 TAKE_ALL = {"version": 1, "name": "take-all", "image": {"rule": "detection_count", "min": 0}}
-W, H = 96, 72  # the size of make_frames' images
-
-GOOD_BOX = {"x": 40, "y": 30, "width": 20, "height": 10, "confidence": 0.9, "class": "car", "class_id": 0}
-
-
-def document(*, width: Any = W, height: Any = H, box: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"image": {"width": width, "height": height}, "predictions": [box or GOOD_BOX], **extra}
-
-
-def text(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
-
-def with_box(**changes: Any) -> bytes:
-    return text(document(box={**GOOD_BOX, **changes}))
-
-
-NESTED = b"[" * 100_000 + b"]" * 100_000
-HUGE = b'{"image": {"width": 96, "height": 72}, "predictions": [], "padding": "' + b"x" * 40_000_000 + b'"}'
-ONE = b'{"x": 40, "y": 30, "width": 2, "height": 2, "confidence": 0.5, "class": "car"}'
-MANY = b'{"image": {"width": 96, "height": 72}, "predictions": [' + b",".join([ONE] * 100_001) + b"]}"
-
-#: name -> (raw answer, regex of the located reason). Written as raw bytes: json.dumps would
-#: refuse some of them, a hostile server does not.
-HOSTILE: dict[str, tuple[bytes, str]] = {
-    "infinity": (b'{"image": {"width": Infinity, "height": 72}, "predictions": []}',
-                 r"image\.width: Infinity is not a finite number"),
-    "overflow": (b'{"image": {"width": 1e400, "height": 72}, "predictions": []}',
-                 r"image\.width: Infinity is not a finite number"),
-    "nan_confidence": (with_box(confidence=0.5).replace(b"0.5", b"NaN"),
-                       r"predictions\[0\]\.confidence: NaN is not a finite number"),
-    "nan_box": (with_box(x=41).replace(b'"x": 41', b'"x": NaN'), r"predictions\[0\]\.x: NaN is not a finite number"),
-    "nested": (b'{"image": {"width": 96, "height": 72}, "predictions": [], "debug": ' + NESTED + b"}",
-               r"nested too deeply"),
-    "zero_width": (text(document(width=0)), r"image\.width: 0 is not a positive number of pixels"),
-    "negative_width": (text(document(width=-5)), r"image\.width: -5 is not a positive number of pixels"),
-    "true_width": (text(document(width=True)), r"image\.width must be a whole number of pixels, not true"),
-    "confidence_57": (with_box(confidence=57.0), r"predictions\[0\]\.confidence: 57\.0 is outside 0\.\.1"),
-    "negative_box": (with_box(width=-3), r"predictions\[0\]\.width: -3 is negative"),
-    "box_far_away": (with_box(x=1e9), r"predictions\[0\]\.x: the box spans .* too far outside the image's width"),
-    "huge": (HUGE, r"above the limit of 32 MiB|larger than the limit of 32 MiB"),
-    "too_many": (MANY, r"100,001 detections, above the limit of 10,000 \(max_detections\)"),
-}
-
-
 def check_failures(journal_path: Path, names: dict[str, str], run_id: int | None = None) -> dict[str, str]:
     """Every hostile image failed once, at inference, with its one-line located reason; no other failed."""
     journal = Journal(journal_path)
@@ -341,35 +296,7 @@ def test_a_prediction_built_in_code_is_validated_by_the_pipeline(tmp_path):
     assert report.qualified == 2
 
 
-# ---------------------------------------------------------------------- fuzzing
-
-FINITE = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10**6, 10**6)
-HOSTILE_NUMBERS = (
-    st.floats() | st.integers() | st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0, 57.0, 2**63, 10**30])
-    | st.booleans() | st.none() | st.text(max_size=3) | st.lists(st.floats(), max_size=2)
-)
-NUMBER = FINITE | HOSTILE_NUMBERS
-
-
-@st.composite
-def hostile_documents(draw) -> Any:
-    if draw(st.booleans()):  # a valid box with one or two values replaced: near the boundary
-        detection = dict(GOOD_BOX)
-        for key in draw(st.lists(st.sampled_from(["x", "y", "width", "height", "confidence"]), max_size=2)):
-            detection[key] = draw(NUMBER | st.floats(-200, 300))
-        return {"image": {"width": W, "height": H}, "predictions": [detection]}
-    detection = {key: draw(NUMBER) for key in ("x", "y", "width", "height", "confidence")}
-    detection["class"] = draw(st.text(max_size=4) | NUMBER)
-    if draw(st.booleans()):
-        detection["class_id"] = draw(st.integers(0, 5) | NUMBER)
-    if draw(st.booleans()):
-        detection["points"] = draw(st.lists(st.dictionaries(st.sampled_from("xy"), NUMBER), max_size=3) | NUMBER)
-    document_ = {"image": {"width": draw(st.integers(1, 4000) | NUMBER), "height": draw(st.integers(1, 4000) | NUMBER)},
-                 "predictions": draw(st.lists(st.just(detection) | NUMBER, max_size=3))}
-    if draw(st.booleans()):
-        document_["extra"] = draw(st.lists(NUMBER, max_size=3))
-    return document_
-
+# ---------------------------------------------------------------------- fuzzing (hostile_documents: tests/corpus)
 
 def assert_finite_and_in_range(prediction: Prediction) -> None:
     assert type(prediction.width) is int and type(prediction.height) is int

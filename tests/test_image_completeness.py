@@ -8,12 +8,10 @@ declared size), decoding only when that is inconclusive, and records a failure w
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 import alpolicy
 from alpolicy import Policy, RunOptions
@@ -21,26 +19,15 @@ from alpolicy.images import ImageDecodeError, ImageFile
 from alpolicy.journal import Journal
 
 from .cli import alpolicy as alpolicy_cli
+from .corpus.images import encoded, half
 from .helpers import det, pred
 from .test_replay_backend import write_json
-
-
-def encoded(fmt: str, seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
-    """A noisy image (so that cutting it anywhere cuts pixel data) in format ``fmt``."""
-    image = Image.effect_noise(size, 40 + seed).convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
 
 
 def write(path: Path, data: bytes) -> ImageFile:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return ImageFile.from_path(path)
-
-
-def half(data: bytes) -> bytes:
-    return data[: len(data) // 2]
 
 
 @pytest.mark.parametrize(

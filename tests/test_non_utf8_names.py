@@ -21,13 +21,13 @@ from PIL import Image
 from alpolicy.images import ImageFile, display_path
 
 from .cli import alpolicy
+from .corpus.names import NON_UTF8_NAMES
 
 pytestmark = pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="names must be bytes (Linux file systems)")
 
 TAKE_ALL = {"version": 1, "name": "take-all", "image": {"rule": "detection_count", "min": 0}}
 
-#: Good names around two that are not UTF-8 (a lone continuation byte, a Latin-1 "é").
-NAMES = [b"a_1.jpg", b"bad\xff.jpg", b"c_2.jpg", b"caf\xe9.jpg", b"d_3.jpg"]
+NAMES = NON_UTF8_NAMES
 BAD = 2
 
 

@@ -21,47 +21,7 @@ from alpolicy.policy_json import MAX_DEPTH, MAX_INT_DIGITS, MAX_NESTING
 
 from .cli import alpolicy
 from .conftest import make_frames
-from .test_policy_fuzz import check, words
-
-
-def nested(kind: str, levels: int, leaf: dict | None = None) -> dict:
-    """``levels`` of all / any / not around one image rule."""
-    node = leaf or {"rule": "witnesses", "min": 1}
-    for _ in range(levels):
-        node = {"not": node} if kind == "not" else {kind: [node]}
-    return node
-
-
-def path_of(kind: str, levels: int) -> str:
-    """The JSON path of the ``levels``-th all / any / not key under $.image."""
-    step = ".not" if kind == "not" else f".{kind}[0]"
-    return "$.image" + step * (levels - 1) + f".{kind}"
-
-
-TOO_DEEP = f"all / any / not nested more than {MAX_NESTING} levels deep"
-NOT_A_NUMBER = "is not a number JSON allows"
-DEEP_LIST = "[" * 5000 + "]" * 5000
-
-#: (name, file text, the one expected problem line's start)
-CASES = [
-    ("not_400", json.dumps({"version": 1, "image": nested("not", 400)}), f"{path_of('not', MAX_NESTING + 1)}: {TOO_DEEP}"),
-    ("all_100", json.dumps({"version": 1, "image": nested("all", 100)}), f"{path_of('all', MAX_NESTING + 1)}: {TOO_DEEP}"),
-    ("lists_5000", '{"version": 1, "detection": [{"rule": "classes", "include": ' + DEEP_LIST + "}]}",
-     "$.detection[0].include" + "[0]" * (MAX_DEPTH - 3) + f": arrays and objects nested more than {MAX_DEPTH} levels deep"),
-    ("int_4400", '{"version": 1, "image": {"rule": "witnesses", "min": ' + "9" * 4400 + "}}",
-     f"$.image.min: an integer of 4400 digits: at most {MAX_INT_DIGITS} digits are read"),
-    ("nan", '{"version": 1, "detection": [{"rule": "confidence", "min": NaN}]}', f"$.detection[0].min: NaN {NOT_A_NUMBER}"),
-    ("infinity", '{"version": 1, "detection": [{"rule": "box_area", "max": Infinity}]}', f"$.detection[0].max: Infinity {NOT_A_NUMBER}"),
-    ("minus_infinity", '{"version": 1, "detection": [{"rule": "box_area", "min": -Infinity}]}',
-     f"$.detection[0].min: -Infinity {NOT_A_NUMBER}"),
-    ("overflow", '{"version": 1, "detection": [{"rule": "box_area", "max": 1e999}]}', f"$.detection[0].max: 1e999 {NOT_A_NUMBER}"),
-    ("duplicate_rule", '{"version": 1, "detection": [{"rule": "confidence", "min": 0.5, "rule": "box_area"}]}',
-     "$.detection[0].rule: duplicate key 'rule' (2 times in one object"),
-    ("duplicate_nested", json.dumps({"version": 1, "image": {"all": [{"rule": "witnesses"}, "SLOT"]}}).replace(
-        '"SLOT"', '{"not": {"rule": "detection_count", "min": 1, "min": 3}}'),
-     "$.image.all[1].not.min: duplicate key 'min' (2 times in one object"),
-    ("duplicate_top", '{"version": 1, "version": 1, "detection": []}', "$.version: duplicate key 'version' (2 times in one object"),
-]
+from .corpus.policies import CASES, DEEP_LIST, NOT_A_NUMBER, TOO_DEEP, check, hostile_values, nested, path_of, words
 
 
 def only_problem(error: PolicyError) -> str:
@@ -200,16 +160,6 @@ def test_the_readme_states_the_limits_the_code_enforces():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert f"`all` / `any` / `not` nest at most {MAX_NESTING} levels deep, and arrays and objects at most {MAX_DEPTH}" in readme
     assert f"an integer of more than {MAX_INT_DIGITS} digits" in readme
-
-
-hostile_values = st.recursive(
-    st.none() | st.booleans() | st.floats() | st.integers() | st.sampled_from([-(10**120), float("nan")])
-    | st.integers(4400, 4500).map(lambda digits: 10**digits)  # past Python's int-str limit
-    | st.text(max_size=6),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(words | st.text(max_size=6), children, max_size=3)
-    | children.map(lambda child: nested("not", 70, {"rule": "witnesses", "min": child})),
-    max_leaves=15,
-)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

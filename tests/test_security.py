@@ -15,6 +15,7 @@ from alpolicy import AuthError, Policy, PolicyError, RunOptions
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import API_KEY, make_frames
+from .corpus.predictions import echoing_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,23 +229,12 @@ def test_no_repr_shows_a_secret():
     assert backend.params["api_key"] == API_KEY  # still the key where it is used
 
 
-def _echoing(image_bytes: bytes) -> bytes:
-    """A server that echoes the request, key included, inside a successful prediction (issue #12, item 6)."""
-    import json
-
-    url = f"https://serverless.roboflow.com/vehicles/3?api_key={API_KEY}&confidence=40"
-    detection = {"x": 40, "y": 30, "width": 20, "height": 10, "confidence": 0.9, "class": "car", "class_id": 0,
-                 "detection_id": f"d-{API_KEY}", "debug": {"request": url, "headers": [f"Authorization: Bearer {API_KEY}"]}}
-    return json.dumps({"inference_id": "i-1", "debug_request": f"POST {url}", "image": {"width": 96, "height": 72},
-                       "predictions": [detection]}).encode()
-
-
 def test_a_key_echoed_inside_a_successful_prediction_is_never_stored_nor_sent(roboflow, env, tmp_path):
     import json
 
     frames = tmp_path / "frames"
     make_frames(frames, 3, seed=9)
-    roboflow.add_model("vehicles", 3, answer=_echoing)
+    roboflow.add_model("vehicles", 3, answer=echoing_answer)
     take_all = tmp_path / "take-all.json"
     take_all.write_text('{"version": 1, "image": {"rule": "detection_count", "min": 1}}')
     runs = {}

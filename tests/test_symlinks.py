@@ -35,6 +35,7 @@ from alpolicy.images import iter_folder
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import make_frames
+from .corpus.folders import broken_link, folder_link_out, link_out
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX symlinks")
 
@@ -47,16 +48,13 @@ DUPLICATE = "symbolic links to images the folder holds anyway: taken once, under
 def make_tree(tmp_path: Path) -> Path:
     src, outside = tmp_path / "src", tmp_path / "outside"
     make_frames(src, 6, seed=1)
-    make_frames(outside, 1, seed=2)
-    (outside / "frame_00000.jpg").rename(outside / "secret.jpg")
-    make_frames(outside / "dir", 2, seed=3)
+    link_out(src, outside)  # escape.jpg
+    folder_link_out(src, outside)  # outdir
+    broken_link(src, outside)  # gone.jpg
     make_frames(src / "sub", 1, seed=4)
     (src / "sub" / "frame_00000.jpg").rename(src / "sub" / "s1.jpg")
     make_frames(src / ".hidden", 1, seed=5)
     (src / ".hidden" / "frame_00000.jpg").rename(src / ".hidden" / "h.jpg")
-    os.symlink("../outside/secret.jpg", src / "escape.jpg")
-    os.symlink("../outside/dir", src / "outdir")
-    os.symlink("missing.jpg", src / "gone.jpg")
     os.symlink("frame_00003.jpg", src / "latest.jpg")
     os.symlink("sub/s1.jpg", src / "pick.jpg")
     os.symlink("sub", src / "sub_link")

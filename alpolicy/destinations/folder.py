@@ -68,6 +68,7 @@ from xml.sax.saxutils import quoteattr
 from ..errors import UsageError
 from ..hookspecs import hookimpl
 from ..images import ImageDecodeError, display_path, sha256_file
+from ..jsonsafe import loads, read_file
 from ..prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
@@ -809,10 +810,11 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _read_json(path: str, *, strict: bool = False) -> Any:
-    """The parsed file; ``None`` when absent or unreadable, unless ``strict``."""
+    """The parsed file; ``None`` when absent or unreadable, unless ``strict``. Read strictly
+    (:mod:`alpolicy.jsonsafe`: bounded, no ``NaN``, a :class:`ValueError` for 100,000 nested
+    brackets): the folder may have been edited, or written by anyone."""
     try:
-        with open(path, "rb") as handle:
-            return json.load(handle)
+        return loads(read_file(path))
     except (OSError, ValueError):
         if strict:
             raise

@@ -37,6 +37,7 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from ..errors import UsageError
+from ..jsonsafe import loads, read_file
 
 MARKER = os.path.join(".alpolicy", "folder.json")
 MARKER_FORMAT = 1
@@ -86,9 +87,8 @@ def read_marker(root: str) -> Ownership | None:
     if not os.path.lexists(path):
         return None
     try:
-        with open(path, "rb") as handle:
-            document = json.load(handle)
-    except (OSError, ValueError):
+        document = loads(read_file(path))
+    except (OSError, ValueError):  # JsonError too: 100,000 brackets are not ours either
         document = None
     if (not isinstance(document, dict) or document.get("written_by") != WRITTEN_BY
             or not isinstance(document.get("format"), int) or document["format"] > MARKER_FORMAT):
@@ -279,7 +279,7 @@ def merge_data_yaml(text: str, classes: Iterable[str]) -> tuple[str | None, list
 
 def read_coco(text: bytes, what: str = "annotations.coco.json") -> dict[str, Any]:
     try:
-        document = json.loads(text)
+        document = loads(text, max_bytes=None, finite=False)  # theirs: any size; NaN kept as they wrote it
     except ValueError as error:
         raise UsageError(f"{what} is not JSON ({error}); merge it by hand") from None
     if not isinstance(document, dict) or not all(
@@ -375,7 +375,7 @@ def _blank(text: str | None) -> bool:
 
 def read_tasks(text: bytes, what: str = "labelstudio-tasks.json") -> list[Any]:
     try:
-        document = json.loads(text)
+        document = loads(text, max_bytes=None, finite=False)  # theirs: any size; NaN kept as they wrote it
     except ValueError as error:
         raise UsageError(f"{what} is not JSON ({error}); merge it by hand") from None
     if not isinstance(document, list):

@@ -89,6 +89,7 @@ from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import AttemptFailed, HttpClient, clip, server_message
 from ..images import ImageDecodeError, display_path, sha256_bytes
+from ..jsonsafe import JsonError, response_json
 from ..registry import DestinationSpec
 from ..secrets import secret
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
@@ -582,8 +583,8 @@ class LabelStudioDestination(Destination):
         if response.status_code >= 400:
             raise self._refused(response, what)
         try:
-            return response.json()
-        except ValueError:
+            return response_json(response, what="Label Studio")
+        except JsonError:
             raise PermanentError(f"Label Studio answered {what} with something that is not JSON (HTTP {response.status_code})") from None
 
     def _refused(self, response: requests.Response, what: str) -> Exception:
@@ -635,8 +636,8 @@ class _Credentials:
                 f"{server_message(response)}; check {API_KEY_ENV}"
             )
         try:
-            access = response.json()["access"]
-        except (ValueError, KeyError, TypeError):
+            access = response_json(response, what="Label Studio")["access"]
+        except (JsonError, KeyError, TypeError):
             raise ServiceError(
                 f"Label Studio did not exchange the personal access token (HTTP {response.status_code}): {server_message(response)}"
             ) from None

@@ -38,6 +38,7 @@ from ..errors import AlpolicyError, ServiceError, UsageError
 from ..hookspecs import hookimpl
 from ..http import HttpClient, server_message
 from ..images import ImageDecodeError, display_path, open_image
+from ..jsonsafe import JsonError, response_json
 from ..prediction import Prediction
 from ..registry import DestinationSpec, did_you_mean
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt
@@ -217,9 +218,11 @@ class RoboflowDestination(Destination):
 
 
 def _json(response: Any) -> Any:
+    """The answer's JSON, or ``None`` (the caller then quotes the body): read strictly, as every
+    answer from outside is (an answer of 100,000 nested brackets is not a crash)."""
     try:
-        return response.json()
-    except ValueError:
+        return response_json(response, what="the Roboflow API")
+    except JsonError:
         return None
 
 

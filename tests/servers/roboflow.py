@@ -107,6 +107,8 @@ Test-only additions
   de-duplication makes the stored result look right.
 * Hostile answers: ``add_model(..., answer=fn)`` sends ``fn(image_bytes)`` verbatim as the 200
   body for the images it chooses (``NaN``, 100,000 brackets, 40 MB), the model's answer otherwise.
+  :meth:`FakeRoboflow.answer_uploads` / :meth:`FakeRoboflow.answer_annotations` do the same for
+  uploads (chosen by the uploaded bytes; nothing is stored) and pre-labels (chosen by the image id).
 * Inspection in process (:class:`FakeRoboflow`), and over HTTP on reserved paths that real
   routes never use: ``GET /__state``, ``POST /__faults``, ``POST /__reset``.
 * ``python -m tests.servers.roboflow --port 0 --model proj/1 ...`` prints one line
@@ -676,6 +678,9 @@ class FakeRoboflow:
         }
         self.auto_create_projects = auto_create_projects
         self.reject_reannotation = reject_reannotation
+        #: Raw 200 bodies instead of the real answers (see :meth:`answer_uploads`).
+        self._upload_answer: AnswerFn | None = None
+        self._annotate_answer: AnswerFn | None = None
         self._host, self._port = host, port
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -777,6 +782,19 @@ class FakeRoboflow:
         model = Model(project, str(version), predict or seeded_predictor(names), names, answer)
         with self._lock:
             self._models[(model.project, model.version)] = model
+
+    def answer_uploads(self, answer: AnswerFn | None) -> None:
+        """Answer an upload whose image bytes ``answer`` chooses with ``answer(image_bytes)``
+        verbatim as the 200 body, storing nothing (a hostile or broken API: 100,000 brackets, a
+        non-JSON page); ``None`` restores the real answers. Counted like any upload request."""
+        with self._lock:
+            self._upload_answer = answer
+
+    def answer_annotations(self, answer: AnswerFn | None) -> None:
+        """Like :meth:`answer_uploads` for pre-labels: ``answer(image_id.encode())`` chooses,
+        and the annotation is not stored."""
+        with self._lock:
+            self._annotate_answer = answer
 
     def add_project(self, name: str) -> None:
         """Create an upload project (needed when ``auto_create_projects`` is false)."""
@@ -1209,6 +1227,9 @@ class FakeRoboflow:
         project_name = request.segments[1]
         self._check_api_key(request)
         upload = self._read_upload(request)
+        raw = self._raw_answer(self._upload_answer, upload.data)
+        if raw is not None:
+            return raw
         sha = hashlib.sha256(upload.data).hexdigest()
         with self._lock:
             project = self._project(project_name, create=True)
@@ -1220,6 +1241,11 @@ class FakeRoboflow:
             project.images[image_id] = replace(upload, id=image_id, sha256=sha)
             project.by_sha256[sha] = image_id
         return Response(200, {"success": True, "id": image_id})
+
+    def _raw_answer(self, answer: AnswerFn | None, chooser: bytes) -> Response | None:
+        with self._lock:
+            chosen = answer(chooser) if answer is not None else None
+        return None if chosen is None else Response(200, chosen, {"Content-Type": "application/json"})
 
     def _read_upload(self, request: Request) -> StoredImage:
         """Validate an upload request into a (not yet stored) image: fields beat query params."""
@@ -1286,6 +1312,9 @@ class FakeRoboflow:
         _, project_name, _, image_id = request.segments
         self._check_api_key(request)
         record = self._read_annotation(request)
+        raw = self._raw_answer(self._annotate_answer, image_id.encode())
+        if raw is not None:
+            return raw
         with self._lock:
             project = self._project(project_name, create=False)
             if image_id not in project.images:
