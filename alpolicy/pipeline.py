@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sized, TextIO
 
-from . import checks
+from . import checks, plugin_options
 from .backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
                        split_spec)
 from .bases import attach_spec
@@ -267,7 +267,8 @@ def _build(spec: str, options: Any, table: Mapping[str, Any], kind: str, noun: s
     if entry is None:
         hint = " (pip install plugins/alpolicy-onnx for onnx:)" if scheme == "onnx" else ""
         raise UsageError(f"no {noun} for {scheme!r}{did_you_mean(scheme, table)}; installed: {_installed(table)}{hint}")
-    return _construct(entry, target, options, spec, {"model": "backend"}.get(kind, kind))
+    # Its own settings (``extra``) against its options_schema: one line per problem.
+    return _construct(entry, target, plugin_options.checked_options(entry, options), spec, {"model": "backend"}.get(kind, kind))
 
 
 def _construct(entry: Any, target: str, options: Any, spec: str, noun: str) -> Any:
@@ -486,6 +487,23 @@ def _as_images(items: Iterable[ImageFile | str], skipped: Counter[str], componen
             skipped["unreadable"] += 1
             continue
         yield image
+
+
+def delivery_tags(decision: Decision, more: Iterable[str], model: str | None) -> list[str]:
+    """What a delivery is tagged with: the decision's tags, ``more`` (sampling rules', the run's),
+    then ``model:<id>``, each once (also :func:`alpolicy.testing.make_delivery`'s)."""
+    return list(dict.fromkeys([*decision.tags, *more, *([f"model:{model}"] if model else [])]))
+
+
+def delivery_metadata(decision: Decision, policy_name: str | None, model: str | None, image: ImageFile) -> dict[str, Any]:
+    """The context a delivery carries for reviewers: score, reasons, policy, model, source path."""
+    return {
+        "alpolicy_score": decision.score,
+        "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
+        "alpolicy_policy": policy_name,
+        "model": model,
+        "source_path": image.display_path,
+    }
 
 
 def one_line(text: object) -> str:
@@ -968,16 +986,8 @@ class _Run:
         remote_id = existing.remote_id if existing is not None and existing.state == "uploaded" else None
         self.journal.mark_sending(item.image, self.destination_name, self.run_id)
         model = prediction.model_id or item.model
-        tags = list(dict.fromkeys(
-            [*decision.tags, *item.sampling_tags, *self.options.tags, *([f"model:{model}"] if model else [])]
-        ))
-        metadata = {
-            "alpolicy_score": decision.score,
-            "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
-            "alpolicy_policy": self.policy.name,
-            "model": model,
-            "source_path": item.image.display_path,
-        }
+        tags = delivery_tags(decision, [*item.sampling_tags, *self.options.tags], model)
+        metadata = delivery_metadata(decision, self.policy.name, model, item.image)
         record["tags"] = tags
         item.outgoing = (prediction, decision, record)
         future = self.send_pool.submit(self._send, item, prediction, decision, tags, metadata, remote_id)

@@ -29,6 +29,7 @@ from jsonschema.exceptions import SchemaError
 
 from . import hookspecs
 from .errors import PluginError, exception_line
+from .plugin_options import schema_problem
 from .registry import DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec, did_you_mean
 
 ENTRY_POINT_GROUP = "alpolicy"
@@ -315,6 +316,11 @@ def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: st
     if not isinstance(spec, kind):
         raise _BrokenPlugin(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.{kind.__name__}", plugin)
     _check_scheme(spec.scheme, plugin, table, noun)
+    options_schema = getattr(spec, "options_schema", None)  # backends and destinations; sources have none
+    if options_schema is not None:
+        problem = schema_problem(options_schema)
+        if problem is not None:
+            raise _BrokenPlugin(f"plugin {plugin!r}: {noun} {spec.scheme!r}: {problem}", plugin)
     table[spec.scheme] = dataclasses.replace(spec, plugin=plugin)  # every field the plugin gave, attributed
     listing.append(spec.scheme)
 

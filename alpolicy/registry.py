@@ -59,6 +59,11 @@ class InferenceBackendSpec:
     summary: str
     plugin: str = ""
     accepts_empty_target: bool = False
+    #: JSON Schema (Draft 2020-12) of the backend's own settings, ``ModelOptions.extra``
+    #: (``--model-opt KEY=VALUE``): an object schema whose ``properties`` name every option, each
+    #: with a ``description``. ``None`` (a plugin written against 0.1): ``extra`` is passed through
+    #: unvalidated. See :mod:`alpolicy.plugin_options`.
+    options_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class DestinationSpec:
     summary: str
     plugin: str = ""
     accepts_empty_target: bool = False
+    #: JSON Schema of the destination's own settings, ``DestinationOptions.extra``
+    #: (``--to-opt KEY=VALUE``); as :attr:`InferenceBackendSpec.options_schema`.
+    options_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from alpolicy.secrets import register
+from alpolicy.testing import image_folder
 
 from .servers.roboflow import FakeRoboflow
 
@@ -33,18 +32,9 @@ def env(roboflow, monkeypatch):
     return {"ROBOFLOW_API_KEY": API_KEY, "ROBOFLOW_INFERENCE_URL": roboflow.url, "ROBOFLOW_API_URL": roboflow.url}
 
 
-def make_frames(folder: Path, count: int, *, seed: int = 0, ext: str = ".jpg", size: tuple[int, int] = (96, 72)) -> list[Path]:
-    """Distinct small images (different content, so the server sees different images)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    paths = []
-    for index in range(count):
-        image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-        image.putpixel((index % size[0], (index // size[0]) % size[1]), (255, 255, 255))
-        path = folder / f"frame_{index:05d}{ext}"
-        image.save(path)
-        paths.append(path)
-    return paths
+#: Distinct small images (different content, so the server sees different images): the helper
+#: plugin authors use, :func:`alpolicy.testing.image_folder`.
+make_frames = image_folder
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ def installed(tmp_path_factory) -> dict[str, str]:
          "--target", str(target), str(PLUGIN)],
         check=True, capture_output=True, text=True, cwd=build, timeout=300,
     )
-    return {"PYTHONPATH": str(target)}
+    # The plugin's folder first, then whatever the tests run with (the alpolicy under test).
+    return {"PYTHONPATH": os.pathsep.join([str(target), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 @pytest.mark.slow

@@ -234,9 +234,9 @@ def test_to_opt_is_checked_in_one_line(tmp_path: Path) -> None:
     frames_with_sidecars(tmp_path / "frames", {"a.jpg": [det("car", 0.9)]})
     out = tmp_path / "out"
     cases = [
-        (("--to-opt", "colour=red"), "the folder destination has no option 'colour'; known: merge, image_url_prefix, "
-                                      "labelstudio_from_name, labelstudio_to_name"),
-        (("--to-opt", "merge=maybe"), "folder option merge should be true or false, got 'maybe'"),
+        (("--to-opt", "colour=red"), "alpolicy: error: --to-opt colour: unknown option; options of folder: "
+                                      "image_url_prefix, labelstudio_from_name, labelstudio_to_name, merge"),
+        (("--to-opt", "merge=maybe"), "alpolicy: error: --to-opt merge: 'maybe' is not of type 'boolean'"),
         (("--to-opt", "merge"), "argument --to-opt: should be KEY=VALUE, e.g. merge=true, got 'merge'"),
     ]
     for extra, expected in cases:

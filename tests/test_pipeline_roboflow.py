@@ -255,10 +255,11 @@ def test_the_library_takes_a_path_and_active_learnings_keywords_and_refuses_the_
             make()
     mutated = RunOptions(journal=None, progress=False)
     mutated.model_options.timeout = -1  # set after construction: checked when the run starts
-    extras = [({"max_size": -5}, "max_size should be a whole number of at least 1, got -5"),
-              ({"max_size": 0}, "max_size should be a whole number of at least 1, got 0"),
-              ({"jpeg_quality": 0}, "jpeg_quality should be a whole number from 1 to 95, got 0"),
-              ({"jpeg_quality": "high"}, "jpeg_quality should be a whole number from 1 to 95, got 'high'")]
+    # the destination's options_schema (alpolicy.plugin_options), before the destination is built
+    extras = [({"max_size": -5}, "destination option max_size: -5 is less than the minimum of 1"),
+              ({"max_size": 0}, "destination option max_size: 0 is less than the minimum of 1"),
+              ({"jpeg_quality": 0}, "destination option jpeg_quality: 0 is less than the minimum of 1"),
+              ({"jpeg_quality": "high"}, "destination option jpeg_quality: 'high' is not of type 'integer'")]
     attempts = [(mutated, "timeout should be")]
     attempts += [(RunOptions(journal=None, progress=False, destination_options=DestinationOptions(extra=extra)), expected)
                  for extra, expected in extras]

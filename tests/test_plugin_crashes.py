@@ -23,7 +23,7 @@ from alpolicy import Policy, PolicyError, RunOptions, run
 from alpolicy.errors import RuleError
 from alpolicy.images import ImageFile
 from alpolicy.journal import Journal
-from alpolicy.plugins import build_registry, make_plugin_manager
+from alpolicy.testing import registry_with
 
 from . import crashing_plugin
 from .cli import alpolicy
@@ -39,7 +39,7 @@ EXPLODES = {"version": 1, "image": {"all": [{"rule": "explodes"}, {"rule": "witn
 
 @pytest.fixture(scope="module")
 def registry():
-    return build_registry(make_plugin_manager(load_entry_points=False, extra=[(PLUGIN, crashing_plugin)]))
+    return registry_with((PLUGIN, crashing_plugin))
 
 
 @pytest.fixture(scope="module")

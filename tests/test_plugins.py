@@ -11,12 +11,9 @@ from alpolicy import (DestinationSpec, InferenceBackendSpec, PluginError, Policy
                       hookspecs)
 from alpolicy.plugins import DEFAULT_PLUGINS, build_registry, make_plugin_manager
 from alpolicy.rules.image import make_witnesses
+from alpolicy.testing import registry_with  # the built-ins and the given (name, plugin) pairs
 
 from .helpers import det, pred
-
-
-def registry_with(*plugins: tuple[str, object]):
-    return build_registry(make_plugin_manager(load_entry_points=False, extra=plugins))
 
 
 class RulePlugin:

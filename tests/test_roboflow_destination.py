@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import date
 
 import pytest
@@ -80,10 +81,40 @@ def test_a_retried_downscaled_upload_is_still_a_duplicate(roboflow, env, tmp_pat
 
 
 def test_bad_destination_options_are_usage_errors(env, frames, tmp_path):
-    with pytest.raises(UsageError, match="batch recreation 'hourly' should be one of never, daily, weekly, monthly"):
+    # checked against the destination's options_schema before it is built (alpolicy.plugin_options)
+    with pytest.raises(UsageError, match=re.escape("destination option batch_recreation: 'hourly' is not one of "
+                                                   "['never', 'daily', 'weekly', 'monthly']")):
         run_into("x", frames, tmp_path, batch_recreation="hourly")
-    with pytest.raises(UsageError, match="jpeg_quality should be a whole number from 1 to 95, got 120"):
+    with pytest.raises(UsageError, match="^destination option jpeg_quality: 120 is greater than the maximum of 95$"):
         run_into("x", frames, tmp_path, jpeg_quality=120)
+
+
+def test_to_opt_is_the_same_option_as_its_dedicated_flag(roboflow, env, tmp_path):
+    """``--to-opt max_size=64`` and ``--max-size 64`` fill the one option: the same upload."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.effect_noise((320, 240), 40).convert("RGB").save(folder / "big.png")
+    sizes = {}
+    for project, flags in (("flag", ("--max-size", "64")), ("opt", ("--to-opt", "max_size=64")), ("plain", ())):
+        result = alpolicy_cli("run", str(folder), "--model", "roboflow:vehicles/3", "--to", f"roboflow:{project}",
+                              "--conditionals", '{"required_objects_count": 0}', "--journal", ":memory:", *flags, env=env)
+        assert result.code == 0, result.err
+        (image,) = roboflow.images(project)
+        sizes[project] = Image.open(io.BytesIO(roboflow.image_bytes(project, image["id"]))).size
+    assert sizes == {"flag": (64, 48), "opt": (64, 48), "plain": (320, 240)}
+    result = alpolicy_cli("run", str(folder), "--model", "roboflow:vehicles/3", "--to", "roboflow:x", "--journal", ":memory:",
+                          "--to-opt", "max_size=0", "--to-opt", "jpeg_quality=best", "--to-opt", "batch_recreation=hourly",
+                          "--to-opt", "max-size=3", env=env)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "alpolicy: error: invalid plugin options (4 problems)",
+        "  --to-opt batch_recreation: 'hourly' is not one of ['never', 'daily', 'weekly', 'monthly']",
+        "  --to-opt jpeg_quality: 'best' is not of type 'integer'",
+        "  --to-opt max-size: unknown option (did you mean 'max_size'?); options of roboflow: batch_recreation, "
+        "jpeg_quality, max_size",
+        "  --to-opt max_size: 0 is less than the minimum of 1",
+    ]
+    assert roboflow.requests["infer"].total == 3  # nothing inferred for the refused command
 
 
 def test_a_typo_in_the_project_stops_the_run_in_one_line_before_any_image_is_inferred(roboflow, env, tmp_path, frames):

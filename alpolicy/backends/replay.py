@@ -38,6 +38,7 @@ from typing import Any, Callable, Protocol
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
+from ..plugin_options import NO_OPTIONS
 from ..images import ImageFile, sha256_file
 from ..jsonsafe import DEFAULT_MAX_BYTES, JsonError, loads, read_file
 from ..prediction import MAX_DETECTIONS, Prediction, PredictionFormatError
@@ -331,5 +332,6 @@ def alpolicy_inference_backends(register: Callable[[InferenceBackendSpec], None]
         InferenceBackendSpec(
             "replay", make_backend,
             "Predictions stored earlier: replay:DIR (one JSON per image) or replay:coco.json",
+            options_schema=NO_OPTIONS,  # every setting it has is a ModelOptions field
         )
     )

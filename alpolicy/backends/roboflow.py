@@ -15,6 +15,7 @@ from typing import Callable
 from .. import checks
 from ..errors import UsageError
 from ..hookspecs import hookimpl
+from ..plugin_options import NO_OPTIONS
 from ..http import BodyTooLarge, HttpClient, read_body, server_message
 from ..images import ImageDecodeError, ImageFile
 from ..prediction import Prediction, PredictionFormatError, parse_prediction
@@ -123,5 +124,6 @@ def alpolicy_inference_backends(register: Callable[[InferenceBackendSpec], None]
         InferenceBackendSpec(
             "roboflow", make_backend,
             "Roboflow hosted inference or a local Inference server: roboflow:PROJECT/VERSION",
+            options_schema=NO_OPTIONS,  # every setting it has is a ModelOptions field
         )
     )

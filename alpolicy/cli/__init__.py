@@ -26,6 +26,7 @@ examples:
   alpolicy explain policy.json pred.json     why one image would (not) be sent
   alpolicy rules                             the rules you can use in a policy
   alpolicy plugins                           installed plugins and what they register
+  alpolicy options [SCHEME]                  the --model-opt / --to-opt options of backends and destinations
   alpolicy schema > policy.schema.json       the policy JSON Schema, for your editor
   alpolicy report JOURNAL --out report/      an HTML page of the last run: funnel, charts, galleries
   alpolicy compare JOURNAL a.json b.json     what-if: which stored images each policy would send

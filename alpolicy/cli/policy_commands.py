@@ -1,4 +1,4 @@
-"""Sub-commands about policies and plugins: validate, explain, rules, plugins, schema."""
+"""Sub-commands about policies and plugins: validate, explain, rules, plugins, options, schema."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import plugin_options
 from ..errors import PolicyError, UsageError
 from ..plugins import get_registry
 from ..policy import Policy
 from ..policy_json import loads as load_policy_json
 from ..prediction import PredictionFormatError, parse_prediction
-from ..registry import Stage
+from ..registry import Stage, did_you_mean
 from ..validation import composed_schema
 
 
@@ -69,6 +70,20 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(handler=cmd_plugins)
+
+    options = subparsers.add_parser(
+        "options",
+        help="list the options of each inference backend and destination",
+        description="List the options each inference backend (--model-opt KEY=VALUE) and destination "
+        "(--to-opt KEY=VALUE) of `alpolicy run` declares, one line each: name, values, description. "
+        "A plugin written for alpolicy 0.1 declares none: its options are passed on unchecked.",
+        epilog="examples:\n  alpolicy options            every backend and destination\n"
+        "  alpolicy options onnx       the onnx backend's\n  alpolicy options folder --json",
+        formatter_class=raw,
+    )
+    options.add_argument("scheme", metavar="SCHEME", nargs="?", help="only this backend's or destination's (e.g. onnx, folder)")
+    options.add_argument("--json", action="store_true", help="print JSON, including each options schema")
+    options.set_defaults(handler=cmd_options)
 
     schema = subparsers.add_parser(
         "schema",
@@ -209,6 +224,40 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         ]
         print(f"{info['name']}{source}")
         print(f"  {'; '.join(provides) if provides else 'registers nothing'}")
+    return 0
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    tables = (("inference backends", "--model-opt", registry.backends), ("destinations", "--to-opt", registry.destinations))
+    if args.scheme is not None and not any(args.scheme in table for _, _, table in tables):
+        known = sorted({scheme for _, _, table in tables for scheme in table})
+        raise UsageError(f"no inference backend or destination {args.scheme!r}{did_you_mean(args.scheme, known)}; "
+                         f"installed: {', '.join(known)}")
+    chosen = [(title, flag, [spec for scheme, spec in sorted(table.items()) if args.scheme in (None, scheme)])
+              for title, flag, table in tables]
+    if args.json:
+        print(json.dumps(
+            {title.replace(" ", "_"): [{"scheme": spec.scheme, "plugin": spec.plugin, "options_schema": spec.options_schema}
+                                       for spec in specs] for title, _, specs in chosen},
+            indent=2, ensure_ascii=False,
+        ))
+        return 0
+    for title, flag, specs in chosen:
+        if not specs:
+            continue
+        print(f"{title} ({flag} KEY=VALUE):")
+        for spec in specs:
+            print(f"  {spec.scheme} (plugin {spec.plugin})")
+            rows = plugin_options.describe(spec.options_schema)
+            if spec.options_schema is None:
+                print("    (options not declared: passed on unchecked)")
+            elif not rows:
+                print("    (no options)")
+            name_width = max((len(name) for name, _, _ in rows), default=0)
+            type_width = max((len(kind) for _, kind, _ in rows), default=0)
+            for name, kind, text in rows:
+                print(f"    {name:<{name_width}}  {kind:<{type_width}}  {text}".rstrip())
     return 0
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, Callable
 
+from .. import plugin_options
 from ..backends import ModelOptions
 from ..checks import argument, cleartext_secret, number, service_url, whole_number
 from ..jsonsafe import DEFAULT_MAX_BYTES
@@ -18,6 +20,7 @@ from ..destinations import DestinationOptions
 from ..errors import UsageError
 from ..html_report import write_run_report
 from ..images import normalise_extensions
+from ..plugins import get_registry
 from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, DEFAULT_RETRY_FOR, RunOptions, run
 from ..policy import Policy
 from .policy_commands import load_policy_argument
@@ -73,12 +76,17 @@ def run_epilog() -> str:
     return f"{installed_schemes()}\n{EPILOG}"
 
 
-def destination_option(text: str) -> tuple[str, str]:
-    """``--to-opt KEY=VALUE`` as ``(key, value)``; the destination checks the key and the value."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"should be KEY=VALUE, e.g. merge=true, got {text!r}")
-    return key.strip(), value
+def plugin_option(example: str) -> Callable[[str], tuple[str, Any]]:
+    """``--model-opt``/``--to-opt KEY=VALUE`` as ``(key, value)``, VALUE read as JSON when it parses;
+    the chosen plugin's ``options_schema`` checks both (:mod:`alpolicy.plugin_options`)."""
+
+    def parse(text: str) -> tuple[str, Any]:
+        try:
+            return plugin_options.parse_assignment(text, example)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -99,10 +107,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     policy.add_argument("--policy", metavar="FILE", help="policy JSON file (see `alpolicy rules`)")
     policy.add_argument("--conditionals", metavar="JSON", help="Roboflow SDK conditionals as a JSON object (default: {})")
     what.add_argument("--to", metavar="SPEC", dest="destination", help="roboflow:PROJECT or folder:DIR")
-    what.add_argument("--to-opt", action="append", default=[], type=destination_option, metavar="KEY=VALUE",
-                      help="a setting of the destination (repeatable); folder: merge=true adds to a folder holding "
-                      "files alpolicy did not write, keeping its entries")
-    what.add_argument("--labels", metavar="FILE", help="class names, one per line (onnx: models without names in their metadata)")
+    what.add_argument("--model-opt", action="append", default=[], type=plugin_option("batch=4"), metavar="KEY=VALUE",
+                      help="a setting of the model's backend (repeatable; VALUE is JSON when it parses: true, 3, "
+                      "[1,2], else text); each backend's options: `alpolicy options`")
+    what.add_argument("--to-opt", action="append", default=[], type=plugin_option("merge=true"), metavar="KEY=VALUE",
+                      help="a setting of the destination (repeatable, as --model-opt; e.g. folder: merge=true adds to "
+                      "a folder holding files alpolicy did not write); each destination's options: `alpolicy options`")
+    what.add_argument("--labels", metavar="FILE", help="class names, one per line (onnx: models without names in their metadata; = --model-opt labels=FILE)")
     images = parser.add_argument_group("images")
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
     images.add_argument("--recursive", action="store_true", help="include sub-folders")
@@ -129,18 +140,19 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     remote.add_argument("--overlap", type=argument(number, minimum=0, maximum=100), default=30, metavar="PCT", help="NMS overlap threshold, percent (default 30)")
     remote.add_argument("--split", default="train", choices=("train", "valid", "test"), help="Roboflow split for uploads")
     remote.add_argument("--batch", metavar="NAME", help="Roboflow batch name or prefix (default: alpolicy)")
-    remote.add_argument("--batch-recreation", choices=("never", "daily", "weekly", "monthly"), default="never",
-                        help="start a new Roboflow batch every day/week/month: NAME_2026_11_27 (as Roboflow Inference)")
-    remote.add_argument("--max-size", type=argument(whole_number, minimum=1), metavar="PX", help="downscale uploads to this longest side (boxes rescaled)")
-    remote.add_argument("--jpeg-quality", type=argument(whole_number, minimum=1, maximum=95), metavar="Q", help="re-encode uploads as JPEG at this quality (1-95)")
+    remote.add_argument("--batch-recreation", choices=("never", "daily", "weekly", "monthly"),
+                        help="start a new Roboflow batch every day/week/month: NAME_2026_11_27 (as Roboflow Inference; "
+                        "default never; = --to-opt batch_recreation=...)")
+    remote.add_argument("--max-size", type=argument(whole_number, minimum=1), metavar="PX", help="downscale uploads to this longest side (boxes rescaled; = --to-opt max_size=PX)")
+    remote.add_argument("--jpeg-quality", type=argument(whole_number, minimum=1, maximum=95), metavar="Q", help="re-encode uploads as JPEG at this quality (1-95; = --to-opt jpeg_quality=Q)")
     remote.add_argument("--timeout", type=argument(number, above=0), default=60.0, metavar="S", help="seconds per request (default 60)")
-    remote.add_argument("--labelstudio-url", type=argument(service_url), metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY)")
+    remote.add_argument("--labelstudio-url", type=argument(service_url), metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY; = --to-opt labelstudio_url=URL)")
     remote.add_argument("--max-detections", type=argument(whole_number, minimum=1), default=MAX_DETECTIONS, metavar="N",
                         help=f"a prediction with more detections fails its image (default {MAX_DETECTIONS:,})")
     remote.add_argument("--max-response-mb", type=argument(number, above=0), default=DEFAULT_MAX_BYTES / 2**20, metavar="MB",
                         help=f"a model answer or prediction file larger than this (MiB) fails its image (default {DEFAULT_MAX_BYTES // 2**20})")
     remote.add_argument("--allow-insecure-http", action="store_true", help="let the API key or token go to a plain http:// URL of another machine (refused without it; http://localhost and 127.0.0.1 are fine)")
-    remote.add_argument("--add-missing-labels", action="store_true", help="labelstudio: add predicted classes missing from the project's labeling config instead of failing those images")
+    remote.add_argument("--add-missing-labels", action="store_true", help="labelstudio: add predicted classes missing from the project's labeling config instead of failing those images (= --to-opt add_missing_labels=true)")
     parser.set_defaults(handler=cmd_run)
 
 
@@ -149,6 +161,29 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 #: the environment variables and for Python callers).
 SECRET_URL_FLAGS = (("inference_url", "--inference-url", "API key"), ("api_url", "--api-url", "API key"),
                     ("labelstudio_url", "--labelstudio-url", "API token"))
+
+
+#: The dedicated flags that are aliases of plugin options: ``--max-size PX`` is ``--to-opt max_size=PX``
+#: (the interface users were promised), for whichever plugin ``--model``/``--to`` names.
+MODEL_OPTION_FLAGS = ("labels",)
+DESTINATION_OPTION_FLAGS = ("batch_recreation", "max_size", "jpeg_quality", "labelstudio_url", "add_missing_labels")
+
+
+def plugin_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The backend's and the destination's ``extra``: ``--model-opt``/``--to-opt`` and the flags
+    that are aliases of options (only those given), checked against the chosen plugins' schemas
+    here, so that each problem names the flag the user typed (one line each, exit 2)."""
+    registry = get_registry()
+    settings, problems = [], []
+    for kind, spec, assignments, flags in (("model", args.model, args.model_opt, MODEL_OPTION_FLAGS),
+                                           ("destination", args.destination, args.to_opt, DESTINATION_OPTION_FLAGS)):
+        aliases = {key: ("--" + key.replace("_", "-"), getattr(args, key)) for key in flags}
+        values, names = plugin_options.from_command_line(assignments, aliases, kind)
+        problems += plugin_options.problems_for(registry, kind, spec, values, names)
+        settings.append(values)
+    if problems:
+        raise plugin_options.OptionsError(problems)
+    return settings[0], settings[1]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -168,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("say which model to run with --model (e.g. roboflow:PROJECT/VERSION), or use --reuse-predictions")
     if args.max_detections < 1 or not 0 < args.max_response_mb < 2**30:
         raise UsageError("--max-detections and --max-response-mb must be positive")
+    model_extra, destination_extra = plugin_settings(args)
     options = RunOptions(
         concurrency=args.concurrency,
         retry_for=args.retry_for,
@@ -180,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tags=tuple(args.tag),
         model_options=ModelOptions(
             api_key=args.api_key, inference_url=args.inference_url, confidence=args.confidence, overlap=args.overlap,
-            timeout=args.timeout, extra={"labels": args.labels} if args.labels else {},
+            timeout=args.timeout, extra=model_extra,
             max_detections=args.max_detections, max_response_bytes=int(args.max_response_mb * 2**20),
             allow_insecure_http=args.allow_insecure_http,
         ),
@@ -189,9 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             # its own token from $LABEL_STUDIO_API_KEY).
             api_key=args.api_key if (args.destination or "").startswith("roboflow:") else None,
             api_url=args.api_url, split=args.split, batch=args.batch, timeout=args.timeout,
-            extra={"batch_recreation": args.batch_recreation, "max_size": args.max_size, "jpeg_quality": args.jpeg_quality,
-                   "labelstudio_url": args.labelstudio_url, "add_missing_labels": args.add_missing_labels,
-                   **dict(args.to_opt)},
+            extra=destination_extra,
             allow_insecure_http=args.allow_insecure_http,
         ),
     )

@@ -76,11 +76,6 @@ class Receipt:
     duplicate: bool = False
 
 
-#: The ``extra`` keys the command line fills for whichever destination ``--to`` names (each
-#: destination reads those it knows); a destination that refuses unknown keys allows these.
-COMMAND_LINE_EXTRA = frozenset({"batch_recreation", "max_size", "jpeg_quality", "labelstudio_url", "add_missing_labels"})
-
-
 @dataclass
 class DestinationOptions(ServiceOptions):
     """Settings every destination may use (``api_key``, ``timeout``, ``attempts``,
@@ -96,7 +91,8 @@ class DestinationOptions(ServiceOptions):
 
     def validate(self) -> None:
         """A wrong shared setting is a one-line :class:`~alpolicy.errors.UsageError` (checked when
-        made and again when a run starts); a destination checks its own ``extra`` and URLs."""
+        made and again when a run starts); ``extra`` is checked against the destination's
+        ``options_schema`` (:mod:`alpolicy.plugin_options`) and URLs by the destination."""
         checks.service_options(self)
 
 

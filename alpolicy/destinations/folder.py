@@ -21,7 +21,7 @@ therefore kept, and a crash before ``close`` is repaired by the next run's ``clo
 Ownership: the folder must be empty, carry the marker, or hold records of an older alpolicy
 (adopted); any other folder is refused in one line, unless ``merge`` (``--to-opt merge=true``)
 asks to add to it, keeping every entry of the user's: see :mod:`.folder_merge`. Options
-(``extra``, ``--to-opt KEY=VALUE``): :data:`OPTIONS`; an unknown one is refused in one line.
+(``extra``, ``--to-opt KEY=VALUE``): :data:`OPTIONS_SCHEMA`; an unknown one is refused in one line.
 
 Names: an image keeps its base name unless a different content already has it (or has the same
 stem, compared case-insensitively, since ``predictions/<stem>.json`` and case-insensitive file
@@ -70,7 +70,7 @@ from ..hookspecs import hookimpl
 from ..images import ImageDecodeError, display_path, sha256_file
 from ..prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
-from . import COMMAND_LINE_EXTRA, Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
+from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder_merge import (MARKER, Ownership, foreign_summary, marker_document, merge_coco, merge_data_yaml,
                            merge_labelstudio_config, merge_tasks, parse_merge, read_coco, read_labelstudio_config,
                            read_marker, read_tasks, read_yaml_names, user_files)
@@ -87,12 +87,21 @@ YOLO_LABELS = "labels"
 YOLO_DATA_FILE = "data.yaml"
 RECORD_FORMAT = 1
 
-#: The destination's own ``extra`` settings (``--to-opt KEY=VALUE`` on the command line).
-OPTIONS = {
-    "merge": "add to a folder holding files alpolicy did not write, keeping its entries (true/false)",
-    "image_url_prefix": "what Label Studio task image URLs start with",
-    "labelstudio_from_name": "the RectangleLabels name in the tasks and config (default label)",
-    "labelstudio_to_name": "the Image name in the tasks and config (default image)",
+#: The destination's own ``extra`` settings (``--to-opt KEY=VALUE``), checked by
+#: :mod:`alpolicy.plugin_options` before the destination is built.
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "folder destination options",
+    "type": "object",
+    "properties": {
+        "merge": {"type": "boolean", "default": False,
+                  "description": "add to a folder holding files alpolicy did not write, keeping its entries"},
+        "image_url_prefix": {"type": "string", "default": "", "description": "what Label Studio task image URLs start with"},
+        "labelstudio_from_name": {"type": "string", "minLength": 1, "default": "label",
+                                  "description": "the RectangleLabels name in the tasks and config"},
+        "labelstudio_to_name": {"type": "string", "minLength": 1, "default": "image",
+                                "description": "the Image name in the tasks and config"},
+    },
 }
 #: The index files a merged folder merges into (every other file of the user's is never written).
 INDEX_FILES = (COCO_FILE, TASKS_FILE, CONFIG_FILE, YOLO_DATA_FILE)
@@ -122,9 +131,6 @@ class FolderDestination(Destination):
         self.root = os.path.abspath(os.path.expanduser(target))
         self.name = f"folder:{self.root}"
         extra = options.extra or {}
-        unknown = sorted(set(extra) - set(OPTIONS) - COMMAND_LINE_EXTRA)
-        if unknown:
-            raise UsageError(f"the folder destination has no option {', '.join(map(repr, unknown))}; known: {', '.join(OPTIONS)}")
         #: Add to a folder that holds the user's files (see :mod:`.folder_merge`).
         self.merge = parse_merge(extra.get("merge", False))
         self.image_url_prefix = str(extra.get("image_url_prefix", ""))
@@ -866,4 +872,5 @@ def make_destination(target: str, options: DestinationOptions) -> FolderDestinat
 
 @hookimpl
 def alpolicy_destinations(register: Callable[[DestinationSpec], None]) -> None:
-    register(DestinationSpec("folder", make_destination, "A folder: images + COCO + Label Studio tasks: folder:DIR"))
+    register(DestinationSpec("folder", make_destination, "A folder: images + COCO + Label Studio tasks: folder:DIR",
+                             options_schema=OPTIONS_SCHEMA))

@@ -749,9 +749,28 @@ def make_destination(target: str, options: DestinationOptions) -> LabelStudioDes
     return LabelStudioDestination(target, options)
 
 
+#: The destination's own ``extra`` settings (``--to-opt KEY=VALUE``; the flags named in each
+#: description are aliases), checked by :mod:`alpolicy.plugin_options` before it is built.
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "labelstudio destination options",
+    "type": "object",
+    "properties": {
+        "labelstudio_url": {"type": "string", "minLength": 1,
+                            "description": f"the Label Studio server (--labelstudio-url; default ${URL_ENV} or {DEFAULT_URL})"},
+        "add_missing_labels": {"type": "boolean", "default": False,
+                               "description": "add predicted classes missing from the labeling config instead of "
+                               "failing those images (--add-missing-labels)"},
+        "labelstudio_from_name": {"type": "string", "minLength": 1,
+                                  "description": "the RectangleLabels control to fill, in a config with several (default: the first)"},
+    },
+}
+
+
 @hookimpl
 def alpolicy_destinations(register: Callable[[DestinationSpec], None]) -> None:
     register(DestinationSpec(
         "labelstudio", make_destination,
         f"A Label Studio project (token from {API_KEY_ENV}, server from --labelstudio-url): labelstudio:PROJECT_ID or labelstudio:new",
+        options_schema=OPTIONS_SCHEMA,
     ))

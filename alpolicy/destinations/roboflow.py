@@ -47,6 +47,23 @@ API_URL_ENV = "ROBOFLOW_API_URL"
 SPLITS = ("train", "valid", "test")
 RECREATION_INTERVALS = ("never", "daily", "weekly", "monthly")
 
+#: The destination's own ``extra`` settings (``--to-opt KEY=VALUE``; the flags named in each
+#: description are aliases), checked by :mod:`alpolicy.plugin_options` before it is built.
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "roboflow destination options",
+    "type": "object",
+    "properties": {
+        "batch_recreation": {"enum": list(RECREATION_INTERVALS), "default": "never",
+                             "description": "start a new batch every day/week/month: NAME_2026_11_27, as Roboflow "
+                             "Inference (--batch-recreation)"},
+        "max_size": {"type": "integer", "minimum": 1,
+                     "description": "downscale uploads to this longest side in px, boxes rescaled (--max-size)"},
+        "jpeg_quality": {"type": "integer", "minimum": 1, "maximum": 95,
+                         "description": "re-encode uploads as JPEG at this quality (--jpeg-quality)"},
+    },
+}
+
 
 def batch_name(prefix: str, recreation: str, today: date | None = None) -> str:
     """Roboflow Inference's batch naming: the prefix, plus the period's first day unless ``never``."""
@@ -212,4 +229,5 @@ def make_destination(target: str, options: DestinationOptions) -> RoboflowDestin
 
 @hookimpl
 def alpolicy_destinations(register: Callable[[DestinationSpec], None]) -> None:
-    register(DestinationSpec("roboflow", make_destination, f"A Roboflow project (key from {API_KEY_ENV}): roboflow:PROJECT"))
+    register(DestinationSpec("roboflow", make_destination, f"A Roboflow project (key from {API_KEY_ENV}): roboflow:PROJECT",
+                             options_schema=OPTIONS_SCHEMA))

@@ -27,10 +27,9 @@ from alpolicy.backends import ImageError, ModelOptions, fingerprint
 from alpolicy.images import ImageDecodeError, ImageFile, sha256_file
 
 from .decode import class_names_from_metadata, decode, detect_layout, letterbox
+from .plugin import DEFAULT_MAX_BATCH
 
 DEMO_MODEL = "demo"
-#: Largest batch stacked for one ``session.run`` (dynamic-batch models only).
-DEFAULT_MAX_BATCH = 8
 
 
 def demo_model_path() -> Path:
