@@ -286,3 +286,27 @@ def test_the_command_line_on_the_page_runs(installed, tmp_path):
     assert (tmp_path / "queue" / "classes.txt").read_text() == "car\n"
     again = alpolicy_cli(*args[:-2], "--to-opt", "classes=car", "--journal", str(tmp_path / "j2.sqlite"), env=installed)
     assert (again.code, again.err.strip()) == (2, "alpolicy: error: --to-opt classes: 'car' is not of type 'array'")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower-case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_page_s_links_lead_somewhere():
+    text = _BLOCK.sub("", DOC)
+    anchors = {slug(heading) for heading in re.findall(r"^#+ (.*)$", text, re.M)}
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if link.startswith("#"):
+            assert link[1:] in anchors, f"no heading for {link}"
+        else:
+            assert (DOC_PATH.parent / link).exists(), f"{link} does not exist"
+
+
+def test_the_readme_s_plugin_sections_link_the_page():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for heading in ("## Write your own rule", "## Write a destination, a backend or a source"):
+        section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
+        assert "[docs/plugins.md](docs/plugins.md)" in section, heading
