@@ -13,7 +13,7 @@ subclass the public base of their kind -- :class:`InferenceBackend`, :class:`Des
 :class:`Source` -- with the types and errors of the contract exported here too.
 """
 
-from .backends import ImageError, InferenceBackend, ModelOptions, SupportsPredict
+from .backends import ImageError, InferenceBackend, ModelOptions, SupportsPredict, fingerprint
 from .decision import Decision, Verdict
 from .destinations import (Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError,
                            SupportsSend)
@@ -27,7 +27,7 @@ from .sdk import active_learning
 from .policy import Policy
 from .prediction import Detection, Prediction, PredictionFormatError
 from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
-from .rules.base import DetectionRule, ImageRule, ParameterError, load_schema
+from .rules.base import DetectionRule, ImageRule, ParameterError, SamplingRule, load_schema
 from .sources import Source, SourceOptions, SupportsImages
 
 __version__ = "0.1.0"
@@ -64,6 +64,7 @@ __all__ = [
     "RunOptions",
     "RunReport",
     "RuleSpec",
+    "SamplingRule",
     "ServiceError",
     "Source",
     "SourceOptions",
@@ -75,6 +76,7 @@ __all__ = [
     "UsageError",
     "Verdict",
     "active_learning",
+    "fingerprint",
     "get_registry",
     "hookimpl",
     "load_schema",

@@ -409,9 +409,10 @@ def run(
         if backend is not None and callable(getattr(backend, "check", None)):
             _guarded(components["inference"], backend.check)
         if sink is not None and callable(getattr(sink, "prepare_run", None)):
-            sink.prepare_run(policy.name, backend.model_id if backend is not None else None)
+            model_id = backend.model_id if backend is not None else None
+            _guarded(components["sending"], lambda: sink.prepare_run(policy.name, model_id))
         if sink is not None:
-            _check_destination(sink, options.dry_run)
+            _guarded(components["sending"], lambda: _check_destination(sink, options.dry_run))
         # One writer at a time (a second would send everything again); taken only once the
         # arguments are known to be good, so that a mistyped command leaves no lock file behind.
         journal_lock = lock_journal(options.journal, options.wait_for_journal)

@@ -316,8 +316,9 @@ def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: st
     if not isinstance(spec, kind):
         raise _BrokenPlugin(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.{kind.__name__}", plugin)
     _check_scheme(spec.scheme, plugin, table, noun)
-    if getattr(spec, "options_schema", None) is not None:  # sources take no options (yet)
-        problem = schema_problem(spec.options_schema)
+    options_schema = getattr(spec, "options_schema", None)  # backends and destinations; sources have none
+    if options_schema is not None:
+        problem = schema_problem(options_schema)
         if problem is not None:
             raise _BrokenPlugin(f"plugin {plugin!r}: {noun} {spec.scheme!r}: {problem}", plugin)
     table[spec.scheme] = dataclasses.replace(spec, plugin=plugin)  # every field the plugin gave, attributed

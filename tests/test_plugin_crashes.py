@@ -16,14 +16,15 @@ import shutil
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from alpolicy import Policy, PolicyError, RunOptions, run
+from alpolicy import Destination, PluginCrash, Policy, PolicyError, RunOptions, run
 from alpolicy.errors import RuleError
 from alpolicy.images import ImageFile
 from alpolicy.journal import Journal
-from alpolicy.testing import registry_with
+from alpolicy.testing import StaticBackend, registry_with
 
 from . import crashing_plugin
 from .cli import alpolicy
@@ -212,6 +213,39 @@ def test_a_crashing_destination_fails_its_images_and_the_run_goes_on(registry, t
     finally:
         journal.close()
     assert states == {"frame_0.jpg": "sent", "crash_1.jpg": "failed", "frame_2.jpg": "sent", "frame_3.jpg": "sent", "crash_4.jpg": "failed"}
+
+
+class _CrashingChecks(Destination):
+    """A destination whose ``check()`` / ``prepare_run()`` / ``check_read_only()`` misses a key."""
+
+    def __init__(self, crash_in: str) -> None:
+        self.crash_in = crash_in
+
+    def _maybe_crash(self, method: str) -> None:
+        if method == self.crash_in:
+            raise KeyError(method)
+
+    def check(self) -> None:
+        self._maybe_crash("check")
+
+    def check_read_only(self) -> None:
+        self._maybe_crash("check_read_only")
+
+    def prepare_run(self, policy: str | None, model: str | None) -> None:
+        self._maybe_crash("prepare_run")
+
+    def send(self, delivery: Any) -> Any:
+        raise AssertionError("nothing is sent when a check crashed")
+
+
+@pytest.mark.parametrize("crash_in", ["check", "check_read_only", "prepare_run"])
+def test_a_destination_whose_check_crashes_stops_the_run_in_one_line_naming_it(tmp_path, crash_in):
+    """As a backend's or a source's ``check()``: a bug in the plugin, named, before the first image."""
+    make_frames(tmp_path / "frames", 2)
+    with pytest.raises(PluginCrash) as caught:
+        run(str(tmp_path / "frames"), {"version": 1}, model=StaticBackend(), destination=_CrashingChecks(crash_in),
+            options=RunOptions(journal=None, progress=False, decisions_log="", dry_run=crash_in == "check_read_only"))
+    assert str(caught.value) == f"destination _CrashingChecks raised KeyError: '{crash_in}'"
 
 
 @pytest.mark.parametrize(("component", "stage", "message"), [

@@ -1,0 +1,1 @@
+"""An example alpolicy plugin: the ``csv:`` inference backend, predictions read from a CSV file."""
