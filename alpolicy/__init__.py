@@ -14,18 +14,18 @@ subclass the public base of their kind -- :class:`InferenceBackend`, :class:`Des
 """
 
 from .backends import ImageError, InferenceBackend, ModelOptions, SupportsPredict
-from .decision import Decision, Verdict
+from .policy.decision import Decision, Verdict
 from .destinations import (Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError,
                            SupportsSend)
 from .errors import AlpolicyError, AuthError, PluginCrash, PluginError, PolicyError, Problem, ServiceError, UsageError
 from .hookspecs import hookimpl
-from .images import ImageDecodeError, ImageFile
-from .pipeline import RunOptions, run
+from .io.images import ImageDecodeError, ImageFile
+from .runtime.pipeline import RunOptions, run
 from .plugins import get_registry
-from .run_report import RunReport
+from .runtime.run_report import RunReport
 from .sdk import active_learning
-from .policy import Policy
-from .prediction import Detection, Prediction, PredictionFormatError
+from .policy.engine import Policy
+from .policy.prediction import Detection, Prediction, PredictionFormatError
 from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
 from .rules.base import DetectionRule, ImageRule, ParameterError, load_schema
 from .sources import Source, SourceOptions, SupportsImages

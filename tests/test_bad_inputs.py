@@ -44,8 +44,8 @@ from PIL import Image
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
-from alpolicy.journal import Journal
+from alpolicy.io.images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
+from alpolicy.runtime.journal import Journal
 
 #: Takes every image with a prediction, so every inferred image must reach the destination.
 TAKE_ALL = {"version": 1, "name": "take-all", "image": {"rule": "detection_count", "min": 0}}

@@ -17,8 +17,8 @@ from PIL import Image
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.images import ImageDecodeError, ImageFile
-from alpolicy.journal import Journal
+from alpolicy.io.images import ImageDecodeError, ImageFile
+from alpolicy.runtime.journal import Journal
 
 from .cli import alpolicy as alpolicy_cli
 from .helpers import det, pred

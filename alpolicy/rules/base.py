@@ -13,11 +13,11 @@ from abc import ABC, abstractmethod
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ..prediction import Detection, Prediction
+from ..policy.prediction import Detection, Prediction
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..decision import Decision
-    from ..images import ImageFile
+    from ..policy.decision import Decision
+    from ..io.images import ImageFile
 
 
 class ParameterError(ValueError):

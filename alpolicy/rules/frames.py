@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..hookspecs import hookimpl
-from ..images import ImageDecodeError, ImageFile
+from ..io.images import ImageDecodeError, ImageFile
 from ..registry import RuleSpec, Stage
 from .base import ParameterError, SamplingRule, builtin_schema
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..decision import Decision
-    from ..sampler import Usage
+    from ..policy.decision import Decision
+    from ..runtime.sampler import Usage
 
 
 @dataclass
@@ -37,7 +37,7 @@ class NearDuplicateRule(SamplingRule):
     last: str = field(default="", init=False)
 
     def bind(self, usage: "Usage", name: str) -> None:
-        from ..hashindex import HashIndex
+        from ..pixels.hashindex import HashIndex
 
         self.usage, self.name = usage, name
         self.index = HashIndex(self.max_distance)
@@ -46,7 +46,7 @@ class NearDuplicateRule(SamplingRule):
                 self.index.add(value, key)
 
     def prepare(self, image: ImageFile) -> None:
-        from ..imagehash import image_hash
+        from ..pixels.imagehash import image_hash
 
         slot = f"hash:{self.kind}"
         if slot not in image.derived:
@@ -101,7 +101,7 @@ class QualityRule(SamplingRule):
     last: str = field(default="", init=False)
 
     def prepare(self, image: ImageFile) -> None:
-        from ..quality import measure
+        from ..pixels.quality import measure
 
         if "quality" not in image.derived:
             try:

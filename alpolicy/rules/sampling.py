@@ -2,7 +2,7 @@
 
 Strategies decide with a *seeded* draw (see :func:`seeded_draw`), so reruns and resumes make the
 same choices. Limits (``"limits": [{"type": "daily", "value": 200}]`` on any strategy) and the
-``limit`` gate are counted by the sampler in the journal (:mod:`alpolicy.sampler`).
+``limit`` gate are counted by the sampler in the journal (:mod:`alpolicy.runtime.sampler`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from ..registry import RuleSpec, Stage
 from .base import ParameterError, SamplingRule, builtin_schema, format_names, seeded_draw
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..decision import Decision
-    from ..images import ImageFile
-    from ..sampler import Usage
+    from ..policy.decision import Decision
+    from ..io.images import ImageFile
+    from ..runtime.sampler import Usage
 
 
 @dataclass

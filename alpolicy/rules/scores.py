@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
-from ..prediction import Detection, Prediction
+from ..policy.prediction import Detection, Prediction
 from ..registry import RuleSpec, Stage
 from .base import ImageRule, builtin_schema, check_bounds
 

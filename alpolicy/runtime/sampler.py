@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .decision import Decision
-from .images import ImageFile
+from ..policy.decision import Decision
+from ..io.images import ImageFile
 from .journal import Journal
-from .registry import Stage
-from .validation import common_keys
+from ..registry import Stage
+from ..policy.validation import common_keys
 
 #: Inference's limit types -> usage windows.
 LIMIT_WINDOWS = {"minutely": "minute", "hourly": "hour", "daily": "day"}

@@ -2,7 +2,7 @@
 
 Retries with exponential backoff and full jitter on connection errors, timeouts, 429 (honouring
 ``Retry-After``) and 5xx; a per-request timeout; 401/403 raise :class:`AuthError` at once (no
-retry can fix a refused key). Every message is passed through :func:`alpolicy.secrets.redact`,
+retry can fix a refused key). Every message is passed through :func:`alpolicy.io.secrets.redact`,
 because requests' exceptions quote the URL, and Roboflow's URLs carry the API key.
 
 One of each mechanism, for every backend and destination: :func:`retry` is the retry loop
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import AuthError, ServiceError, UsageError
+from ..errors import AuthError, ServiceError, UsageError
 from .jsonsafe import JsonError, loads
 from .secrets import redact
 

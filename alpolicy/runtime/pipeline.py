@@ -7,7 +7,7 @@ reproducible. Qualifying images go to a second pool for sending. At most ``windo
 flight and nothing is listed up front, so memory stays flat however large the folder.
 
 Exactly-once: the journal records the intent before every send and the outcome after it; see
-:mod:`alpolicy.journal`. A run can be killed at any moment and run again.
+:mod:`alpolicy.runtime.journal`. A run can be killed at any moment and run again.
 """
 
 from __future__ import annotations
@@ -27,26 +27,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sized, TextIO
 
-from . import checks, plugin_options
-from .backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
+from ..io import checks
+from .. import plugin_options
+from ..backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
                        split_spec)
-from .bases import attach_spec
-from .decision import Decision
-from .destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
-from .errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
-from .images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path
+from ..bases import attach_spec
+from ..policy.decision import Decision
+from ..destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
+from ..errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
+from ..io.images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
 from .journal_lock import lock_journal
-from .plugins import get_registry
-from .policy import Policy
-from .prediction import Prediction, PredictionFormatError
+from ..plugins import get_registry
+from ..policy.engine import Policy
+from ..policy.prediction import Prediction, PredictionFormatError
 from .progress import Progress
-from .registry import Registry, SourceSpec, did_you_mean
+from ..registry import Registry, SourceSpec, did_you_mean
 from .run_report import RunReport
 from .sampler import Admission, Sampler
-from .secrets import redact
-from .sources import Source, SourceOptions
-from .sources.folder import FolderSource
+from ..io.secrets import redact
+from ..sources import Source, SourceOptions
+from ..sources.folder import FolderSource
 
 log = logging.getLogger("alpolicy.pipeline")
 
@@ -76,7 +77,7 @@ class RunOptions:
     reuse_predictions: bool = False
     #: SQLite journal path; ``None`` keeps it in memory (no resume).
     journal: str | None = DEFAULT_JOURNAL
-    #: A journal has one writer at a time (see :mod:`alpolicy.journal_lock`): seconds to wait
+    #: A journal has one writer at a time (see :mod:`alpolicy.runtime.journal_lock`): seconds to wait
     #: for another run holding it before stopping with one line (0: stop at once).
     wait_for_journal: float = 0.0
     #: JSON-lines decisions log; ``None`` = next to the journal (``decisions/<journal stem>-run-N.jsonl``); ``""`` = none.
@@ -384,7 +385,7 @@ def run(
     ``timeout``, ``attempts``, ``retry_backoff``.
     ``extensions``, ``recursive`` and ``follow_symlinks`` go to the source (:class:`SourceOptions`).
     A folder's symbolic links leaving it are skipped unless ``follow_symlinks`` (see
-    :func:`alpolicy.images.iter_folder`); the report counts them (``skipped``).
+    :func:`alpolicy.io.images.iter_folder`); the report counts them (``skipped``).
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
     run before or while it runs (the journal keeps everything done so far).
     """

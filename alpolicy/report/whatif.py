@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
-from .html_report import (REJECTED_SAMPLE, Shot, gallery, open_journal, page, policy_block, prepare_out_dir, spread,
+from ..errors import UsageError
+from .html import (REJECTED_SAMPLE, Shot, gallery, open_journal, page, policy_block, prepare_out_dir, spread,
                           write_page)
-from .journal import Journal, read_stored_prediction
+from ..runtime.journal import Journal, read_stored_prediction
 from .markup import html, join
-from .policy import Policy
-from .prediction import Prediction, PredictionFormatError
+from ..policy.engine import Policy
+from ..policy.prediction import Prediction, PredictionFormatError
 
 
 @dataclass

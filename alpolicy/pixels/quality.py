@@ -1,7 +1,7 @@
 """Image quality gates: is a frame too blurred (smeared), too dark, too bright or blank?
 
 Cheap measurements, Pillow only, on one small grayscale decode of the file (a 256 px thumbnail,
-JPEGs decoded at reduced scale by libjpeg -- see :func:`alpolicy.imagehash.thumbnail`):
+JPEGs decoded at reduced scale by libjpeg -- see :func:`alpolicy.pixels.imagehash.thumbnail`):
 
 * :func:`sharpness` -- variance of the Laplacian (the classic focus measure): edges and texture
   give large second derivatives of brightness, blur and blank areas give ~0. Measured on the
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFilter, ImageStat
 
-from .images import DEFAULT_MAX_PIXELS
+from ..io.images import DEFAULT_MAX_PIXELS
 from .imagehash import PathLike, thumbnail
 
 __all__ = ["DARK_LEVEL", "BRIGHT_LEVEL", "QUALITY_SIZE", "Quality", "exposure", "measure", "sharpness"]
@@ -102,7 +102,7 @@ def measure(
 
     The image is decoded to fit in ``size`` x ``size`` (aspect ratio kept, JPEGs at reduced
     scale when ``draft``) in grayscale, EXIF orientation applied. Raises
-    :class:`~alpolicy.images.ImageDecodeError` for unreadable files and decompression bombs.
+    :class:`~alpolicy.io.images.ImageDecodeError` for unreadable files and decompression bombs.
     """
     small = thumbnail(path, size, draft=draft, keep_aspect=True, max_pixels=max_pixels)
     brightness, dark, bright = exposure(small)

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import AlpolicyError
+from ..errors import AlpolicyError
 
 # alpolicy enforces its own pixel limit (below) with a one-line error per image; Pillow's
 # warning for the same condition would only add noise to the run's output.

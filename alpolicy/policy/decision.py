@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .prediction import Detection, Prediction, detection_label
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .policy import Leaf, Policy
+    from .engine import Leaf, Policy
 
 #: How many detections a rejection reason describes before summarising.
 _MAX_DESCRIBED = 5

@@ -117,7 +117,7 @@ def check_tree(value: Any, where: str, *, max_depth: int = DEFAULT_MAX_DEPTH,
 
     ``where`` names ``value`` in messages (``"extra"``, ``"predictions[3].points"``); deeper
     places are appended as ``.key`` and ``[index]``. ``find`` (e.g.
-    :func:`alpolicy.secrets.secret_finder`) is tried on every string and key met on the way:
+    :func:`alpolicy.io.secrets.secret_finder`) is tried on every string and key met on the way:
     the result says whether it matched one, so that a caller can redact in the same walk.
     """
     try:

@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, TypedDict
 
-from .jsonsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, JsonError, check_tree, is_finite_number, loads
-from .secrets import redact_value, secret_finder
+from ..io.jsonsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, JsonError, check_tree, is_finite_number, loads
+from ..io.secrets import redact_value, secret_finder
 
 Detection = TypedDict(
     "Detection",
@@ -37,7 +37,7 @@ _REQUIRED_DETECTION_KEYS = ("x", "y", "width", "height", "confidence", "class")
 _NUMBER_KEYS = ("x", "y", "width", "height", "confidence")
 _KNOWN_DETECTION_KEYS = frozenset({*_REQUIRED_DETECTION_KEYS, "class_id", "detection_id"})
 _OWN_KEYS = frozenset({"image", "predictions", "model_id"})
-_INT_LIMIT = 1 << 64  # the integers JSON tools can hold (as :func:`alpolicy.jsonsafe.check_tree`)
+_INT_LIMIT = 1 << 64  # the integers JSON tools can hold (as :func:`alpolicy.io.jsonsafe.check_tree`)
 #: Number types taken without a closer look (the fast path of the type check).
 _PLAIN_NUMBERS = frozenset({int, float})
 
@@ -121,9 +121,9 @@ class Prediction:
           refused. These bounds also refuse ``NaN`` and infinities;
         * ``points``/``keypoints`` (segmentation, pose) lists when present; these, other fields
           of a detection and the prediction's extra fields must be JSON-safe
-          (:func:`alpolicy.jsonsafe.check_tree`: finite numbers, nesting within 64 levels).
+          (:func:`alpolicy.io.jsonsafe.check_tree`: finite numbers, nesting within 64 levels).
 
-        Registered secrets (:mod:`alpolicy.secrets`) are masked in every string kept: a server
+        Registered secrets (:mod:`alpolicy.io.secrets`) are masked in every string kept: a server
         echoing the request (``"debug_request": "...?api_key=..."``) would otherwise have its
         key stored in the journal, the decisions log and the pre-labels. The detections are only
         copied when a string in them changes.
@@ -164,7 +164,7 @@ class Prediction:
 
 def parse_prediction(data: bytes | str, *, max_bytes: int | None = DEFAULT_MAX_BYTES,
                      max_detections: int | None = MAX_DETECTIONS) -> Prediction:
-    """A prediction from the raw JSON a model or a file gave: :func:`alpolicy.jsonsafe.loads`
+    """A prediction from the raw JSON a model or a file gave: :func:`alpolicy.io.jsonsafe.loads`
     (size bound, no crash on deep nesting or a 5000-digit number), then :meth:`Prediction.from_json`
     with every check. ``NaN``, ``Infinity`` and ``1e400`` pass the parse so that the validator
     refuses them with their place (``predictions[2].x: nan is not a finite number``), which the

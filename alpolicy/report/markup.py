@@ -4,7 +4,7 @@ Why: a report shows what users typed (policy and rule names, tags, notes, class 
 names), and one forgotten ``escape()`` in one page lets ``<script>`` through. So pages are not
 built by pasting strings: :func:`html` fills a template whose every value is escaped, except a
 :class:`Markup` (a fragment built by :func:`html` itself, or a trusted constant marked
-explicitly). :func:`alpolicy.html_report.write_page` writes only :class:`Markup`, so a page made
+explicitly). :func:`alpolicy.report.html.write_page` writes only :class:`Markup`, so a page made
 any other way does not get written. The semantics are those of ``markupsafe`` (which is not a
 dependency), reduced to what the pages use:
 
@@ -14,7 +14,7 @@ dependency), reduced to what the pages use:
 * :func:`escape` is idempotent on :class:`Markup` (nothing is escaped twice).
 
 What this does not do: it does not make a URL safe for ``href`` (``javascript:`` stays
-``javascript:``; :func:`alpolicy.html_report.href` vets schemes) nor text safe inside ``<style>``
+``javascript:``; :func:`alpolicy.report.html.href` vets schemes) nor text safe inside ``<style>``
 or ``<script>`` (the pages put no data there).
 """
 

@@ -4,7 +4,7 @@ Footage is full of near-identical consecutive frames. A content hash (SHA-256) s
 as unrelated; a perceptual hash summarises the *coarse structure* of the picture instead, so two
 frames that a person would call "the same" get hashes a few bits apart, while different scenes
 land about half of the 64 bits apart. Comparing two hashes is one XOR and a popcount
-(:func:`hamming`), so millions of comparisons are cheap (see :mod:`alpolicy.hashindex` for search).
+(:func:`hamming`), so millions of comparisons are cheap (see :mod:`alpolicy.pixels.hashindex` for search).
 
 How both hashes work: the image is decoded small (JPEGs with libjpeg's DCT scaling, see
 :func:`thumbnail`), turned to grayscale and squashed to a tiny fixed grid. Everything that only
@@ -39,7 +39,7 @@ brightening: up to 12), so its threshold has less margin; use phash unless speed
 Limits: perceptual hashes are not rotation-, crop- or flip-invariant (a 90-degree turn or a
 mirror image is a different picture to them), and a nearly uniform frame (black, white, thick
 fog) is hashed on whatever faint structure or noise is left, so its distances mean little --
-gate those with :mod:`alpolicy.quality` first.
+gate those with :mod:`alpolicy.pixels.quality` first.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import Union
 
 from PIL import Image, ImageOps
 
-from .images import DEFAULT_MAX_PIXELS, ImageFile, open_image
+from ..io.images import DEFAULT_MAX_PIXELS, ImageFile, open_image
 
 __all__ = [
     "HASH_KINDS",
@@ -114,9 +114,9 @@ def thumbnail(
     (``keep_aspect``: at least ``size``), so the final antialiased resize has samples to average.
     Other formats are decoded in full. ``draft=False`` always decodes in full (for comparison).
 
-    Decoding is guarded like :meth:`alpolicy.images.ImageFile.load`: the pixel count is checked
+    Decoding is guarded like :meth:`alpolicy.io.images.ImageFile.load`: the pixel count is checked
     from the header before anything is decoded (``max_pixels``, decompression bombs), and every
-    failure is an :class:`~alpolicy.images.ImageDecodeError`.
+    failure is an :class:`~alpolicy.io.images.ImageDecodeError`.
     """
     if size < 1:
         raise ValueError("size must be >= 1")
@@ -221,7 +221,7 @@ def image_hash(path: PathLike, kind: str = "phash", draft: bool = True, *, max_p
     """The perceptual hash of an image file: one guarded, small decode (:func:`thumbnail`, 32 px) and a hash.
 
     ``kind`` is ``"phash"`` (default, more robust) or ``"dhash"``. Raises
-    :class:`~alpolicy.images.ImageDecodeError` for unreadable files and decompression bombs.
+    :class:`~alpolicy.io.images.ImageDecodeError` for unreadable files and decompression bombs.
     """
     if kind not in HASH_KINDS:
         raise ValueError(f"unknown hash kind {kind!r}: expected one of {', '.join(HASH_KINDS)}")

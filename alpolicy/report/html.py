@@ -2,14 +2,14 @@
 
 ``write_run_report(journal, out_dir, run_id)`` writes ``out_dir/index.html`` and ``out_dir/thumbs/``.
 The page opens from ``file://``: no CDN, no server, no script; charts are inline SVG
-(:mod:`alpolicy.svg`), thumbnails are small JPEGs with the boxes drawn in (Pillow). Every page
-(this one, the what-if of :mod:`alpolicy.whatif`, the charts) is built with
-:mod:`alpolicy.markup`, where a value is escaped unless it is markup built there.
+(:mod:`alpolicy.report.svg`), thumbnails are small JPEGs with the boxes drawn in (Pillow). Every page
+(this one, the what-if of :mod:`alpolicy.report.whatif`, the charts) is built with
+:mod:`alpolicy.report.markup`, where a value is escaped unless it is markup built there.
 
 What the page shows, and where each number comes from (so that it can be checked against the journal):
 
 * the funnel: ``seen`` / ``with a prediction`` / ``already sent`` from the run's summary (the
-  :class:`~alpolicy.run_report.RunReport` stored in ``runs.summary``; a run killed before it
+  :class:`~alpolicy.runtime.run_report.RunReport` stored in ``runs.summary``; a run killed before it
   finished has none, and these fall back to the decisions); ``decided``, the detection-rule cascade
   ("has a detection passing rule 1, then rules 1-2, ..."), per-rule rejections, ``qualified`` and
   ``sampled`` from the run's ``decisions``; ``uploaded`` from ``deliveries`` (state ``sent``, this
@@ -43,12 +43,12 @@ from PIL import Image, ImageDraw, ImageOps
 
 from . import svg
 from .markup import Markup, html, join
-from .destinations.folder import corner_box
-from .errors import AlpolicyError, UsageError
-from .images import ImageDecodeError, open_image
-from .journal import UNKNOWN_SETTINGS, read_stored_prediction
-from .policy import Policy
-from .prediction import Detection, Prediction, PredictionFormatError, detection_label
+from ..destinations.folder import corner_box
+from ..errors import AlpolicyError, UsageError
+from ..io.images import ImageDecodeError, open_image
+from ..runtime.journal import UNKNOWN_SETTINGS, read_stored_prediction
+from ..policy.engine import Policy
+from ..policy.prediction import Detection, Prediction, PredictionFormatError, detection_label
 
 THUMB_SIZE = 320
 GALLERY_LIMIT = 200
@@ -589,10 +589,10 @@ def _failures_table(failures: Sequence[dict[str, str]], total: int) -> Markup:
 
 
 def write_page(out_dir: str | os.PathLike[str], page_html: Markup) -> Path:
-    """Write ``out_dir/index.html``; only :class:`Markup` (a page built by :mod:`alpolicy.markup`)
+    """Write ``out_dir/index.html``; only :class:`Markup` (a page built by :mod:`alpolicy.report.markup`)
     is written, so a page pasted together from unescaped strings cannot reach a browser."""
     if not isinstance(page_html, Markup):
-        raise TypeError("write_page() takes Markup built with alpolicy.markup.html(), not a plain str")
+        raise TypeError("write_page() takes Markup built with alpolicy.report.markup.html(), not a plain str")
     index = Path(out_dir) / "index.html"
     index.write_text(page_html, encoding="utf-8")
     return index

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .errors import PolicyError, Problem
+from ..errors import PolicyError, Problem
 from .policy_json import document_problems
-from .registry import did_you_mean
+from ..registry import did_you_mean
 
 STRATEGY_TYPES = ("random", "close_to_threshold", "detections_number_based")
 UPLOAD_KEYS = ("enabled", "max_image_size", "jpeg_compression_level", "persist_predictions", "batching_strategy")

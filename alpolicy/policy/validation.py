@@ -21,8 +21,8 @@ from referencing import Registry as ResourceRegistry
 from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
-from .errors import Problem
-from .registry import Registry, RuleSpec, Stage, did_you_mean
+from ..errors import Problem
+from ..registry import Registry, RuleSpec, Stage, did_you_mean
 
 ENVELOPE_ID = "urn:alpolicy:policy"
 #: Keys every rule object may carry besides its parameters.

@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from typing import Any, Iterator, Mapping
 
-from .errors import PolicyError, Problem
+from ..errors import PolicyError, Problem
 from .validation import json_path, path_order
 
 MAX_NESTING = 64

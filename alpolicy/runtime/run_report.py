@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .images import SKIPPED_REASONS
+from ..io.images import SKIPPED_REASONS
 
 #: Failures kept in memory for the summary (all of them are in the journal).
 MAX_LISTED_FAILURES = 20
@@ -43,7 +43,7 @@ class RunReport:
     #: Predictions taken from the journal, per fingerprint, and what went into each (for people).
     reused_from: Counter[str] = field(default_factory=Counter)
     reused_settings: dict[str, str] = field(default_factory=dict)
-    #: Entries of the source folder left out, per reason (:data:`alpolicy.images.SKIPPED_REASONS`).
+    #: Entries of the source folder left out, per reason (:data:`alpolicy.io.images.SKIPPED_REASONS`).
     skipped: Counter[str] = field(default_factory=Counter)
 
     def add_reuse(self, fingerprint: str, settings: str) -> None:

@@ -16,7 +16,7 @@ import os
 import urllib.parse
 from typing import Any, Callable, TypeVar
 
-from .errors import UsageError
+from ..errors import UsageError
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def configured_url(option: str | None, option_name: str, env: str, default: str,
 
 
 def service_options(options: Any) -> None:
-    """The settings every backend and destination shares (:class:`alpolicy.http.ServiceOptions`)."""
+    """The settings every backend and destination shares (:class:`alpolicy.io.http.ServiceOptions`)."""
     number(options.timeout, "timeout", above=0)
     whole_number(options.attempts, "attempts", minimum=1)
     number(options.retry_backoff, "retry_backoff", minimum=0)

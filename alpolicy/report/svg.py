@@ -2,7 +2,7 @@
 
 Why hand-written: the report must open from ``file://`` with no CDN, no server and no JS, and a
 plotting library (matplotlib is ~40 MB) would be a heavy dependency for three small charts. Every
-chart is built with :func:`alpolicy.markup.html`, so every text that reaches the SVG is escaped;
+chart is built with :func:`alpolicy.report.markup.html`, so every text that reaches the SVG is escaped;
 numbers are formatted by us.
 """
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from .decision import Decision
-from .errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
-from .plugins import get_registry
+from ..errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
+from ..plugins import get_registry
 from .policy_json import document_problems, loads as load_policy_json
 from .prediction import Detection, Prediction, PredictionFormatError
-from .registry import Registry, RuleSpec, Stage
-from .rules.base import DetectionRule, ImageRule, ParameterError, SamplingRule
+from ..registry import Registry, RuleSpec, Stage
+from ..rules.base import DetectionRule, ImageRule, ParameterError, SamplingRule
 from .validation import common_keys, error_paths, json_path, path_order, schema_problems
 
 POLICY_VERSION = 1
@@ -199,7 +199,7 @@ class Policy:
     def from_file(cls, path: str | os.PathLike[str], *, registry: Registry | None = None) -> "Policy":
         """A policy from a JSON file; a missing or malformed file is a :class:`PolicyError` too, and so
         are duplicate keys, NaN / Infinity, huge integers and nesting past the limits
-        (:mod:`alpolicy.policy_json`)."""
+        (:mod:`alpolicy.policy.policy_json`)."""
         source = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")

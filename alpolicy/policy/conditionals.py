@@ -25,9 +25,9 @@ from typing import Any, Mapping
 
 from jsonschema import Draft202012Validator
 
-from .errors import PolicyError, Problem
+from ..errors import PolicyError, Problem
 from .policy_json import document_problems
-from .registry import did_you_mean
+from ..registry import did_you_mean
 from .validation import json_path
 
 DEFAULTS: dict[str, Any] = {

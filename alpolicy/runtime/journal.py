@@ -15,7 +15,7 @@ hash names, "duplicate" answers), so the retry completes the delivery instead of
 Every state change is its own transaction: with WAL and ``synchronous=NORMAL`` a committed
 transaction survives ``kill -9`` of the process.
 
-One writer at a time: a run holds the journal's OS lock (:mod:`alpolicy.journal_lock`) while it
+One writer at a time: a run holds the journal's OS lock (:mod:`alpolicy.runtime.journal_lock`) while it
 writes; readers need none (WAL). ``Journal`` itself takes no lock, so any number may read.
 
 Schema 1 (alpolicy 0.1) keyed predictions by model id alone, with no record of the settings.
@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .errors import UsageError
-from .images import ImageFile, display_path
-from .jsonsafe import JsonError, loads
-from .prediction import Prediction, PredictionFormatError
+from ..errors import UsageError
+from ..io.images import ImageFile, display_path
+from ..io.jsonsafe import JsonError, loads
+from ..policy.prediction import Prediction, PredictionFormatError
 
 log = logging.getLogger("alpolicy.journal")
 
@@ -274,7 +274,7 @@ class Journal:
     def latest_prediction(self, image: ImageFile) -> StoredPrediction | None:
         """The latest stored prediction of this image, whatever produced it (``--reuse-predictions``).
 
-        Raises :class:`~alpolicy.prediction.PredictionFormatError` when it is no longer valid
+        Raises :class:`~alpolicy.policy.prediction.PredictionFormatError` when it is no longer valid
         (``NaN`` written by alpolicy 0.1): without a model, that image cannot be decided.
         """
         row = self._one(
@@ -468,7 +468,7 @@ class SamplingLedger:
 def read_stored_prediction(text: str) -> Prediction:
     """A prediction row read back, checked as a model's answer is (alpolicy 0.1 stored ``NaN``
     and ``Infinity`` as it got them; such a row raises
-    :class:`~alpolicy.prediction.PredictionFormatError` instead of reaching a rule or a chart).
+    :class:`~alpolicy.policy.prediction.PredictionFormatError` instead of reaching a rule or a chart).
     Its number of detections is not bounded again: the limit was the run's that stored it."""
     try:
         document = loads(text, max_bytes=None, finite=False)
