@@ -18,7 +18,7 @@ from .base import ParameterError, SamplingRule, builtin_schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..policy.decision import Decision
-    from ..runtime.sampler import Usage
+    from ..policy.usage import UsageCounter
 
 
 @dataclass
@@ -31,12 +31,12 @@ class NearDuplicateRule(SamplingRule):
     role: str = field(default="gate", init=False)
     name: str = field(default="near_duplicate", init=False)
     index: Any = field(default=None, init=False, repr=False)
-    usage: "Usage | None" = field(default=None, init=False, repr=False)
+    usage: "UsageCounter | None" = field(default=None, init=False, repr=False)
     reference: int | None = field(default=None, init=False)
     since_reference: int = field(default=0, init=False)
     last: str = field(default="", init=False)
 
-    def bind(self, usage: "Usage", name: str) -> None:
+    def bind(self, usage: "UsageCounter", name: str) -> None:
         from ..pixels.hashindex import HashIndex
 
         self.usage, self.name = usage, name

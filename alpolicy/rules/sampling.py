@@ -17,7 +17,7 @@ from .base import ParameterError, SamplingRule, builtin_schema, format_names, se
 if TYPE_CHECKING:  # pragma: no cover
     from ..policy.decision import Decision
     from ..io.images import ImageFile
-    from ..runtime.sampler import Usage
+    from ..policy.usage import UsageCounter
 
 
 @dataclass
@@ -104,11 +104,11 @@ class LimitRule(SamplingRule):
     per: str
     per_class: bool
     role: str = field(default="gate", init=False)
-    usage: "Usage | None" = field(default=None, init=False, repr=False)
+    usage: "UsageCounter | None" = field(default=None, init=False, repr=False)
     name: str = field(default="limit", init=False)
     full: str | None = field(default=None, init=False)
 
-    def bind(self, usage: "Usage", name: str) -> None:
+    def bind(self, usage: "UsageCounter", name: str) -> None:
         self.usage, self.name = usage, name
 
     def _classes(self, decision: "Decision") -> list[str]:

@@ -26,20 +26,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..policy.decision import Decision
 from ..io.images import ImageFile
-from .journal import Journal
-from ..registry import Stage
+from ..policy.decision import Decision
+from ..policy.usage import UsageCounter
 from ..policy.validation import common_keys
+from ..registry import Stage
+from .journal import Journal
 
 #: Inference's limit types -> usage windows.
 LIMIT_WINDOWS = {"minutely": "minute", "hourly": "hour", "daily": "day"}
 _WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
-class Usage:
+class Usage(UsageCounter):
     """How many images each sampling rule took, per run / UTC window / in total (journal-backed),
     and the hashes of the images they took: all the sampling state a later run reads back.
+    The journal-backed implementation of :class:`alpolicy.policy.usage.UsageCounter`.
 
     The one place a dry run differs: its usage is a scratch layer over the journal's
     (:meth:`Journal.sampling_ledger`). It decides from what real runs took, counts its own picks
