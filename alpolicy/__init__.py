@@ -18,7 +18,10 @@ subclass the public base of their kind -- :class:`InferenceBackend`, :class:`Des
 :class:`Source` -- with the types and errors of the contract exported here too.
 """
 
-from . import _compat
+#: Defined before any import, so a submodule may read it (``from .. import __version__``) at any time.
+__version__ = "0.1.0"
+
+from . import _compat  # noqa: E402
 from .backends import ImageError, InferenceBackend, ModelOptions, SupportsPredict
 from .destinations import (Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError,
                            SupportsSend)
@@ -30,7 +33,8 @@ from .policy.decision import Decision, Verdict
 from .policy.engine import Policy
 from .policy.prediction import Detection, Prediction, PredictionFormatError
 from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
-from .rules.base import DetectionRule, ImageRule, ParameterError, load_schema
+from .policy.rule import DetectionRule, ImageRule, ParameterError
+from .rules.base import load_schema
 from .runtime.pipeline import RunOptions, run
 from .runtime.run_report import RunReport
 from .sdk import active_learning
@@ -44,8 +48,6 @@ def __getattr__(name: str):
     import sys
     return _compat.moved_attribute(sys.modules[__name__], name)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AlpolicyError",

@@ -119,3 +119,24 @@ def moved_attribute(package: ModuleType, name: str) -> ModuleType:
     if old not in MOVED:
         raise AttributeError(f"module {package.__name__!r} has no attribute {name!r}")
     return importlib.import_module(old)
+
+
+#: Names that moved out of a module that still exists: (old module, name) -> new module.
+MOVED_NAMES: dict[tuple[str, str], str] = {
+    ("alpolicy.rules.base", name): "alpolicy.policy.rule"
+    for name in ("DetectionRule", "ImageRule", "ParameterError", "SamplingRule")
+}
+
+
+def name_message(module: str, name: str) -> str:
+    new = MOVED_NAMES[(module, name)]
+    return f"{module}.{name} moved to {new}.{name}; import it from there (or from alpolicy)"
+
+
+def moved_name(module: str, name: str) -> object:
+    """A module ``__getattr__`` for :data:`MOVED_NAMES`: the object from its new module, with a
+    DeprecationWarning naming it (an unknown name stays an AttributeError)."""
+    if (module, name) not in MOVED_NAMES:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(name_message(module, name), DeprecationWarning, stacklevel=_importer_level(_SKIP) + 1)
+    return getattr(importlib.import_module(MOVED_NAMES[(module, name)]), name)

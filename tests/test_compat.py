@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import alpolicy
-from alpolicy._compat import MOVED
+from alpolicy._compat import MOVED, MOVED_NAMES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "plugin-0.1"
 
@@ -44,6 +44,18 @@ def test_every_old_module_path_imports_warns_once_and_is_the_new_module(old):
     assert [str(w.message) for w in moved] == [f"{old} moved to {MOVED[old]}; import from there (or from alpolicy)"]
     assert module is new and again is new and sys.modules[old] is new
     assert new.__name__ == MOVED[old] and new.__spec__.name == MOVED[old]  # the alias leaves it its own identity
+
+
+@pytest.mark.parametrize("old, name", sorted(MOVED_NAMES))
+def test_every_name_that_moved_out_of_a_module_still_reads_with_a_warning(old, name):
+    new = importlib.import_module(MOVED_NAMES[(old, name)])
+    module = importlib.import_module(old)
+    assert name not in vars(module)  # really moved: not a second definition
+    with pytest.warns(DeprecationWarning, match=rf"^{old}\.{name} moved to {MOVED_NAMES[(old, name)]}\.{name}; "):
+        value = getattr(module, name)
+    assert value is getattr(new, name) is getattr(alpolicy, name, value)
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018
 
 
 def test_the_table_names_only_modules_that_are_gone_and_targets_that_exist():

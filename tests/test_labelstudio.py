@@ -26,7 +26,7 @@ from alpolicy.destinations.labelstudio import LabelConfig, LabelStudioDestinatio
 from alpolicy.io.images import ImageFile
 from alpolicy.plugins import build_registry, make_plugin_manager
 from alpolicy.policy.prediction import Prediction
-from alpolicy.rules.base import ImageRule
+from alpolicy.policy.rule import ImageRule
 from alpolicy.io.secrets import register
 
 from .cli import alpolicy as alpolicy_cli

@@ -16,11 +16,10 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from .decision import Decision
 from ..errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
-from ..plugins import get_registry
 from .policy_json import document_problems, loads as load_policy_json
 from .prediction import Detection, Prediction, PredictionFormatError
-from ..registry import Registry, RuleSpec, Stage
-from ..rules.base import DetectionRule, ImageRule, ParameterError, SamplingRule
+from ..registry import Registry, RuleSpec, Stage, default_registry
+from .rule import DetectionRule, ImageRule, ParameterError, SamplingRule
 from .validation import common_keys, error_paths, json_path, path_order, schema_problems
 
 POLICY_VERSION = 1
@@ -166,7 +165,7 @@ class Policy:
     :meth:`from_conditionals`; evaluate images with :meth:`evaluate`."""
 
     def __init__(self, document: Mapping[str, Any], *, registry: Registry | None = None, source: str | None = None) -> None:
-        self.registry = registry if registry is not None else get_registry()
+        self.registry = registry if registry is not None else default_registry()
         self.source = source
         early = document_problems(document)  # before anything recursive (jsonschema, _plain) sees it
         if early:

@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 from ..hookspecs import hookimpl
 from ..policy.prediction import Detection, Prediction
 from ..registry import RuleSpec, Stage
-from .base import DetectionRule, ParameterError, builtin_schema, check_bounds, format_names, format_number
+from ..policy.rule import DetectionRule, ParameterError
+from .base import builtin_schema, check_bounds, format_names, format_number
 
 INF = float("inf")
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..hookspecs import hookimpl
 from ..io.images import ImageDecodeError, ImageFile
 from ..registry import RuleSpec, Stage
-from .base import ParameterError, SamplingRule, builtin_schema
+from ..policy.rule import ParameterError, SamplingRule
+from .base import builtin_schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..policy.decision import Decision

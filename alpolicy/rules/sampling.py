@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..hookspecs import hookimpl
 from ..registry import RuleSpec, Stage
-from .base import ParameterError, SamplingRule, builtin_schema, format_names, seeded_draw
+from ..policy.rule import ParameterError, SamplingRule
+from .base import builtin_schema, format_names, seeded_draw
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..policy.decision import Decision

@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 from ..hookspecs import hookimpl
 from ..policy.prediction import Detection, Prediction
 from ..registry import RuleSpec, Stage
-from .base import ImageRule, builtin_schema, check_bounds
+from ..policy.rule import ImageRule
+from .base import builtin_schema, check_bounds
 
 
 def _binary_entropy(p: float) -> float:
