@@ -28,6 +28,7 @@ read only its constants (:data:`ROOT_CONSTANTS`, defined before its first import
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,23 @@ def test_at_most_eight_modules_stay_loose_at_the_top():
 def test_every_package_says_in_its_docstring_what_belongs_there(package):
     docstring = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text(encoding="utf-8")))
     assert docstring and len(docstring) > 60, f"alpolicy/{package}/__init__.py needs a docstring saying what belongs there"
+
+
+def _architecture_section() -> str:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    return readme.split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_architecture_section_is_the_map():
+    """Every path it names exists, and it names every package and loose module."""
+    section = _architecture_section()
+    named = set(re.findall(r"`(alpolicy/[\w/.]+)`", section))
+    missing = sorted(path for path in named if not (PACKAGE.parent / path).exists())
+    assert missing == []
+    for package in sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py")):
+        assert f"`alpolicy/{package}/`" in section, package
+    for module in LOOSE:
+        assert f"`alpolicy/{module}.py`" in section, module
+    for layer in LAYERS:
+        for component in layer:
+            assert component in section, component
