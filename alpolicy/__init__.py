@@ -32,8 +32,8 @@ from .plugins import get_registry
 from .policy.decision import Decision, Verdict
 from .policy.engine import Policy
 from .policy.prediction import Detection, Prediction, PredictionFormatError
-from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
 from .policy.rule import DetectionRule, ImageRule, ParameterError
+from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
 from .rules.base import load_schema
 from .runtime.pipeline import RunOptions, run
 from .runtime.run_report import RunReport

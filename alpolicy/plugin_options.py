@@ -33,8 +33,8 @@ from jsonschema.exceptions import SchemaError
 
 from .errors import Problem, UsageError
 from .io.jsonsafe import JsonError, loads
-from .registry import DestinationSpec, InferenceBackendSpec, Registry, did_you_mean
 from .policy.validation import json_path, path_order
+from .registry import DestinationSpec, InferenceBackendSpec, Registry, did_you_mean
 
 #: How each kind of plugin's options are named: on the command line, and from Python.
 FLAGS = {"model": "--model-opt", "destination": "--to-opt"}

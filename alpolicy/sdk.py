@@ -25,9 +25,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import UsageError
 from .io.images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
-from .runtime.pipeline import RunOptions, options_with, run
 from .policy.engine import Policy
 from .policy.prediction import Prediction
+from .runtime.pipeline import RunOptions, options_with, run
 
 
 def active_learning(

@@ -36,9 +36,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from ..io import checks
 from ..bases import Component
 from ..errors import AlpolicyError, AuthError, ServiceError
+from ..io import checks
 from ..io.http import ServiceOptions
 from ..io.images import ImageFile
 from ..io.jsonsafe import DEFAULT_MAX_BYTES

@@ -38,9 +38,9 @@ from typing import Any, Callable, Protocol
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..plugin_options import NO_OPTIONS
 from ..io.images import ImageFile, sha256_file
 from ..io.jsonsafe import DEFAULT_MAX_BYTES, JsonError, loads, read_file
+from ..plugin_options import NO_OPTIONS
 from ..policy.prediction import MAX_DETECTIONS, Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
 from . import ImageError, InferenceBackend, ModelOptions, fingerprint

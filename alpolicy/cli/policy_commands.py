@@ -15,8 +15,8 @@ from ..plugins import get_registry
 from ..policy.engine import Policy
 from ..policy.policy_json import loads as load_policy_json
 from ..policy.prediction import PredictionFormatError, parse_prediction
-from ..registry import Stage, did_you_mean
 from ..policy.validation import composed_schema
+from ..registry import Stage, did_you_mean
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

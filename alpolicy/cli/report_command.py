@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..report.html import write_run_report
 from ..policy.engine import Policy
+from ..report.html import write_run_report
 from ..report.whatif import compare, write_comparison_report
 
 REPORT_EPILOG = """\

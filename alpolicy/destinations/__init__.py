@@ -32,12 +32,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from ..io import checks
 from ..bases import Component
-from ..policy.decision import Decision
 from ..errors import AlpolicyError
+from ..io import checks
 from ..io.http import ServiceOptions
 from ..io.images import ImageFile
+from ..policy.decision import Decision
 from ..policy.prediction import Prediction
 
 

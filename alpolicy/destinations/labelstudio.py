@@ -84,13 +84,13 @@ from typing import Any, Callable
 
 import requests
 
-from ..io import checks
 from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
+from ..io import checks
 from ..io.http import AttemptFailed, HttpClient, clip, server_message
 from ..io.images import ImageDecodeError, display_path, sha256_bytes
-from ..registry import DestinationSpec
 from ..io.secrets import secret
+from ..registry import DestinationSpec
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder import StoredImage, labelstudio_config, labelstudio_tasks
 

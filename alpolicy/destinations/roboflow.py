@@ -32,10 +32,10 @@ from typing import Any, Callable
 
 from PIL import Image, ImageOps
 
-from ..io import checks
 from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import AlpolicyError, ServiceError, UsageError
 from ..hookspecs import hookimpl
+from ..io import checks
 from ..io.http import HttpClient, server_message
 from ..io.images import ImageDecodeError, display_path, open_image
 from ..policy.prediction import Prediction

@@ -26,8 +26,8 @@ from typing import Any, Mapping
 from jsonschema import Draft202012Validator
 
 from ..errors import PolicyError, Problem
-from .policy_json import document_problems
 from ..registry import did_you_mean
+from .policy_json import document_problems
 from .validation import json_path
 
 DEFAULTS: dict[str, Any] = {

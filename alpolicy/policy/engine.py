@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .decision import Decision
 from ..errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
+from ..registry import Registry, RuleSpec, Stage, default_registry
+from .decision import Decision
 from .policy_json import document_problems, loads as load_policy_json
 from .prediction import Detection, Prediction, PredictionFormatError
-from ..registry import Registry, RuleSpec, Stage, default_registry
 from .rule import DetectionRule, ImageRule, ParameterError, SamplingRule
 from .validation import common_keys, error_paths, json_path, path_order, schema_problems
 

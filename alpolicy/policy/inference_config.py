@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..errors import PolicyError, Problem
-from .policy_json import document_problems
 from ..registry import did_you_mean
+from .policy_json import document_problems
 
 STRATEGY_TYPES = ("random", "close_to_threshold", "detections_number_based")
 UPLOAD_KEYS = ("enabled", "max_image_size", "jpeg_compression_level", "persist_predictions", "batching_strategy")

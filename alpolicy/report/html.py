@@ -41,14 +41,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
-from . import svg
-from .markup import Markup, html, join
 from ..destinations.folder import corner_box
 from ..errors import AlpolicyError, UsageError
 from ..io.images import ImageDecodeError, open_image
-from ..runtime.journal import UNKNOWN_SETTINGS, read_stored_prediction
 from ..policy.engine import Policy
 from ..policy.prediction import Detection, Prediction, PredictionFormatError, detection_label
+from ..runtime.journal import UNKNOWN_SETTINGS, read_stored_prediction
+from . import svg
+from .markup import Markup, html, join
 
 THUMB_SIZE = 320
 GALLERY_LIMIT = 200

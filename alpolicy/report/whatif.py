@@ -25,10 +25,10 @@ from pathlib import Path
 from ..errors import UsageError
 from .html import (REJECTED_SAMPLE, Shot, gallery, open_journal, page, policy_block, prepare_out_dir, spread,
                           write_page)
-from ..runtime.journal import Journal, read_stored_prediction
-from .markup import html, join
 from ..policy.engine import Policy
 from ..policy.prediction import Prediction, PredictionFormatError
+from ..runtime.journal import Journal, read_stored_prediction
+from .markup import html, join
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
 from ..policy.prediction import Detection, Prediction
-from ..registry import RuleSpec, Stage
 from ..policy.rule import DetectionRule, ParameterError
+from ..registry import RuleSpec, Stage
 from .base import builtin_schema, check_bounds, format_names, format_number
 
 INF = float("inf")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..hookspecs import hookimpl
 from ..io.images import ImageDecodeError, ImageFile
-from ..registry import RuleSpec, Stage
 from ..policy.rule import ParameterError, SamplingRule
+from ..registry import RuleSpec, Stage
 from .base import builtin_schema
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -7,8 +7,8 @@ from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
 from ..policy.prediction import Detection, Prediction, detections_summary
-from ..registry import RuleSpec, Stage
 from ..policy.rule import ImageRule
+from ..registry import RuleSpec, Stage
 from .base import builtin_schema, check_bounds, format_names
 
 #: Stand-in for "no upper bound" on counts (a count can never reach it).

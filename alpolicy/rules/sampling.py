@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..hookspecs import hookimpl
-from ..registry import RuleSpec, Stage
 from ..policy.rule import ParameterError, SamplingRule
+from ..registry import RuleSpec, Stage
 from .base import builtin_schema, format_names, seeded_draw
 
 if TYPE_CHECKING:  # pragma: no cover

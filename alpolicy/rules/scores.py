@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
 from ..policy.prediction import Detection, Prediction
-from ..registry import RuleSpec, Stage
 from ..policy.rule import ImageRule
+from ..registry import RuleSpec, Stage
 from .base import builtin_schema, check_bounds
 
 

@@ -27,27 +27,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sized, TextIO
 
-from ..io import checks
 from .. import plugin_options
+from ..io import checks
 from ..backends import (ImageError, InferenceBackend, ModelOptions, describe_settings, fingerprint_of, settings_of,
                        split_spec)
 from ..bases import attach_spec
-from ..policy.decision import Decision
 from ..destinations import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from ..errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
 from ..io.images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path
-from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
-from .journal_lock import lock_journal
+from ..io.secrets import redact
 from ..plugins import get_registry
+from ..policy.decision import Decision
 from ..policy.engine import Policy
 from ..policy.prediction import Prediction, PredictionFormatError
-from .progress import Progress
 from ..registry import Registry, SourceSpec, did_you_mean
-from .run_report import RunReport
-from .sampler import Admission, Sampler
-from ..io.secrets import redact
 from ..sources import Source, SourceOptions
 from ..sources.folder import FolderSource
+from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
+from .journal_lock import lock_journal
+from .progress import Progress
+from .run_report import RunReport
+from .sampler import Admission, Sampler
 
 log = logging.getLogger("alpolicy.pipeline")
 
