@@ -123,8 +123,12 @@ def moved_attribute(package: ModuleType, name: str) -> ModuleType:
 
 #: Names that moved out of a module that still exists: (old module, name) -> new module.
 MOVED_NAMES: dict[tuple[str, str], str] = {
-    ("alpolicy.rules.base", name): "alpolicy.policy.rule"
-    for name in ("DetectionRule", "ImageRule", "ParameterError", "SamplingRule")
+    **{("alpolicy.rules.base", name): "alpolicy.policy.rule"
+       for name in ("DetectionRule", "ImageRule", "ParameterError", "SamplingRule")},
+    # 0.1's module alpolicy.policy is now the package; its ``Policy`` is re-exported (no warning),
+    # the rest of what that module defined is read from the engine.
+    **{("alpolicy.policy", name): "alpolicy.policy.engine"
+       for name in ("POLICY_VERSION", "DEFAULT_IMAGE_NODE", "Leaf", "AllNode", "AnyNode", "NotNode")},
 }
 
 

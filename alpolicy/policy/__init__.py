@@ -9,6 +9,14 @@ sampling rules read (:mod:`.usage`; the journal-backed counter lives in :mod:`al
 Nothing here runs a model, touches a journal or writes a report.
 """
 
+from typing import Any
+
+from .. import _compat
 from .engine import Policy
 
 __all__ = ["Policy"]
+
+
+def __getattr__(name: str) -> Any:
+    """0.1's ``alpolicy.policy`` was the engine module: its other names, with a DeprecationWarning."""
+    return _compat.moved_name(__name__, name)
