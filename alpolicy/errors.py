@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .secrets import redact
+from .io.secrets import redact
 
 
 class AlpolicyError(Exception):

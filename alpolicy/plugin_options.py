@@ -32,9 +32,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from .errors import Problem, UsageError
-from .jsonsafe import JsonError, loads
+from .io.jsonsafe import JsonError, loads
+from .policy.validation import json_path, path_order
 from .registry import DestinationSpec, InferenceBackendSpec, Registry, did_you_mean
-from .validation import json_path, path_order
 
 #: How each kind of plugin's options are named: on the command line, and from Python.
 FLAGS = {"model": "--model-opt", "destination": "--to-opt"}

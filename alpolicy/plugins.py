@@ -30,7 +30,8 @@ from jsonschema.exceptions import SchemaError
 from . import hookspecs
 from .errors import PluginError, exception_line
 from .plugin_options import schema_problem
-from .registry import DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec, did_you_mean
+from .registry import (DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec, did_you_mean,
+                       provide_default)
 
 ENTRY_POINT_GROUP = "alpolicy"
 LOAD_PLUGINS_ENV = "ALPOLICY_LOAD_PLUGINS"
@@ -63,6 +64,9 @@ def get_registry() -> Registry:
         if _registry is None:
             _registry = build_registry(make_plugin_manager())
         return _registry
+
+
+provide_default(get_registry)  # what the policy engine compiles against when given no registry
 
 
 def reset_registry() -> None:

@@ -157,3 +157,25 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
         return ""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+#: Builds the process-wide registry (installed plugins + built-ins); set by :mod:`alpolicy.plugins`.
+_default_provider: Callable[[], Registry] | None = None
+
+
+def provide_default(provider: Callable[[], Registry]) -> None:
+    """Name the function that builds the process-wide registry (:func:`alpolicy.plugins.get_registry`).
+
+    The policy engine compiles against "the registry" when none is given, but must not import the
+    plugin manager, which loads the rule, backend and destination plugins above it in the flow
+    (tests/test_layering.py): the manager registers itself here instead, when ``alpolicy`` is imported.
+    """
+    global _default_provider
+    _default_provider = provider
+
+
+def default_registry() -> Registry:
+    """The process-wide registry: :func:`alpolicy.get_registry`."""
+    if _default_provider is None:  # pragma: no cover - alpolicy/__init__ imports alpolicy.plugins
+        raise RuntimeError("no plugin manager: import alpolicy (it loads alpolicy.plugins) first")
+    return _default_provider()

@@ -6,7 +6,7 @@ each *with* its prediction as a pre-label, concurrently, resumable, never twice,
 summary of why. Extra keyword arguments reach :class:`RunOptions`.
 
 One deliberate difference: images are processed (and returned) in natural order
-(:func:`alpolicy.images.natural_key`), not in the SDK's ``glob`` order, which is the file
+(:func:`alpolicy.io.images.natural_key`), not in the SDK's ``glob`` order, which is the file
 system's and differs between machines (hash order on ext4): the same folder makes the same
 decisions everywhere.
 
@@ -24,10 +24,10 @@ import tempfile
 from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import UsageError
-from .images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
-from .pipeline import RunOptions, options_with, run
-from .policy import Policy
-from .prediction import Prediction
+from .io.images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
+from .policy.engine import Policy
+from .policy.prediction import Prediction
+from .runtime.pipeline import RunOptions, options_with, run
 
 
 def active_learning(

@@ -45,9 +45,9 @@ from typing import Callable
 
 from PIL import Image
 
-from alpolicy.hashindex import HashIndex
-from alpolicy.imagehash import NEAR_DUPLICATE_DISTANCE, hamming, image_hash
-from alpolicy.quality import measure
+from alpolicy.pixels.hashindex import HashIndex
+from alpolicy.pixels.imagehash import NEAR_DUPLICATE_DISTANCE, hamming, image_hash
+from alpolicy.pixels.quality import measure
 
 
 @dataclass

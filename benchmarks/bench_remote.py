@@ -36,7 +36,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from alpolicy.pipeline import DEFAULT_CONCURRENCY  # noqa: E402
+from alpolicy.runtime.pipeline import DEFAULT_CONCURRENCY  # noqa: E402
 from tests.sdk_reference import sdk_would_upload  # noqa: E402
 
 KEY = "bench-key-0001"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alpolicy.secrets import register
+from alpolicy.io.secrets import register
 from alpolicy.testing import image_folder
 
 from .servers.roboflow import FakeRoboflow

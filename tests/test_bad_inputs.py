@@ -44,8 +44,8 @@ from PIL import Image
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
-from alpolicy.journal import Journal
+from alpolicy.io.images import DEFAULT_EXTENSIONS, ImageFile, iter_folder
+from alpolicy.runtime.journal import Journal
 
 from .corpus.images import BOMB, INVERSE as _INVERSE, NOT_AN_IMAGE, UPRIGHT, noise as _noise, upright as _upright
 

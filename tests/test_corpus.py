@@ -41,11 +41,11 @@ from PIL import Image, ImageOps
 import alpolicy
 from alpolicy import Policy, PolicyError, RunOptions
 from alpolicy.cli import main as cli_main
-from alpolicy.images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path
-from alpolicy.journal import Journal
-from alpolicy.policy_json import loads as load_policy_text
-from alpolicy.prediction import PredictionFormatError, parse_prediction
-from alpolicy.secrets import register
+from alpolicy.io.images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path
+from alpolicy.runtime.journal import Journal
+from alpolicy.policy.policy_json import loads as load_policy_text
+from alpolicy.policy.prediction import PredictionFormatError, parse_prediction
+from alpolicy.io.secrets import register
 
 from .cli import alpolicy as alpolicy_subprocess
 from .conftest import API_KEY, make_frames

@@ -15,7 +15,7 @@ import pytest
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.journal import Journal
+from alpolicy.runtime.journal import Journal
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import make_frames

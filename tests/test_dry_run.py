@@ -11,9 +11,9 @@ from alpolicy_onnx.synthetic import random_scene  # the demo's scene generator: 
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.images import ImageFile
-from alpolicy.journal import Journal
-from alpolicy.sampler import Sampler
+from alpolicy.io.images import ImageFile
+from alpolicy.runtime.journal import Journal
+from alpolicy.runtime.sampler import Sampler
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import make_frames

@@ -22,7 +22,7 @@ import pytest
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.journal import Journal
+from alpolicy.runtime.journal import Journal
 
 from .conftest import make_frames
 from .servers.roboflow import ImageRequests

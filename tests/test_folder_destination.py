@@ -17,9 +17,9 @@ import alpolicy
 from alpolicy import ImageRule, Policy, RuleSpec, Stage, UsageError, hookimpl
 from alpolicy.destinations import Delivery, DestinationOptions, PermanentError, Receipt
 from alpolicy.destinations.folder import FolderDestination, make_destination
-from alpolicy.images import ImageFile
+from alpolicy.io.images import ImageFile
 from alpolicy.plugins import build_registry, make_plugin_manager
-from alpolicy.prediction import Prediction
+from alpolicy.policy.prediction import Prediction
 
 from .helpers import det, pred
 

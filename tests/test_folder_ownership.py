@@ -250,7 +250,7 @@ def test_to_opt_is_checked_in_one_line(tmp_path: Path) -> None:
 
 
 def test_the_user_s_image_is_never_taken_for_ours_and_a_file_broken_later_is_left_alone(tmp_path: Path) -> None:
-    from alpolicy.images import ImageFile
+    from alpolicy.io.images import ImageFile
 
     from .test_folder_destination import delivery_for
 

@@ -9,9 +9,9 @@ from PIL import Image, ImageFilter
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.images import ImageFile
-from alpolicy.journal import Journal
-from alpolicy.sampler import Sampler
+from alpolicy.io.images import ImageFile
+from alpolicy.runtime.journal import Journal
+from alpolicy.runtime.sampler import Sampler
 from alpolicy_onnx.synthetic import random_scene, write_footage  # the demo's footage generator
 
 from .helpers import det, pred
@@ -113,7 +113,7 @@ def test_near_duplicate_at_and_beside_max_distance():
 
 
 def test_quality_at_and_beside_its_bounds():
-    from alpolicy.quality import Quality
+    from alpolicy.pixels.quality import Quality
 
     policy = gate({"rule": "quality", "min_sharpness": 20, "max_dark_fraction": 0.5})
     sampler = Sampler(policy, Journal(), 1)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import alpolicy.hashindex
-from alpolicy.hashindex import HashIndex
+import alpolicy.pixels.hashindex
+from alpolicy.pixels.hashindex import HashIndex
 
 BACKGROUND = 20_000
 
@@ -147,4 +147,4 @@ def test_bad_arguments_are_refused():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(alpolicy.hashindex).failed == 0
+    assert doctest.testmod(alpolicy.pixels.hashindex).failed == 0

@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from alpolicy.images import ImageDecodeError, ImageFile
-from alpolicy.journal import Journal
+from alpolicy.io.images import ImageDecodeError, ImageFile
+from alpolicy.runtime.journal import Journal
 
 from .cli import Result, alpolicy
 from .corpus.images import HUGE, TALL, TOO_LARGE, hostile_files

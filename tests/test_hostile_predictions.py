@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 import alpolicy
 from alpolicy import ModelOptions, Policy, RunOptions
 from alpolicy.errors import ServiceError
-from alpolicy.images import ImageFile
-from alpolicy.http import BodyTooLarge, read_body
-from alpolicy.jsonsafe import JsonError, check_tree, loads
-from alpolicy.journal import Journal
-from alpolicy.prediction import Prediction, PredictionFormatError, parse_prediction
+from alpolicy.io.images import ImageFile
+from alpolicy.io.http import BodyTooLarge, read_body
+from alpolicy.io.jsonsafe import JsonError, check_tree, loads
+from alpolicy.runtime.journal import Journal
+from alpolicy.policy.prediction import Prediction, PredictionFormatError, parse_prediction
 
 from .cli import alpolicy as cli
 from .conftest import make_frames

@@ -136,8 +136,8 @@ def test_no_script_of_the_data_runs_in_a_browser(pages, which, tmp_path):
 
 # ---------------------------------------------------------------------- the template layer itself
 def test_the_template_layer_escapes_every_value_unless_it_is_markup():
-    from alpolicy.html_report import write_page
-    from alpolicy.markup import Markup, escape, html, join
+    from alpolicy.report.html import write_page
+    from alpolicy.report.markup import Markup, escape, html, join
 
     cell = html('<td title="{}">{:.1f} {n}</td>', ATTRIBUTE, 0.25, n=SCRIPT)
     assert cell == '<td title="&quot;&gt;&lt;img src=x onerror=alert(1)&gt;">0.2 &lt;script&gt;alert(1)&lt;/script&gt;</td>'

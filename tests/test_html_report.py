@@ -24,10 +24,10 @@ import pytest
 from PIL import Image
 
 from alpolicy import Policy
-from alpolicy.images import ImageFile
-from alpolicy.journal import Journal
-from alpolicy.prediction import Prediction
-from alpolicy.svg import bin_values, positive_range
+from alpolicy.io.images import ImageFile
+from alpolicy.runtime.journal import Journal
+from alpolicy.policy.prediction import Prediction
+from alpolicy.report.svg import bin_values, positive_range
 
 from .cli import alpolicy
 from .conftest import make_frames

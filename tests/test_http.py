@@ -7,7 +7,7 @@ import requests
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.http import HttpClient, retry_after_seconds, server_message
+from alpolicy.io.http import HttpClient, retry_after_seconds, server_message
 
 from .conftest import make_frames
 

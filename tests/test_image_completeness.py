@@ -15,8 +15,8 @@ import pytest
 
 import alpolicy
 from alpolicy import Policy, RunOptions
-from alpolicy.images import ImageDecodeError, ImageFile
-from alpolicy.journal import Journal
+from alpolicy.io.images import ImageDecodeError, ImageFile
+from alpolicy.runtime.journal import Journal
 
 from .cli import alpolicy as alpolicy_cli
 from .corpus.images import encoded, half

@@ -1,6 +1,6 @@
 """Perceptual hashes on real (synthetic, cluttered) images: near for copies, far for other scenes.
 
-The thresholds in :mod:`alpolicy.imagehash` are justified here: every lightly transformed copy
+The thresholds in :mod:`alpolicy.pixels.imagehash` are justified here: every lightly transformed copy
 of a scene stays within ``NEAR_DUPLICATE_DISTANCE`` of the original, every pair of different
 scenes is at least ``MIN_DIFFERENT_DISTANCE`` apart, and the closest pair of different scenes
 is farther apart than the farthest pair of copies.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, JpegImagePlugin
 
-from alpolicy.images import ImageDecodeError, ImageFile
-from alpolicy.imagehash import (
+from alpolicy.io.images import ImageDecodeError, ImageFile
+from alpolicy.pixels.imagehash import (
     MIN_DIFFERENT_DISTANCE,
     NEAR_DUPLICATE_DISTANCE,
     dhash,
@@ -112,7 +112,7 @@ def test_identical_images_are_distance_zero(scene_files, tmp_path):
 
 def test_phash_dct_matches_the_textbook_definition():
     """The folded, separable, 8x8-only DCT equals the double sum of the DCT-II definition."""
-    from alpolicy.imagehash import _dct_low
+    from alpolicy.pixels.imagehash import _dct_low
 
     rng = random.Random(3)
     pixels = bytes(rng.randrange(256) for _ in range(32 * 32))

@@ -16,10 +16,10 @@ import pytest
 
 import alpolicy
 from alpolicy import Policy
-from alpolicy.checks import cleartext_secret, is_loopback_host
+from alpolicy.io.checks import cleartext_secret, is_loopback_host
 from alpolicy.errors import UsageError
-from alpolicy.http import follows_redirect
-from alpolicy.pipeline import options_with
+from alpolicy.io.http import follows_redirect
+from alpolicy.runtime.pipeline import options_with
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import API_KEY, make_frames

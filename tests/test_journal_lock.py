@@ -20,7 +20,7 @@ import pytest
 
 import alpolicy
 from alpolicy import Policy, RunOptions, UsageError
-from alpolicy.journal_lock import JournalInUse, JournalLock
+from alpolicy.runtime.journal_lock import JournalInUse, JournalLock
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import make_frames

@@ -23,11 +23,11 @@ import alpolicy
 from alpolicy import AuthError, Policy, RuleSpec, RunOptions, Stage, UsageError, hookimpl
 from alpolicy.destinations import Delivery, DestinationOptions
 from alpolicy.destinations.labelstudio import LabelConfig, LabelStudioDestination, make_destination, project_title
-from alpolicy.images import ImageFile
+from alpolicy.io.images import ImageFile
 from alpolicy.plugins import build_registry, make_plugin_manager
-from alpolicy.prediction import Prediction
-from alpolicy.rules.base import ImageRule
-from alpolicy.secrets import register
+from alpolicy.policy.prediction import Prediction
+from alpolicy.policy.rule import ImageRule
+from alpolicy.io.secrets import register
 
 from .cli import alpolicy as alpolicy_cli
 from .servers.labelstudio import LEGACY_TOKEN, LabelStudio, LabelStudioMissing

@@ -19,10 +19,10 @@ from pathlib import Path
 import alpolicy
 from alpolicy import Policy, RunOptions
 from alpolicy.backends import ModelOptions
-from alpolicy.html_report import load_run
-from alpolicy.images import ImageFile
-from alpolicy.journal import SCHEMA_VERSION, Journal
-from alpolicy.prediction import Prediction
+from alpolicy.report.html import load_run
+from alpolicy.io.images import ImageFile
+from alpolicy.runtime.journal import SCHEMA_VERSION, Journal
+from alpolicy.policy.prediction import Prediction
 
 from .cli import alpolicy as alpolicy_cli
 
@@ -292,7 +292,7 @@ def test_a_backend_without_a_fingerprint_is_keyed_by_its_model_id(tmp_path, fram
 def test_processes_opening_a_schema_1_journal_at_once_migrate_it_once(tmp_path, frames):
     journal = tmp_path / "old.sqlite"
     old_journal(journal, frames)
-    script = ("import sys; from alpolicy.journal import Journal; j = Journal(sys.argv[1]); "
+    script = ("import sys; from alpolicy.runtime.journal import Journal; j = Journal(sys.argv[1]); "
               "print(sum(1 for _ in j.iter_predictions())); j.close()")
     processes = [subprocess.Popen([sys.executable, "-c", script, str(journal)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(4)]

@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 from PIL import Image
 
 import alpolicy
-from alpolicy.images import iter_folder, natural_key
+from alpolicy.io.images import iter_folder, natural_key
 
 from .cli import alpolicy as alpolicy_cli
 from .helpers import det, pred

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from alpolicy.images import ImageFile, display_path
+from alpolicy.io.images import ImageFile, display_path
 
 from .cli import alpolicy
 from .corpus.names import NON_UTF8_NAMES

@@ -128,7 +128,7 @@ def test_a_refused_key_stops_the_run_before_any_image(roboflow, env, tmp_path, f
     with pytest.raises(AuthError, match="inference"):
         alpolicy.active_learning(str(frames), ".jpg", ["vehicles", 3], "", {}, dry_run=True,
                                  journal=str(tmp_path / "journal.sqlite"), progress=False)
-    from alpolicy.journal import Journal
+    from alpolicy.runtime.journal import Journal
 
     journal = Journal(tmp_path / "journal.sqlite")
     assert journal.failures() == [] and journal.delivery_counts() == {}
@@ -317,7 +317,7 @@ def test_images_are_sent_as_on_disk_and_exif_orientation_is_honoured(roboflow, e
 def test_progress_prints_plain_periodic_lines_when_not_a_terminal():
     import io
 
-    from alpolicy.progress import Progress
+    from alpolicy.runtime.progress import Progress
 
     stream = io.StringIO()
     progress = Progress(200, stream=stream, enabled=True, interval=0.0)

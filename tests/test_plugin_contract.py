@@ -305,7 +305,7 @@ def test_top_level_exports():
         assert name in alpolicy.__all__ and getattr(alpolicy, name) is not None, name
     from alpolicy.backends import ImageError
     from alpolicy.destinations import Delivery, PermanentError, Receipt, RetryableError
-    from alpolicy.images import ImageDecodeError, ImageFile
+    from alpolicy.io.images import ImageDecodeError, ImageFile
 
     assert (alpolicy.ImageError, alpolicy.Delivery, alpolicy.PermanentError, alpolicy.Receipt, alpolicy.RetryableError,
             alpolicy.ImageDecodeError, alpolicy.ImageFile) == (ImageError, Delivery, PermanentError, Receipt,

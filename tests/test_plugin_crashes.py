@@ -22,8 +22,8 @@ import pytest
 
 from alpolicy import Destination, PluginCrash, Policy, PolicyError, RunOptions, run
 from alpolicy.errors import RuleError
-from alpolicy.images import ImageFile
-from alpolicy.journal import Journal
+from alpolicy.io.images import ImageFile
+from alpolicy.runtime.journal import Journal
 from alpolicy.testing import StaticBackend, registry_with
 
 from . import crashing_plugin

@@ -15,7 +15,7 @@ import pytest
 
 import alpolicy
 from alpolicy import DestinationOptions, InferenceBackendSpec, ModelOptions, PluginError, RunOptions, UsageError, hookimpl
-from alpolicy.pipeline import make_backend
+from alpolicy.runtime.pipeline import make_backend
 from alpolicy.plugin_options import parse_value
 from alpolicy.plugins import DEFAULT_PLUGINS
 from alpolicy.testing import StaticBackend, image_folder, make_detection, make_prediction, registry_with

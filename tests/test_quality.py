@@ -9,9 +9,9 @@ import zlib
 import pytest
 from PIL import Image, ImageFilter
 
-import alpolicy.quality
-from alpolicy.images import ImageDecodeError
-from alpolicy.quality import Quality, exposure, measure, sharpness
+import alpolicy.pixels.quality
+from alpolicy.io.images import ImageDecodeError
+from alpolicy.pixels.quality import Quality, exposure, measure, sharpness
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +79,13 @@ def test_sharpness_ignores_the_unfiltered_border():
 
 def test_measure_decodes_once_and_draft_barely_matters(frames, monkeypatch):
     calls = []
-    real = alpolicy.quality.thumbnail
+    real = alpolicy.pixels.quality.thumbnail
 
     def counting(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(alpolicy.quality, "thumbnail", counting)
+    monkeypatch.setattr(alpolicy.pixels.quality, "thumbnail", counting)
     quality = measure(frames["sharp"][0])
     assert len(calls) == 1 and calls[0]["keep_aspect"] is True
     assert isinstance(quality, Quality) and dataclasses.is_dataclass(quality)

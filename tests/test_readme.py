@@ -42,7 +42,7 @@ def test_every_json_policy_example_in_the_readme_is_valid():
 
 
 def test_every_sdk_conditionals_key_is_documented():
-    from alpolicy.conditionals import DEFAULTS
+    from alpolicy.policy.conditionals import DEFAULTS
 
     for key in DEFAULTS:
         assert f"| `{key}` |" in README

@@ -16,8 +16,8 @@ from alpolicy.backends import ImageError, InferenceBackend, ModelOptions
 from alpolicy.backends.replay import ReplayBackend, make_backend
 from alpolicy.destinations import Delivery, DestinationOptions
 from alpolicy.destinations.folder import make_destination
-from alpolicy.images import ImageFile
-from alpolicy.prediction import Prediction
+from alpolicy.io.images import ImageFile
+from alpolicy.policy.prediction import Prediction
 
 from .helpers import det, pred
 
@@ -248,7 +248,7 @@ def test_the_fingerprint_follows_the_prediction_files(tmp_path: Path) -> None:
 
     coco = write_json(tmp_path / "c.json", {"images": [], "categories": [], "annotations": []})
     before = replay(coco)
-    assert before.fingerprint_settings["sha256"] == alpolicy.images.sha256_file(coco)
+    assert before.fingerprint_settings["sha256"] == alpolicy.io.images.sha256_file(coco)
     write_json(coco, {"images": [], "categories": [{"id": 1, "name": "car"}], "annotations": []})
     assert replay(coco).fingerprint != before.fingerprint
     assert replay("sidecar").fingerprint == replay("sidecar").fingerprint

@@ -12,7 +12,7 @@ import pytest
 import alpolicy
 from alpolicy import Policy, RunOptions
 from alpolicy.destinations import Delivery, Receipt
-from alpolicy.journal import Journal
+from alpolicy.runtime.journal import Journal
 
 from .conftest import API_KEY
 from .helpers import det, pred

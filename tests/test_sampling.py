@@ -11,9 +11,9 @@ import pytest
 
 import alpolicy
 from alpolicy import Policy, PolicyError, RunOptions
-from alpolicy.images import ImageFile
-from alpolicy.journal import Journal
-from alpolicy.sampler import Sampler
+from alpolicy.io.images import ImageFile
+from alpolicy.runtime.journal import Journal
+from alpolicy.runtime.sampler import Sampler
 
 from .helpers import det, pred
 

@@ -113,7 +113,7 @@ def test_tls_verification_cannot_be_turned_off():
     sources = {path: path.read_text() for path in (ROOT / "alpolicy").rglob("*.py")}
     offenders = [str(p) for p, text in sources.items() if re.search(r"verify\s*=\s*False|CERT_NONE|_create_unverified_context", text)]
     assert offenders == []
-    from alpolicy.http import HttpClient
+    from alpolicy.io.http import HttpClient
 
     assert HttpClient().session.verify is not False
 

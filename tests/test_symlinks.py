@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import alpolicy
-from alpolicy.images import iter_folder
+from alpolicy.io.images import iter_folder
 
 from .cli import alpolicy as alpolicy_cli
 from .conftest import make_frames

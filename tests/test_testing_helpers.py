@@ -19,7 +19,7 @@ from alpolicy.destinations import Delivery
 from alpolicy.destinations.folder import make_destination as folder_destination
 from alpolicy.destinations.roboflow import make_destination as roboflow_destination
 from alpolicy.destinations import DestinationOptions
-from alpolicy.images import ImageFile, sha256_file
+from alpolicy.io.images import ImageFile, sha256_file
 from alpolicy.testing import (SEND_EVERYTHING, CollectingDestination, StaticBackend, evaluate, image_folder, make_delivery,
                               make_detection, make_prediction, registry_with, run_one)
 from alpolicy.testing.pytest_plugin import alpolicy_images, alpolicy_registry_with  # noqa: F401 (fixtures)

@@ -12,7 +12,7 @@ when the plugin registers its scheme with ``accepts_empty_target=True``.
 
 Failures: raise :class:`ImageError` when this image cannot be processed (it is recorded as failed
 and the run goes on; a response that is not a valid prediction is one: read responses with
-:func:`alpolicy.prediction.parse_prediction`, and call :meth:`Prediction.validated` on a
+:func:`alpolicy.policy.prediction.parse_prediction`, and call :meth:`Prediction.validated` on a
 prediction built in code -- the pipeline calls it on any prediction that was not), :class:`AuthError` when credentials are refused (the run stops), and
 :class:`ServiceError` when the service stays unreachable after retries (the image is recorded as
 failed with the reason; nothing is decided, nothing is lost: the next run retries it).
@@ -36,13 +36,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from .. import checks
 from ..bases import Component
 from ..errors import AlpolicyError, AuthError, ServiceError
-from ..http import ServiceOptions
-from ..images import ImageFile
-from ..jsonsafe import DEFAULT_MAX_BYTES
-from ..prediction import MAX_DETECTIONS, Prediction
+from ..io import checks
+from ..io.http import ServiceOptions
+from ..io.images import ImageFile
+from ..io.jsonsafe import DEFAULT_MAX_BYTES
+from ..policy.prediction import MAX_DETECTIONS, Prediction
 
 
 class ImageError(AlpolicyError):
@@ -52,7 +52,7 @@ class ImageError(AlpolicyError):
 @dataclass
 class ModelOptions(ServiceOptions):
     """Settings every backend may use (``api_key``, ``timeout``, ``attempts``, ``retry_backoff``,
-    ``extra`` come from :class:`~alpolicy.http.ServiceOptions`); backend-specific ones go in ``extra``."""
+    ``extra`` come from :class:`~alpolicy.io.http.ServiceOptions`); backend-specific ones go in ``extra``."""
 
     #: Base URL of an inference server (Roboflow hosted or a local Inference server).
     inference_url: str | None = None

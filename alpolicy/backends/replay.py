@@ -38,10 +38,10 @@ from typing import Any, Callable, Protocol
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
+from ..io.images import ImageFile, sha256_file
+from ..io.jsonsafe import DEFAULT_MAX_BYTES, JsonError, loads, read_file
 from ..plugin_options import NO_OPTIONS
-from ..images import ImageFile, sha256_file
-from ..jsonsafe import DEFAULT_MAX_BYTES, JsonError, loads, read_file
-from ..prediction import MAX_DETECTIONS, Prediction, PredictionFormatError
+from ..policy.prediction import MAX_DETECTIONS, Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
 from . import ImageError, InferenceBackend, ModelOptions, fingerprint
 

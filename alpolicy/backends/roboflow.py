@@ -12,15 +12,15 @@ import base64
 import os
 from typing import Callable
 
-from .. import checks
 from ..errors import UsageError
 from ..hookspecs import hookimpl
+from ..io import checks
+from ..io.http import BodyTooLarge, HttpClient, read_body, server_message
+from ..io.images import ImageDecodeError, ImageFile
+from ..io.secrets import Secret, secret
 from ..plugin_options import NO_OPTIONS
-from ..http import BodyTooLarge, HttpClient, read_body, server_message
-from ..images import ImageDecodeError, ImageFile
-from ..prediction import Prediction, PredictionFormatError, parse_prediction
+from ..policy.prediction import Prediction, PredictionFormatError, parse_prediction
 from ..registry import InferenceBackendSpec
-from ..secrets import Secret, secret
 from . import ImageError, InferenceBackend, ModelOptions, fingerprint
 
 HOSTED_INFERENCE_URL = "https://serverless.roboflow.com"

@@ -12,11 +12,11 @@ from typing import Any
 from .. import plugin_options
 from ..errors import PolicyError, UsageError
 from ..plugins import get_registry
-from ..policy import Policy
-from ..policy_json import loads as load_policy_json
-from ..prediction import PredictionFormatError, parse_prediction
+from ..policy.engine import Policy
+from ..policy.policy_json import loads as load_policy_json
+from ..policy.prediction import PredictionFormatError, parse_prediction
+from ..policy.validation import composed_schema
 from ..registry import Stage, did_you_mean
-from ..validation import composed_schema
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

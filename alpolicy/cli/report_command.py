@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..html_report import write_run_report
-from ..policy import Policy
-from ..whatif import compare, write_comparison_report
+from ..policy.engine import Policy
+from ..report.html import write_run_report
+from ..report.whatif import compare, write_comparison_report
 
 REPORT_EPILOG = """\
 examples:

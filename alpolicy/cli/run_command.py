@@ -13,16 +13,16 @@ from typing import Any, Callable
 
 from .. import plugin_options
 from ..backends import ModelOptions
-from ..checks import argument, cleartext_secret, number, service_url, whole_number
-from ..jsonsafe import DEFAULT_MAX_BYTES
-from ..prediction import MAX_DETECTIONS
 from ..destinations import DestinationOptions
 from ..errors import UsageError
-from ..html_report import write_run_report
-from ..images import normalise_extensions
+from ..io.checks import argument, cleartext_secret, number, service_url, whole_number
+from ..io.images import normalise_extensions
+from ..io.jsonsafe import DEFAULT_MAX_BYTES
 from ..plugins import get_registry
-from ..pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, DEFAULT_RETRY_FOR, RunOptions, run
-from ..policy import Policy
+from ..policy.engine import Policy
+from ..policy.prediction import MAX_DETECTIONS
+from ..report.html import write_run_report
+from ..runtime.pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, DEFAULT_RETRY_FOR, RunOptions, run
 from .policy_commands import load_policy_argument
 
 EPILOG = """\

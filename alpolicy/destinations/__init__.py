@@ -32,13 +32,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from .. import checks
 from ..bases import Component
-from ..decision import Decision
 from ..errors import AlpolicyError
-from ..http import ServiceOptions
-from ..images import ImageFile
-from ..prediction import Prediction
+from ..io import checks
+from ..io.http import ServiceOptions
+from ..io.images import ImageFile
+from ..policy.decision import Decision
+from ..policy.prediction import Prediction
 
 
 class RetryableError(AlpolicyError):
@@ -79,7 +79,7 @@ class Receipt:
 @dataclass
 class DestinationOptions(ServiceOptions):
     """Settings every destination may use (``api_key``, ``timeout``, ``attempts``,
-    ``retry_backoff``, ``extra`` come from :class:`~alpolicy.http.ServiceOptions`)."""
+    ``retry_backoff``, ``extra`` come from :class:`~alpolicy.io.http.ServiceOptions`)."""
 
     api_url: str | None = None
     #: Roboflow-style dataset split and batch name.

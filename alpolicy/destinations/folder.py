@@ -67,9 +67,9 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..images import ImageDecodeError, display_path, sha256_file
-from ..jsonsafe import loads, read_file
-from ..prediction import Detection, Prediction, PredictionFormatError
+from ..io.images import ImageDecodeError, display_path, sha256_file
+from ..io.jsonsafe import loads, read_file
+from ..policy.prediction import Detection, Prediction, PredictionFormatError
 from ..registry import DestinationSpec
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder_merge import (MARKER, Ownership, foreign_summary, marker_document, merge_coco, merge_data_yaml,

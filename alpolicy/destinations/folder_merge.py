@@ -37,7 +37,7 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from ..errors import UsageError
-from ..jsonsafe import loads, read_file
+from ..io.jsonsafe import loads, read_file
 
 MARKER = os.path.join(".alpolicy", "folder.json")
 MARKER_FORMAT = 1

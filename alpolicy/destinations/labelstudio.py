@@ -56,7 +56,7 @@ Tokens: ``DestinationOptions.api_key`` or ``LABEL_STUDIO_API_KEY``. A legacy tok
 ``Authorization: Token <token>``; a personal access token (a JWT refresh token: it has two dots)
 is exchanged at ``POST /api/token/refresh/`` for a short-lived access token, sent as
 ``Authorization: Bearer <access>`` and renewed before it expires and on a 401. Both are registered
-with :mod:`alpolicy.secrets` and appear in no message.
+with :mod:`alpolicy.io.secrets` and appear in no message.
 
 Server: ``extra["labelstudio_url"]`` (the CLI's ``--labelstudio-url``), else
 ``LABEL_STUDIO_URL``, else ``http://localhost:8080``. A config with several RectangleLabels
@@ -84,14 +84,14 @@ from typing import Any, Callable
 
 import requests
 
-from .. import checks
 from ..errors import AuthError, ServiceError, UsageError
 from ..hookspecs import hookimpl
-from ..http import AttemptFailed, HttpClient, clip, server_message
-from ..images import ImageDecodeError, display_path, sha256_bytes
-from ..jsonsafe import JsonError, response_json
+from ..io import checks
+from ..io.http import AttemptFailed, HttpClient, clip, server_message
+from ..io.images import ImageDecodeError, display_path, sha256_bytes
+from ..io.jsonsafe import JsonError, response_json
+from ..io.secrets import secret
 from ..registry import DestinationSpec
-from ..secrets import secret
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 from .folder import StoredImage, labelstudio_config, labelstudio_tasks
 

@@ -32,14 +32,14 @@ from typing import Any, Callable
 
 from PIL import Image, ImageOps
 
-from .. import checks
 from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import AlpolicyError, ServiceError, UsageError
 from ..hookspecs import hookimpl
-from ..http import HttpClient, server_message
-from ..images import ImageDecodeError, display_path, open_image
-from ..jsonsafe import JsonError, response_json
-from ..prediction import Prediction
+from ..io import checks
+from ..io.http import HttpClient, server_message
+from ..io.images import ImageDecodeError, display_path, open_image
+from ..io.jsonsafe import JsonError, response_json
+from ..policy.prediction import Prediction
 from ..registry import DestinationSpec, did_you_mean
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt
 
@@ -83,7 +83,7 @@ def shrink(content: bytes, prediction: Prediction, max_size: int | None, quality
     """A JPEG of at most ``max_size`` px on its longest side (EXIF orientation applied) and the
     prediction with its boxes rescaled to it.
 
-    Decoded through :func:`alpolicy.images.open_image`: a bomb is refused from its header before
+    Decoded through :func:`alpolicy.io.images.open_image`: a bomb is refused from its header before
     any pixel is decoded, and any decoder error is an :class:`ImageDecodeError` (that image fails).
     """
     with open_image(content) as opened:

@@ -1,98 +1,24 @@
-"""The objects a rule factory returns, one protocol per stage.
+"""Helpers for rule factories: seeded draws, schemas shipped as package data, bounds in words.
 
-Rules are compiled once per policy into these small objects; the per-image loop calls their
-methods directly (no pluggy dispatch, no schema validation). ``explain`` is only called when a
-user asks *why*, so the hot path never formats strings.
+The rule base classes themselves (``DetectionRule``, ``ImageRule``, ``SamplingRule``,
+``ParameterError``) are part of what a policy is and live in :mod:`alpolicy.policy.rule`; they are
+also exported by :mod:`alpolicy.rules` and :mod:`alpolicy`. Reading them from here still works (0.1
+did) with a DeprecationWarning naming the new place.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from abc import ABC, abstractmethod
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable
 
-from ..prediction import Detection, Prediction
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..decision import Decision
-    from ..images import ImageFile
+from .. import _compat
+from ..policy import rule as _rule
 
 
-class ParameterError(ValueError):
-    """Raised by a rule factory for a parameter problem a JSON Schema cannot express.
-
-    ``key`` names the offending parameter (or ``None`` for the rule as a whole); the policy
-    loader turns it into a :class:`alpolicy.Problem` at that parameter's JSON path.
-    """
-
-    def __init__(self, key: str | None, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
-
-class DetectionRule(ABC):
-    """Decides whether one detection counts. A witness is a detection every detection rule accepts."""
-
-    @abstractmethod
-    def accepts(self, detection: Detection, prediction: Prediction) -> bool:
-        """True when the detection passes this rule."""
-
-    @abstractmethod
-    def explain(self, detection: Detection, prediction: Prediction, accepted: bool) -> str:
-        """The verdict in words, e.g. ``confidence 0.41 within [0.00, 0.60]``."""
-
-    def select(self, detections: Sequence[Detection], prediction: Prediction) -> list[Detection]:
-        """The detections this rule accepts, in order.
-
-        The policy engine filters with this method, once per image, rather than calling
-        ``accepts`` once per detection: a rule may override it with one comprehension that reads
-        its bounds once (what the built-ins do). An override must agree with ``accepts``.
-        """
-        accepts = self.accepts
-        return [detection for detection in detections if accepts(detection, prediction)]
-
-
-class ImageRule(ABC):
-    """Judges an image from all its detections and its witnesses."""
-
-    @abstractmethod
-    def check(self, prediction: Prediction, witnesses: Sequence[Detection]) -> bool:
-        """True when the image passes this rule."""
-
-    @abstractmethod
-    def explain(self, prediction: Prediction, witnesses: Sequence[Detection], passed: bool) -> str:
-        """The verdict in words, e.g. ``3 detections, at least 1 required``."""
-
-    def score(self, prediction: Prediction, witnesses: Sequence[Detection]) -> float | None:
-        """An optional priority score (higher = more worth labeling); ``None`` if the rule has none."""
-        return None
-
-
-class SamplingRule(ABC):
-    """Runs in stream order over images that passed the image stage.
-
-    ``role`` says how the sampler combines it: a ``"gate"`` must admit every sampled image
-    (e.g. a budget, near-duplicate suppression); among ``"strategy"`` rules (Roboflow Inference's
-    sampling strategies) the first that matches *and* has room in its ``limits`` is charged.
-    ``matches`` must not change state: the sampler calls ``commit`` once an image is sampled, so a
-    gate never counts an image that a later rule turned down.
-    """
-
-    role: str = "strategy"
-
-    @abstractmethod
-    def matches(self, image: "ImageFile", decision: "Decision") -> bool:
-        """True when this rule would take the image (no side effects)."""
-
-    @abstractmethod
-    def explain(self, matched: bool) -> str:
-        """The verdict in words."""
-
-    def commit(self, image: "ImageFile", decision: "Decision") -> None:
-        """The image was sampled: update whatever state the rule keeps."""
+def __getattr__(name: str) -> Any:
+    return _compat.moved_name(__name__, name)
 
 
 def seeded_draw(seed: int | str, rule: str, image_key: str) -> float:
@@ -129,6 +55,6 @@ def format_names(names: Iterable[str]) -> str:
 def check_bounds(low: float, high: float, *, low_key: str = "min", high_key: str = "max") -> None:
     """Reject ``min > max`` (a schema cannot compare two fields)."""
     if low > high:
-        raise ParameterError(
+        raise _rule.ParameterError(
             low_key, f"{format_number(low)} is greater than {high_key} {format_number(high)}"
         )

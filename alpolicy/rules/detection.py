@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
-from ..prediction import Detection, Prediction
+from ..policy.prediction import Detection, Prediction
+from ..policy.rule import DetectionRule, ParameterError
 from ..registry import RuleSpec, Stage
-from .base import DetectionRule, ParameterError, builtin_schema, check_bounds, format_names, format_number
+from .base import builtin_schema, check_bounds, format_names, format_number
 
 INF = float("inf")
 

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..hookspecs import hookimpl
-from ..images import ImageDecodeError, ImageFile
+from ..io.images import ImageDecodeError, ImageFile
+from ..policy.rule import ParameterError, SamplingRule
 from ..registry import RuleSpec, Stage
-from .base import ParameterError, SamplingRule, builtin_schema
+from .base import builtin_schema
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..decision import Decision
-    from ..sampler import Usage
+    from ..policy.decision import Decision
+    from ..policy.usage import UsageCounter
 
 
 @dataclass
@@ -31,13 +32,13 @@ class NearDuplicateRule(SamplingRule):
     role: str = field(default="gate", init=False)
     name: str = field(default="near_duplicate", init=False)
     index: Any = field(default=None, init=False, repr=False)
-    usage: "Usage | None" = field(default=None, init=False, repr=False)
+    usage: "UsageCounter | None" = field(default=None, init=False, repr=False)
     reference: int | None = field(default=None, init=False)
     since_reference: int = field(default=0, init=False)
     last: str = field(default="", init=False)
 
-    def bind(self, usage: "Usage", name: str) -> None:
-        from ..hashindex import HashIndex
+    def bind(self, usage: "UsageCounter", name: str) -> None:
+        from ..pixels.hashindex import HashIndex
 
         self.usage, self.name = usage, name
         self.index = HashIndex(self.max_distance)
@@ -46,7 +47,7 @@ class NearDuplicateRule(SamplingRule):
                 self.index.add(value, key)
 
     def prepare(self, image: ImageFile) -> None:
-        from ..imagehash import image_hash
+        from ..pixels.imagehash import image_hash
 
         slot = f"hash:{self.kind}"
         if slot not in image.derived:
@@ -101,7 +102,7 @@ class QualityRule(SamplingRule):
     last: str = field(default="", init=False)
 
     def prepare(self, image: ImageFile) -> None:
-        from ..quality import measure
+        from ..pixels.quality import measure
 
         if "quality" not in image.derived:
             try:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
-from ..prediction import Detection, Prediction, detections_summary
+from ..policy.prediction import Detection, Prediction, detections_summary
+from ..policy.rule import ImageRule
 from ..registry import RuleSpec, Stage
-from .base import ImageRule, builtin_schema, check_bounds, format_names
+from .base import builtin_schema, check_bounds, format_names
 
 #: Stand-in for "no upper bound" on counts (a count can never reach it).
 NO_LIMIT = 2**63

@@ -2,7 +2,7 @@
 
 Strategies decide with a *seeded* draw (see :func:`seeded_draw`), so reruns and resumes make the
 same choices. Limits (``"limits": [{"type": "daily", "value": 200}]`` on any strategy) and the
-``limit`` gate are counted by the sampler in the journal (:mod:`alpolicy.sampler`).
+``limit`` gate are counted by the sampler in the journal (:mod:`alpolicy.runtime.sampler`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..hookspecs import hookimpl
+from ..policy.rule import ParameterError, SamplingRule
 from ..registry import RuleSpec, Stage
-from .base import ParameterError, SamplingRule, builtin_schema, format_names, seeded_draw
+from .base import builtin_schema, format_names, seeded_draw
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..decision import Decision
-    from ..images import ImageFile
-    from ..sampler import Usage
+    from ..policy.decision import Decision
+    from ..io.images import ImageFile
+    from ..policy.usage import UsageCounter
 
 
 @dataclass
@@ -104,11 +105,11 @@ class LimitRule(SamplingRule):
     per: str
     per_class: bool
     role: str = field(default="gate", init=False)
-    usage: "Usage | None" = field(default=None, init=False, repr=False)
+    usage: "UsageCounter | None" = field(default=None, init=False, repr=False)
     name: str = field(default="limit", init=False)
     full: str | None = field(default=None, init=False)
 
-    def bind(self, usage: "Usage", name: str) -> None:
+    def bind(self, usage: "UsageCounter", name: str) -> None:
         self.usage, self.name = usage, name
 
     def _classes(self, decision: "Decision") -> list[str]:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
-from ..prediction import Detection, Prediction
+from ..policy.prediction import Detection, Prediction
+from ..policy.rule import ImageRule
 from ..registry import RuleSpec, Stage
-from .base import ImageRule, builtin_schema, check_bounds
+from .base import builtin_schema, check_bounds
 
 
 def _binary_entropy(p: float) -> float:

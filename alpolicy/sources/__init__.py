@@ -5,10 +5,10 @@ A source is registered by scheme through the ``alpolicy_sources`` hook (a
 by scheme (``folder:frames/``, later ``s3://bucket/frames``), or, for a plain path, by what the
 path is: each spec's ``claims(path)`` is asked in registration order (built-ins first) and the
 first that says yes builds it (the folder source claims folders; a video source would claim
-``video.mp4``). See :func:`alpolicy.pipeline.make_source`.
+``video.mp4``). See :func:`alpolicy.runtime.pipeline.make_source`.
 
 The contract: subclass :class:`Source` (``alpolicy.Source``) and write ``__iter__``, which
-yields the images (:class:`~alpolicy.images.ImageFile`, or paths: the pipeline makes those
+yields the images (:class:`~alpolicy.io.images.ImageFile`, or paths: the pipeline makes those
 ImageFiles; a listed path that cannot be read is skipped and counted as ``unreadable``):
 
 * **Lazily and in a stable order**: the order decides limits, ``top_k`` ties and near-duplicates,
@@ -17,7 +17,7 @@ ImageFiles; a listed path that cannot be read is skipped and counted as ``unread
 * ``check()`` runs before any image is inferred and raises
   :class:`~alpolicy.errors.UsageError` for what makes the run pointless (no images at all).
 * ``skipped`` is a ``Counter`` of entries left out, by reason (a key of
-  :data:`alpolicy.images.SKIPPED_REASONS`, or the words to show): the pipeline reads it after
+  :data:`alpolicy.io.images.SKIPPED_REASONS`, or the words to show): the pipeline reads it after
   calling ``iter()`` and the run report shows it. ``None`` (the default): nothing to say.
 * ``name`` is what the journal records as the run's source: by default the spec.
 * ``close()`` runs after the last image.
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, Union, runtime_checkable
 
 from ..bases import Component
-from ..images import DEFAULT_EXTENSIONS, ImageFile
+from ..io.images import DEFAULT_EXTENSIONS, ImageFile
 
 #: What a source yields: an image, or the path of one.
 SourceItem = Union[ImageFile, str]

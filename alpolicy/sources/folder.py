@@ -2,7 +2,7 @@
 
 Registered through the ``alpolicy_sources`` hook like any third-party source, it is chosen by a
 plain path that is a folder (``alpolicy run frames/``) or by its scheme (``folder:frames/``).
-Listing is :func:`alpolicy.images.iter_folder`: lazy (one folder's names at a time), in natural
+Listing is :func:`alpolicy.io.images.iter_folder`: lazy (one folder's names at a time), in natural
 order, symbolic links leaving the folder skipped and counted unless ``follow_symlinks``.
 """
 
@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 from ..errors import UsageError
 from ..hookspecs import hookimpl
-from ..images import SKIPPED_REASONS, ImageFile, iter_folder
+from ..io.images import SKIPPED_REASONS, ImageFile, iter_folder
 from ..registry import SourceSpec
 from . import Source, SourceOptions
 
@@ -59,7 +59,7 @@ class FolderSource(Source):
         return self.listing(self.skipped)
 
     def listing(self, skipped: Counter[str] | None = None) -> Iterator[ImageFile]:
-        """The folder's images, lazily (:func:`~alpolicy.images.iter_folder`), the links left out
+        """The folder's images, lazily (:func:`~alpolicy.io.images.iter_folder`), the links left out
         counted in ``skipped`` as they are met."""
         return iter_folder(self.folder, self.extensions, skipped=skipped, **self._listing)
 

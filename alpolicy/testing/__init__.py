@@ -40,15 +40,15 @@ from typing import Any, Callable, Iterable, Mapping
 from PIL import Image
 
 from ..backends import InferenceBackend, fingerprint
-from ..decision import Decision
 from ..destinations import Delivery, Destination, Receipt
-from ..images import ImageFile
-from ..pipeline import RunOptions, delivery_metadata, delivery_tags, run
+from ..io.images import ImageFile
 from ..plugins import build_registry, get_registry, make_plugin_manager
-from ..policy import Policy
-from ..prediction import Detection, Prediction
+from ..policy.decision import Decision
+from ..policy.engine import Policy
+from ..policy.prediction import Detection, Prediction
 from ..registry import Registry
-from ..run_report import RunReport
+from ..runtime.pipeline import RunOptions, delivery_metadata, delivery_tags, run
+from ..runtime.run_report import RunReport
 
 #: A policy that sends every image (at least zero detections): what :func:`run_one` and
 #: :func:`make_delivery` use when no policy is given.

@@ -80,7 +80,7 @@ def hostile_files() -> dict[str, bytes]:
     }
 
 
-#: The one-line reasons of the guarded open (``alpolicy.images.open_image``).
+#: The one-line reasons of the guarded open (``alpolicy.io.images.open_image``).
 TOO_LARGE = r"^cannot (open|decode) the image: Decompressed data too large for PngImagePlugin\.MAX_TEXT_CHUNK$"
 TALL = r"^image is 12000x12000 = 144 Mpx, above the 89 Mpx safety limit \(a possible decompression bomb\)$"
 HUGE = r"^refused as a possible decompression bomb: Image size \(10000000000 pixels\) exceeds limit"

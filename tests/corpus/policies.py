@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from alpolicy import Policy, PolicyError
-from alpolicy.policy_json import MAX_DEPTH, MAX_INT_DIGITS, MAX_NESTING
+from alpolicy.policy.policy_json import MAX_DEPTH, MAX_INT_DIGITS, MAX_NESTING
 
 from . import ACCEPTED, Entry, expect, refused
 

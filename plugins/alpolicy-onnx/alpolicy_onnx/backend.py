@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 
 from alpolicy import InferenceBackend, Prediction, UsageError
-from alpolicy.prediction import PredictionFormatError
+from alpolicy.policy.prediction import PredictionFormatError
 from alpolicy.backends import ImageError, ModelOptions, fingerprint
-from alpolicy.images import ImageDecodeError, ImageFile, sha256_file
+from alpolicy.io.images import ImageDecodeError, ImageFile, sha256_file
 
 from .decode import class_names_from_metadata, decode, detect_layout, letterbox
 from .plugin import DEFAULT_MAX_BATCH

@@ -16,7 +16,7 @@ Two raw output layouts are understood:
 
 Each anchor yields at most one detection, for its best class (as Ultralytics does by default).
 Detections are plain dicts in the Roboflow inference shape used across alpolicy
-(:mod:`alpolicy.prediction`): ``x``/``y`` box centre, ``width``, ``height`` in pixels of the
+(:mod:`alpolicy.policy.prediction`): ``x``/``y`` box centre, ``width``, ``height`` in pixels of the
 original image, ``confidence``, ``class``, ``class_id`` and a random ``detection_id``.
 
 Conventions, chosen so that each argument is written as its source gives it:

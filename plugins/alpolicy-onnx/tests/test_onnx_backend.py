@@ -15,7 +15,7 @@ from PIL import Image
 
 import alpolicy
 from alpolicy import ModelOptions, UsageError
-from alpolicy.images import ImageFile
+from alpolicy.io.images import ImageFile
 from alpolicy_onnx.synthetic import random_scene, write_footage
 from test_onnx_decode import _constant_detector, _v8
 
@@ -182,7 +182,7 @@ def fingerprint_of(target: str, confidence: float = 25, overlap: float = 45, **e
 
 
 def test_the_fingerprint_follows_the_file_content_and_every_setting_that_changes_answers(tmp_path):
-    from alpolicy.images import sha256_file
+    from alpolicy.io.images import sha256_file
 
     raw = _v8([(32, 32, 20, 10, 1, 0.9)], num_classes=3, anchors=16)
     path = save(_constant_detector(raw, (64, 64)), tmp_path / "model.onnx")

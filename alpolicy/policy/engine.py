@@ -1,0 +1,449 @@
+"""Policies: load, validate as a whole, compile once into plain objects, evaluate per image.
+
+Compilation turns every rule object into the small object its factory returns and wraps image
+rules in ``all`` / ``any`` / ``not`` nodes. ``evaluate`` then only calls methods on those objects:
+no pluggy dispatch and no schema validation per image.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from ..errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
+from ..registry import Registry, RuleSpec, Stage, default_registry
+from .decision import Decision
+from .policy_json import document_problems, loads as load_policy_json
+from .prediction import Detection, Prediction, PredictionFormatError
+from .rule import DetectionRule, ImageRule, ParameterError, SamplingRule
+from .validation import common_keys, error_paths, json_path, path_order, schema_problems
+
+POLICY_VERSION = 1
+#: The image stage of a policy that has none: an image qualifies when one detection is a witness.
+DEFAULT_IMAGE_NODE: dict[str, Any] = {"rule": "witnesses", "min": 1}
+_COMPOSITIONS = ("all", "any", "not")
+
+
+@dataclass(slots=True, eq=False)
+class Leaf:
+    """A compiled rule object: the rule, its name, a label unique in the policy, and its place."""
+
+    rule: Any
+    name: str
+    label: str
+    tag: str | None
+    path: str
+    #: The rule object's JSON (sampling rules are rebuilt from it for every run: their state is the run's).
+    source: dict[str, Any] | None = None
+    factory: Any = None
+    #: The plugin that registered the rule (named when the rule's code raises).
+    plugin: str = ""
+    # The trace entries this leaf appends, built once: the hot loop then allocates no tuple per rule.
+    passed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
+    failed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.passed_entry, self.failed_entry = (self, True), (self, False)
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        if self.rule.check(prediction, witnesses):
+            trace.append(self.passed_entry)
+            return True
+        trace.append(self.failed_entry)
+        return False
+
+    @property
+    def short(self) -> str:
+        return self.name
+
+    def blames(self, outer: str | None = None) -> Iterator[tuple["Leaf", str]]:
+        """This leaf and what ``rejected_by`` names when the evaluation of a failed policy ends here."""
+        yield self, outer or self.label
+
+    def call(self, method: Any, *args: Any) -> Any:
+        """``method(*args)`` -- one of this rule's methods -- with an exception from the rule's code
+        turned into a :class:`RuleError` naming the rule. (Not for the hot path: ``evaluate`` has
+        one handler for all its calls and locates the rule only when one raised.)"""
+        try:
+            return method(*args)
+        except AlpolicyError:  # already one line (a rule may raise UsageError on purpose)
+            raise
+        except Exception as error:
+            raise RuleError(self.name, self.plugin, self.path, error) from error
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        """``evaluate`` that names a rule which raises (run only after an evaluation raised)."""
+        return bool(self.call(self.rule.check, prediction, witnesses))
+
+
+@dataclass(slots=True, eq=False)
+class AllNode:
+    children: tuple[Any, ...]
+    #: When every child is a rule: (check, passed entry, failed entry) per child, so the loop calls
+    #: the rules directly (the SDK-default policy is such an ``all``).
+    steps: tuple[tuple[Any, tuple, tuple], ...] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        leaves = all(type(child) is Leaf for child in self.children)
+        self.steps = tuple((c.rule.check, c.passed_entry, c.failed_entry) for c in self.children) if leaves else None
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        steps = self.steps
+        if steps is not None:
+            append = trace.append
+            for check, passed, failed in steps:
+                if not check(prediction, witnesses):
+                    append(failed)
+                    return False
+                append(passed)
+            return True
+        for child in self.children:
+            if not child.evaluate(prediction, witnesses, trace):
+                return False
+        return True
+
+    @property
+    def short(self) -> str:
+        return f"all({', '.join(child.short for child in self.children)})"
+
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        # A failed ``all`` stopped at its first failing child, which is where the blame goes.
+        for child in self.children:
+            yield from child.blames(outer)
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return all(child.locate(prediction, witnesses) for child in self.children)
+
+
+@dataclass(slots=True, eq=False)
+class AnyNode:
+    children: tuple[Any, ...]
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        for child in self.children:
+            if child.evaluate(prediction, witnesses, trace):
+                return True
+        return False
+
+    @property
+    def short(self) -> str:
+        return f"any({', '.join(child.short for child in self.children)})"
+
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        # Every alternative failed: the composition itself said no.
+        for child in self.children:
+            yield from child.blames(outer or self.short)
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return any(child.locate(prediction, witnesses) for child in self.children)
+
+
+@dataclass(slots=True, eq=False)
+class NotNode:
+    child: Any
+
+    def evaluate(self, prediction: Prediction, witnesses: list[Detection], trace: list) -> bool:
+        return not self.child.evaluate(prediction, witnesses, trace)
+
+    @property
+    def short(self) -> str:
+        return f"not({self.child.short})"
+
+    def blames(self, outer: str | None = None) -> Iterator[tuple[Leaf, str]]:
+        yield from self.child.blames(outer or self.short)
+
+    def locate(self, prediction: Prediction, witnesses: list[Detection]) -> bool:
+        return not self.child.locate(prediction, witnesses)
+
+
+class Policy:
+    """A validated, compiled policy. Build one with :meth:`from_file`, :meth:`from_dict` or
+    :meth:`from_conditionals`; evaluate images with :meth:`evaluate`."""
+
+    def __init__(self, document: Mapping[str, Any], *, registry: Registry | None = None, source: str | None = None) -> None:
+        self.registry = registry if registry is not None else default_registry()
+        self.source = source
+        early = document_problems(document)  # before anything recursive (jsonschema, _plain) sees it
+        if early:
+            raise PolicyError(early, source)
+        document = _plain(document)
+        problems = schema_problems(document, self.registry)
+        compiler = _Compiler(self.registry, error_paths(document, self.registry) if problems else [])
+        if isinstance(document, dict):
+            compiler.compile(document)
+        problems.extend(compiler.problems)
+        if problems:
+            raise PolicyError(sorted(problems, key=path_order), source)
+        self._document: dict[str, Any] = document
+        self.detection_leaves: tuple[Leaf, ...] = tuple(compiler.detection)
+        self.image_root: Any = compiler.image_root
+        self.sampling_leaves: tuple[Leaf, ...] = tuple(compiler.sampling)
+        self.tags: tuple[str, ...] = tuple(document.get("tags", ()))
+        #: Each detection rule's filter; chained, they keep the detections every rule accepts.
+        self._selects = tuple(_selector(leaf.rule) for leaf in self.detection_leaves)
+        #: What rejected an image whose evaluation ended at a leaf (see :meth:`rejected_by`).
+        self._blame: dict[Leaf, str] = dict(self.image_root.blames())
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], *, registry: Registry | None = None) -> "Policy":
+        """A policy from a JSON-like dict (``{"version": 1, "detection": [...], ...}``)."""
+        return cls(document, registry=registry)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, registry: Registry | None = None) -> "Policy":
+        """A policy from a JSON file; a missing or malformed file is a :class:`PolicyError` too, and so
+        are duplicate keys, NaN / Infinity, huge integers and nesting past the limits
+        (:mod:`alpolicy.policy.policy_json`)."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PolicyError([Problem("$", "no such file")], source) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise PolicyError([Problem("$", f"cannot read the file: {error}")], source) from None
+        try:
+            document = load_policy_json(text, source)
+        except json.JSONDecodeError as error:
+            raise PolicyError(
+                [Problem("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")], source
+            ) from None
+        from .inference_config import inference_config_to_document, looks_like_inference_config
+
+        if looks_like_inference_config(document):  # a Roboflow Inference active-learning config, as-is
+            try:
+                document = inference_config_to_document(document)
+            except PolicyError as error:
+                raise PolicyError(error.problems, source) from None
+        return cls(document, registry=registry, source=source)
+
+    @classmethod
+    def from_inference_config(cls, config: Mapping[str, Any], *, registry: Registry | None = None) -> "Policy":
+        """The policy making Roboflow Inference's sampling decisions for its active-learning configuration."""
+        from .inference_config import inference_config_to_document
+
+        return cls(inference_config_to_document(config), registry=registry, source="inference configuration")
+
+    @classmethod
+    def from_conditionals(cls, conditionals: Mapping[str, Any] | None, *, registry: Registry | None = None) -> "Policy":
+        """The policy that makes exactly the Roboflow SDK's decisions for its ``conditionals`` dict."""
+        from .conditionals import conditionals_to_document
+
+        return cls(conditionals_to_document(conditionals), registry=registry, source="conditionals")
+
+    # ----------------------------------------------------------------- use
+    def evaluate(self, prediction: Prediction | Mapping[str, Any]) -> Decision:
+        """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON).
+
+        This is the hot path: it only finds the witnesses and walks the image rules, keeping the
+        trace; everything else a :class:`Decision` says is derived from that trace when read.
+        """
+        if type(prediction) is not Prediction:
+            prediction = Prediction.from_json(prediction, check=False)  # type: ignore[arg-type]
+        try:
+            witnesses = prediction.detections
+            for select in self._selects:
+                witnesses = select(witnesses, prediction)
+            if witnesses is prediction.detections:  # no detection rule: every detection counts
+                witnesses = list(witnesses)
+            trace: list = []
+            qualifies = self.image_root.evaluate(prediction, witnesses, trace)
+        except Exception as error:  # one handler for the whole evaluation: no cost per rule
+            crash = self._crash(prediction, error)
+            if crash is error:
+                raise
+            raise crash from (error if isinstance(crash, PluginCrash) else None)
+        return Decision(qualifies, prediction, witnesses, trace, self)
+
+    def _crash(self, prediction: Prediction, error: Exception) -> Exception:
+        """What to raise when evaluating raised ``error``: the prediction's defect when it is
+        malformed (:class:`PredictionFormatError`), else the rule whose code raised, found by
+        evaluating again with each rule call guarded (rules are pure: it raises again)."""
+        if isinstance(error, AlpolicyError):
+            return error
+        try:
+            Prediction.from_json(prediction.to_json(), check=True)
+        except PredictionFormatError as malformed:
+            return malformed
+        witnesses = prediction.detections
+        try:
+            for leaf, select in zip(self.detection_leaves, self._selects):
+                witnesses = leaf.call(select, witnesses, prediction)
+            self.image_root.locate(prediction, list(witnesses))
+        except AlpolicyError as located:
+            return located
+        return PluginCrash("a rule of the policy", error)  # it did not raise a second time
+
+    def rejected_by(self, trace: Sequence[tuple[Leaf, bool]]) -> str:
+        """What made a failed evaluation fail, read from its trace: evaluation short-circuits, so
+        the last rule evaluated lies inside the failing child of every ``all`` on the way down,
+        and is named by the outermost ``any`` / ``not`` around it (or is the failing rule)."""
+        return self._blame[trace[-1][0]]
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The policy as JSON (a copy)."""
+        return copy.deepcopy(self._document)
+
+    @property
+    def name(self) -> str | None:
+        return self._document.get("name")
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self._document, indent=indent, ensure_ascii=False)
+
+    def __repr__(self) -> str:
+        label = self.name or self.source or "policy"
+        return f"<Policy {label}: {len(self.detection_leaves)} detection rule(s), sampling {len(self.sampling_leaves)}>"
+
+
+def _selector(rule: Any) -> Any:
+    """The rule's ``select`` (see :class:`DetectionRule`), or one built from its ``accepts`` for a
+    duck-typed plugin rule that has none."""
+    select = getattr(rule, "select", None)
+    if callable(select):
+        return select
+    accepts = rule.accepts
+
+    def select_accepted(detections: Sequence[Detection], prediction: Prediction) -> list[Detection]:
+        return [detection for detection in detections if accepts(detection, prediction)]
+
+    return select_accepted
+
+
+def _plain(document: Any) -> Any:
+    """A JSON-shaped deep copy: tuples become lists so that Python callers can pass tuples."""
+    if isinstance(document, Mapping):
+        return {key: _plain(value) for key, value in document.items()}
+    if isinstance(document, (list, tuple)):
+        return [_plain(value) for value in document]
+    return document
+
+
+class _Compiler:
+    """Walks a (schema-checked) document, builds leaves and nodes, and collects semantic problems.
+
+    Rule objects under a schema error are skipped so that every problem is reported once.
+    """
+
+    def __init__(self, registry: Registry, broken: Sequence[tuple[str | int, ...]]) -> None:
+        self.registry = registry
+        self.broken = broken
+        self.problems: list[Problem] = []
+        self.detection: list[Leaf] = []
+        self.sampling: list[Leaf] = []
+        self.image_root: Any = None
+        self._name_count: dict[str, int] = {}
+
+    def compile(self, document: dict[str, Any]) -> None:
+        rule_objects = self._rule_objects(document)
+        for obj, _path in rule_objects:
+            name = obj.get("rule")
+            if isinstance(name, str):
+                self._name_count[name] = self._name_count.get(name, 0) + 1
+        detection = document.get("detection", [])
+        if isinstance(detection, list):
+            for index, obj in enumerate(detection):
+                leaf = self._leaf(obj, ("detection", index), Stage.DETECTION)
+                if leaf is not None:
+                    self.detection.append(leaf)
+        image = document.get("image", DEFAULT_IMAGE_NODE)
+        self.image_root = self._node(image, ("image",) if "image" in document else ())
+        sampling = document.get("sampling", [])
+        if isinstance(sampling, list):
+            for index, obj in enumerate(sampling):
+                leaf = self._leaf(obj, ("sampling", index), Stage.SAMPLING)
+                if leaf is not None:
+                    self.sampling.append(leaf)
+
+    def _rule_objects(self, document: dict[str, Any]) -> list[tuple[dict, tuple]]:
+        found: list[tuple[dict, tuple]] = []
+
+        def walk(value: Any, path: tuple) -> None:
+            if isinstance(value, dict):
+                if "rule" in value:
+                    found.append((value, path))
+                for key, child in value.items():
+                    walk(child, path + (key,))
+            elif isinstance(value, list):
+                for index, child in enumerate(value):
+                    walk(child, path + (index,))
+
+        walk(document, ())
+        return found
+
+    def _is_broken(self, path: tuple) -> bool:
+        """True when a schema error lies at or inside ``path``."""
+        return any(error[: len(path)] == path for error in self.broken)
+
+    def _leaf(self, obj: Any, path: tuple, stage: Stage) -> Leaf | None:
+        if not isinstance(obj, dict) or self._is_broken(path):
+            return None
+        spec: RuleSpec | None = self.registry.rules.get(obj.get("rule"))
+        if spec is None or spec.stage is not stage:
+            return None
+        params = {key: value for key, value in obj.items() if key not in common_keys(stage)}
+        where = json_path(path)
+        try:
+            rule = spec.factory(params)
+        except ParameterError as error:
+            target = json_path(path + (error.key,)) if error.key else where
+            self.problems.append(Problem(target, error.message))
+            return None
+        except (ValueError, TypeError) as error:
+            self.problems.append(Problem(where, f"rule {spec.name!r} rejected its parameters: {error}"))
+            return None
+        except Exception as error:  # a bug in the plugin's factory: located, not a traceback
+            self.problems.append(Problem(where, f"{rule_component(spec.name, spec.plugin)} could not be built: {exception_line(error)}"))
+            return None
+        expected = {Stage.DETECTION: DetectionRule, Stage.IMAGE: ImageRule, Stage.SAMPLING: SamplingRule}[stage]
+        if not _implements(rule, expected):
+            methods = " and ".join(f"{name}()" for name in _METHODS[stage])
+            self.problems.append(
+                Problem(where, f"plugin {spec.plugin!r}: rule {spec.name!r} built {type(rule).__name__!r}, "
+                        f"which lacks the {stage.value}-rule methods {methods}")
+            )
+            return None
+        label = spec.name if self._name_count.get(spec.name, 0) <= 1 else f"{spec.name} at {where}"
+        if stage is Stage.SAMPLING:
+            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory, spec.plugin)
+        return Leaf(rule, spec.name, label, obj.get("tag"), where, plugin=spec.plugin)
+
+    def _node(self, obj: Any, path: tuple) -> Any:
+        if not isinstance(obj, dict):
+            return None
+        if "rule" in obj:
+            return self._leaf(obj, path, Stage.IMAGE)
+        present = [key for key in _COMPOSITIONS if key in obj]
+        if len(present) > 1:
+            self.problems.append(
+                Problem(json_path(path), f"use one of all / any / not per object, not {' and '.join(present)}: nest them instead")
+            )
+            return None
+        if not present:
+            return None
+        key = present[0]
+        if key == "not":
+            child = self._node(obj["not"], path + ("not",))
+            return NotNode(child) if child is not None else None
+        children = obj[key]
+        if not isinstance(children, list):
+            return None
+        nodes = [self._node(child, path + (key, index)) for index, child in enumerate(children)]
+        if any(node is None for node in nodes):
+            return None
+        return AllNode(tuple(nodes)) if key == "all" else AnyNode(tuple(nodes))
+
+
+_METHODS = {Stage.DETECTION: ("accepts", "explain"), Stage.IMAGE: ("check", "explain"), Stage.SAMPLING: ("matches", "explain")}
+
+
+def _implements(rule: Any, protocol: type) -> bool:
+    """Duck-typed check, so plugin rules need not subclass our ABCs."""
+    stage = {DetectionRule: Stage.DETECTION, ImageRule: Stage.IMAGE, SamplingRule: Stage.SAMPLING}[protocol]
+    methods = _METHODS[stage]
+    return isinstance(rule, protocol) or all(callable(getattr(rule, method, None)) for method in methods)
