@@ -294,7 +294,7 @@ def read_coco(text: bytes, what: str = "annotations.coco.json") -> dict[str, Any
 
 def merge_coco(current: dict[str, Any], ours: dict[str, Any], our_files: set[str]) -> dict[str, Any]:
     """``current`` (the user's COCO, with alpolicy's entries of an earlier close) with ``ours``
-    (a fresh :func:`~alpolicy.destinations.folder.coco_document`) merged in: the user's ids kept,
+    (a fresh :func:`alpolicy.formats.coco.document`) merged in: the user's ids kept,
     alpolicy's images (``file_name`` in ``our_files``) and their annotations replaced."""
     document = dict(current)
     categories = [dict(c) for c in current.get("categories", [])]
