@@ -37,6 +37,7 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from ..errors import UsageError
+from ..formats import yolo
 from ..io.jsonsafe import loads, read_file
 
 MARKER = os.path.join(".alpolicy", "folder.json")
@@ -267,7 +268,7 @@ def merge_data_yaml(text: str, classes: Iterable[str]) -> tuple[str | None, list
     if len(merged) == len(found.names):
         return None, merged
     lines = text.splitlines()
-    block = ["names:"] + [f"  {index}: {json.dumps(name, ensure_ascii=False)}" for index, name in enumerate(merged)]
+    block = yolo.names_lines(merged, ascii_only=False)
     if found.nc_line is not None:
         lines[found.nc_line] = f"nc: {len(merged)}"
     lines[found.start:found.end] = block
