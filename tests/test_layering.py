@@ -12,7 +12,8 @@ The layers, from the bottom:
    with no behaviour, which the policy compiles against.
 2. ``policy``: what a policy is -- engine, predictions, decisions, validation, the rule base
    classes and the usage-counter protocol sampling rules read.
-3. ``pixels``, ``rules`` and ``plugin_options`` (validating a plugin's options against its JSON
+3. ``pixels``, ``rules``, ``formats`` (interchange formats, prediction ⇄ document, pure) and
+   ``plugin_options`` (validating a plugin's options against its JSON
    Schema: it needs ``policy.validation``'s error paths, and plugins need it).
 4. ``backends``, ``destinations``, ``sources``: the built-in plugins. They never import the run
    machinery, the report or the CLI.
@@ -42,7 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "io", "_compat"),
     ("registry", "bases", "hookspecs"),
     ("policy",),
-    ("pixels", "rules", "plugin_options"),
+    ("pixels", "rules", "formats", "plugin_options"),
     ("backends", "destinations", "sources"),
     ("plugins",),
     ("runtime",),

@@ -29,7 +29,6 @@ no one place to list: its fingerprint is fixed, and a changed sidecar file needs
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -37,11 +36,12 @@ from pathlib import PurePath
 from typing import Any, Callable, Protocol
 
 from ..errors import UsageError
+from ..formats import coco
 from ..hookspecs import hookimpl
 from ..io.images import ImageFile, sha256_file
 from ..io.jsonsafe import DEFAULT_MAX_BYTES, JsonError, loads, read_file
 from ..plugin_options import NO_OPTIONS
-from ..policy.prediction import MAX_DETECTIONS, Prediction, PredictionFormatError
+from ..policy.prediction import MAX_DETECTIONS, Detection, Prediction, PredictionFormatError
 from ..registry import InferenceBackendSpec
 from . import ImageError, InferenceBackend, ModelOptions, fingerprint
 
@@ -204,11 +204,10 @@ class CocoFile:
         except JsonError as error:
             raise UsageError(f"replay: {path} is not valid JSON: {error}") from None
         _check_coco_shape(path, document)
-        categories = {}
-        for index, category in enumerate(document.get("categories") or []):
-            if not isinstance(category, dict) or "id" not in category or not isinstance(category.get("name"), str):
-                raise UsageError(f"replay: {path}: categories[{index}] needs an id and a name")
-            categories[_hashable(category["id"])] = category["name"]
+        try:
+            categories = coco.categories(document)
+        except coco.CocoFormatError as error:
+            raise UsageError(f"replay: {path}: {error}") from None
         images: dict[str, list[CocoImage]] = defaultdict(list)
         for index, entry in enumerate(document["images"]):
             image = _coco_image(path, index, entry)
@@ -217,12 +216,12 @@ class CocoFile:
         for index, annotation in enumerate(document.get("annotations") or []):
             if not isinstance(annotation, dict) or "image_id" not in annotation:
                 raise UsageError(f"replay: {path}: annotations[{index}] needs an image_id")
-            annotations[_hashable(annotation["image_id"])].append(annotation)
+            annotations[coco.key(annotation["image_id"])].append(annotation)
         return cls(path, dict(images), categories, dict(annotations), limits)
 
     def predict(self, image: ImageFile) -> Prediction:
         entry = self._find(image)
-        detections = [self._detection(entry, annotation) for annotation in self.annotations.get(_hashable(entry.id), [])]
+        detections = [self._detection(entry, annotation) for annotation in self.annotations.get(coco.key(entry.id), [])]
         document = {"image": {"width": entry.width, "height": entry.height}, "predictions": detections}
         try:
             return Prediction.from_json(document, check=True, max_detections=self.limits.max_detections)
@@ -244,37 +243,11 @@ class CocoFile:
             f"{self.path} has {len(entries)} images named {image.name} and none matches {image.path} alone"
         )
 
-    def _detection(self, entry: CocoImage, annotation: dict[str, Any]) -> dict[str, Any]:
-        where = f"{self.path}: annotation {annotation.get('id', '?')} of {entry.file_name}"
-        bbox = annotation.get("bbox")
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-        ):
-            raise ImageError(f"{where}: bbox must be [x_min, y_min, width, height], not {bbox!r}")
-        category_id = annotation.get("category_id")
-        name = self.categories.get(_hashable(category_id))
-        if name is None:
-            raise ImageError(f"{where}: category_id {category_id!r} is not in categories")
-        x, y, w, h = bbox
+    def _detection(self, entry: CocoImage, annotation: dict[str, Any]) -> Detection:
         try:
-            centre = (x + w / 2, y + h / 2)
-        except OverflowError:  # a 400-digit integer
-            raise ImageError(f"{where}: bbox {_clip(repr(bbox))} holds a number too large") from None
-        detection = {
-            "x": centre[0],
-            "y": centre[1],
-            "width": w,
-            "height": h,
-            "confidence": annotation.get("score", 1.0),
-            "class": name,
-        }
-        if type(category_id) is int:  # COCO ids are integers; a string id names the class only
-            detection["class_id"] = category_id
-        if "id" in annotation:
-            detection["detection_id"] = str(annotation["id"])
-        return detection
+            return coco.detection(annotation, self.categories)
+        except coco.CocoFormatError as error:
+            raise ImageError(f"{self.path}: annotation {annotation.get('id', '?')} of {entry.file_name}: {error}") from None
 
 
 def _check_coco_shape(path: str, document: Any) -> None:
@@ -294,15 +267,9 @@ def _check_coco_shape(path: str, document: Any) -> None:
 
 def _coco_image(path: str, index: int, entry: Any) -> CocoImage:
     try:
-        if not isinstance(entry, dict) or not isinstance(entry["file_name"], str):
-            raise KeyError("file_name")
-        return CocoImage(entry["id"], entry["file_name"], entry["width"], entry["height"])
-    except (KeyError, TypeError, ValueError):
-        raise UsageError(f"replay: {path}: images[{index}] needs id, file_name, width and height") from None
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return CocoImage(*coco.image_entry(entry))
+    except coco.CocoFormatError as error:
+        raise UsageError(f"replay: {path}: images[{index}] {error}") from None
 
 
 def _base_name(file_name: str) -> str:
@@ -315,11 +282,6 @@ def _posix(path: str) -> str:
     while path.startswith("./"):
         path = path[2:]
     return path.lstrip("/")
-
-
-def _hashable(value: Any) -> Any:
-    """COCO ids are ints by convention; a list or dict id would not index a dict."""
-    return value if isinstance(value, (int, str, float)) or value is None else json.dumps(value)
 
 
 def make_backend(target: str, options: ModelOptions) -> ReplayBackend:

@@ -37,6 +37,7 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from ..errors import UsageError
+from ..formats import yolo
 from ..io.jsonsafe import loads, read_file
 
 MARKER = os.path.join(".alpolicy", "folder.json")
@@ -267,7 +268,7 @@ def merge_data_yaml(text: str, classes: Iterable[str]) -> tuple[str | None, list
     if len(merged) == len(found.names):
         return None, merged
     lines = text.splitlines()
-    block = ["names:"] + [f"  {index}: {json.dumps(name, ensure_ascii=False)}" for index, name in enumerate(merged)]
+    block = yolo.names_lines(merged, ascii_only=False)
     if found.nc_line is not None:
         lines[found.nc_line] = f"nc: {len(merged)}"
     lines[found.start:found.end] = block
@@ -294,7 +295,7 @@ def read_coco(text: bytes, what: str = "annotations.coco.json") -> dict[str, Any
 
 def merge_coco(current: dict[str, Any], ours: dict[str, Any], our_files: set[str]) -> dict[str, Any]:
     """``current`` (the user's COCO, with alpolicy's entries of an earlier close) with ``ours``
-    (a fresh :func:`~alpolicy.destinations.folder.coco_document`) merged in: the user's ids kept,
+    (a fresh :func:`alpolicy.formats.coco.document`) merged in: the user's ids kept,
     alpolicy's images (``file_name`` in ``our_files``) and their annotations replaced."""
     document = dict(current)
     categories = [dict(c) for c in current.get("categories", [])]

@@ -85,6 +85,7 @@ from typing import Any, Callable
 import requests
 
 from ..errors import AuthError, ServiceError, UsageError
+from ..formats import labelstudio as labelstudio_format
 from ..hookspecs import hookimpl
 from ..io import checks
 from ..io.http import AttemptFailed, HttpClient, clip, server_message
@@ -93,7 +94,6 @@ from ..io.jsonsafe import JsonError, response_json
 from ..io.secrets import secret
 from ..registry import DestinationSpec
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
-from .folder import StoredImage, labelstudio_config, labelstudio_tasks
 
 log = logging.getLogger("alpolicy.labelstudio")
 
@@ -305,7 +305,7 @@ class LabelStudioDestination(Destination):
         document = {
             "title": title,
             "description": f"Pre-labelled by alpolicy: policy {policy}, model {model}",
-            "label_config": labelstudio_config(sorted(classes), "label", "image"),
+            "label_config": labelstudio_format.config(sorted(classes), "label", "image"),
         }
 
         def create() -> requests.Response:
@@ -404,13 +404,12 @@ class LabelStudioDestination(Destination):
 
     def _task(self, delivery: Delivery, config: "LabelConfig", image_url: str) -> dict[str, Any]:
         prediction, decision = delivery.prediction, delivery.decision
-        stored = StoredImage(
-            file_name=display_path(delivery.image.name), width=prediction.width, height=prediction.height,
-            detections=prediction.detections, model_id=prediction.model_id, score=decision.score,
+        task = labelstudio_format.task(
+            prediction, "", config.from_name, config.to_name,
+            id_seed=f"{delivery.key}/{display_path(delivery.image.name)}", score=decision.score,
             reasons=list(decision.reasons), tags=list(delivery.tags),
-            source=display_path(os.path.abspath(delivery.image.path)), sha256=delivery.key,
+            source=display_path(os.path.abspath(delivery.image.path)),
         )
-        task = labelstudio_tasks([stored], "", config.from_name, config.to_name)[0]
         built = task["data"]
         data: dict[str, Any] = {config.image_key: image_url}
         for field in ("alpolicy_score", "alpolicy_reasons", "alpolicy_tags"):

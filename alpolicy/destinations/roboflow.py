@@ -34,6 +34,7 @@ from PIL import Image, ImageOps
 
 from ..backends.roboflow import API_KEY_ENV, api_key_from
 from ..errors import AlpolicyError, ServiceError, UsageError
+from ..formats import roboflow as roboflow_format
 from ..hookspecs import hookimpl
 from ..io import checks
 from ..io.http import HttpClient, server_message
@@ -201,7 +202,7 @@ class RoboflowDestination(Destination):
 
     def _annotate(self, prediction: Prediction, image_name: str, remote_id: str) -> None:
         name = PurePath(image_name).stem + ".json"
-        annotation = {"annotationFile": json.dumps(prediction.to_json()), "labelmap": None}
+        annotation = {"annotationFile": json.dumps(roboflow_format.document(prediction)), "labelmap": None}
         response = self.client.request(
             "POST", f"{self.api}/dataset/{self.project}/annotate/{remote_id}", what="annotation",
             params={"api_key": self.api_key, "name": name, "prediction": "true"}, json=annotation,

@@ -41,8 +41,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
-from ..destinations.folder import corner_box
 from ..errors import AlpolicyError, UsageError
+from ..formats.coco import box as corner_box
 from ..io.images import ImageDecodeError, open_image
 from ..policy.engine import Policy
 from ..policy.prediction import Detection, Prediction, PredictionFormatError, detection_label
