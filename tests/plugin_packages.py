@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -42,3 +43,13 @@ def python(code: str, env: dict[str, str], cwd: Path) -> str:
                              env={**os.environ, **env}, cwd=cwd, timeout=120)
     assert process.returncode == 0, process.stderr
     return process.stdout
+
+
+def install(site: Path, entry_point: str, distribution: str, source: str) -> None:
+    """A module and its dist-info with an ``alpolicy`` entry point: an installed distribution."""
+    module = distribution.replace("-", "_")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[alpolicy]\n{entry_point} = {module}\n")

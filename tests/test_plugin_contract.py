@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ import alpolicy
 from alpolicy import Policy, PluginError, RunOptions, run
 from alpolicy.plugins import build_registry, make_plugin_manager
 
+from .plugin_packages import install
 from .cli import alpolicy as cli
 from .conftest import make_frames
 from .helpers import det, pred
@@ -82,16 +82,6 @@ import alpolicy
 def alpolicy_sources(register):
     register(alpolicy.SourceSpec("listfile", lambda target, options: [], "Another list of files"))
 '''
-
-
-def install(site: Path, entry_point: str, distribution: str, source: str) -> None:
-    """A module and its dist-info with an ``alpolicy`` entry point: an installed distribution."""
-    module = distribution.replace("-", "_")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{module}-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[alpolicy]\n{entry_point} = {module}\n")
 
 
 def site_env(site: Path) -> dict[str, str]:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
-import textwrap
-from pathlib import Path
 
 import pytest
 
+from .plugin_packages import install
 from .cli import alpolicy
 
 HEALTHY = """
@@ -67,16 +66,6 @@ PROBLEM = {
 }
 FIX = "fix the plugin or start without it"
 WAY_OUT = {name: FIX for name in BROKEN} | {"shadows": "rename it in plugin 'shadows' or start without that plugin"}
-
-
-def install(site: Path, entry_point: str, distribution: str, source: str) -> None:
-    """A module and its dist-info with an ``alpolicy`` entry point: an installed distribution."""
-    module = distribution.replace("-", "_")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{module}-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[alpolicy]\n{entry_point} = {module}\n")
 
 
 @pytest.fixture(params=sorted(BROKEN))
