@@ -154,6 +154,15 @@ def test_top_margin_at_and_beside_its_bounds(params, accepted):
     assert "top-class margin 0.500 (cat 0.75 - dog 0.25)" in " ".join(decision.reasons)
 
 
+def test_top_margin_at_a_bound_written_as_the_hand_computed_difference():
+    # 0.55 - 0.45 is 0.10000000000000003 in floating point: the rule rounds to 9 decimals
+    confused = make_classification({"cat": 0.55, "dog": 0.45})
+    assert evaluate(policy(image={"rule": "top_margin", "max": 0.1}), confused).qualifies
+    assert not evaluate(policy(image={"rule": "top_margin", "max": 0.0999}), confused).qualifies
+    # the same for a mean of keypoint confidences: (0.9 + 0.8 + 0.7) / 3 is 0.8000000000000002
+    assert evaluate(policy({"rule": "keypoint_confidence", "max": 0.8}), posed(0.9, 0.8, 0.7)).qualifies
+
+
 def test_top_margin_of_one_class_multi_label_and_no_class():
     assert evaluate(policy(image={"rule": "top_margin", "min": 0.75}), make_classification({"cat": 0.75})).qualifies
     multi = make_classification({"cat": 0.75, "dog": 0.5, "bird": 0.25}, multi_label=True)  # 0.75 - 0.5

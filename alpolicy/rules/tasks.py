@@ -19,6 +19,10 @@ turned down, and ``explain`` says why.
   a classifier torn between two classes.
 * ``predicted_classes`` (image rule): how many classes the classifier predicted (multi-label),
   or scored at least ``threshold``, in ``[min, max]``.
+
+A ratio, mean or difference these rules compute from the model's numbers is rounded to
+:data:`DIGITS` decimals before it meets the bounds: 0.55 - 0.45 is 0.10000000000000003 in
+floating point, and a policy saying ``"max": 0.1`` means 0.1 to take it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from ..registry import RuleSpec, Stage
 from .base import builtin_schema, check_bounds, format_number
 
 INF = float("inf")
+#: Decimals a computed ratio, mean or difference keeps (far below any model's precision).
+DIGITS = 9
 #: Stand-in for "no upper bound" on counts (a count can never reach it).
 NO_LIMIT = 2**63
 
@@ -146,7 +152,7 @@ class MaskFillRule(DetectionRule):
         if area is None:
             return None
         box = detection["width"] * detection["height"]
-        return area / box if box > 0 else 0.0
+        return round(area / box, DIGITS) if box > 0 else 0.0
 
     def accepts(self, detection: Detection, prediction: Prediction) -> bool:
         fill = self.fill(detection)
@@ -224,7 +230,7 @@ class KeypointConfidenceRule(DetectionRule):
 
     def value(self, detection: Detection) -> float | None:
         values = [float(point.get("confidence", 1.0)) for point in detection.get("keypoints") or ()]
-        return _STATISTICS[self.reduction](values) if values else None
+        return round(_STATISTICS[self.reduction](values), DIGITS) if values else None
 
     def accepts(self, detection: Detection, prediction: Prediction) -> bool:
         value = self.value(detection)
@@ -251,7 +257,7 @@ def top_margin(prediction: Prediction) -> float | None:
     if not scores:
         return None
     second = scores[1]["confidence"] if len(scores) > 1 else 0.0
-    return scores[0]["confidence"] - second
+    return round(scores[0]["confidence"] - second, DIGITS)
 
 
 @dataclass(frozen=True, slots=True)
