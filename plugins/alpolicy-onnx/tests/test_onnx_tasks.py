@@ -130,7 +130,7 @@ def half_plane(threshold: float, ratio: float, left: float, top: float) -> tuple
     return 1.0, 1.0, ((2 - left) + (2 - top)) / 4 - threshold * ratio / 4
 
 
-def seg_output(rows: list[tuple], num_classes: int = 2, anchors: int = 8) -> np.ndarray:
+def seg_output(rows: list[tuple], num_classes: int = 2, anchors: int = 64) -> np.ndarray:
     """``[1, 4 + nc + 3, anchors]`` from rows ``(cx, cy, w, h, class_id, score, coefficients)``."""
     raw = np.zeros((1, 4 + num_classes + 3, anchors), np.float32)
     raw[0, :4] = 1.0
@@ -249,7 +249,7 @@ def test_segment_batches_on_a_dynamic_axis_keep_each_images_geometry(tmp_path):
 
 def test_yolov5_seg_layout_is_read_too(tmp_path):
     """YOLOv5-seg: ``[B, anchors, 5 + nc + nm]`` with objectness; same protos."""
-    rows = np.zeros((1, 6, 5 + 2 + 3), np.float32)
+    rows = np.zeros((1, 64, 5 + 2 + 3), np.float32)
     rows[0, :, :4] = 1.0
     rows[0, 0, :5] = (64, 64, 40, 40, 0.9)
     rows[0, 0, 6] = 1.0  # class 1
@@ -273,7 +273,7 @@ POSE_INPUT = (96, 160)
 
 def pose_output(keypoints_input: np.ndarray, box: tuple, num_classes: int = 1, dims: int = 3) -> np.ndarray:
     count = keypoints_input.shape[0]
-    raw = np.zeros((1, 4 + num_classes + count * dims, 8), np.float32)
+    raw = np.zeros((1, 4 + num_classes + count * dims, 100), np.float32)
     raw[0, :4] = 1.0
     raw[0, :4, 0] = box
     raw[0, 4, 0] = 0.9
@@ -306,8 +306,8 @@ def test_pose_keypoints_are_unletterboxed_and_named(tmp_path, image_wh):
     assert [k["class"] for k in keypoints] == list(COCO_KEYPOINTS) and [k["class_id"] for k in keypoints] == list(range(17))
     expected = truth.copy()
     expected[3, :2] = (width, 0)
-    assert [(k["x"], k["y"], k["confidence"]) for k in keypoints] == pytest.approx(
-        [tuple(row) for row in expected.tolist()], abs=1e-3)
+    found = np.array([(k["x"], k["y"], k["confidence"]) for k in keypoints])
+    assert found == pytest.approx(expected, abs=1e-3)
 
 
 def test_pose_names_from_metadata_two_dims_and_the_keypoint_threshold(tmp_path):
