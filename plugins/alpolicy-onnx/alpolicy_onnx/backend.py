@@ -1,7 +1,8 @@
-"""The ``onnx:`` inference backend: YOLO-style ONNX detectors on ONNX Runtime, on the CPU.
+"""The ``onnx:`` inference backend: YOLO-style ONNX models on ONNX Runtime, on the CPU.
 
-``onnx:PATH`` loads a YOLOv8 / YOLO11 / YOLOv5 detection export; ``onnx:demo`` loads the small
-shape detector shipped with this plugin. Images are decoded (EXIF orientation applied) and
+``onnx:PATH`` loads a YOLOv8 / YOLO11 / YOLOv5 export of any Ultralytics task (detect, segment,
+pose, classify: :mod:`alpolicy_onnx.tasks` tells which and decodes it); ``onnx:demo`` loads the
+small shape detector shipped with this plugin. Images are decoded (EXIF orientation applied) and
 letterboxed in the pipeline's threads, while one worker feeds ONNX Runtime: when the model has a
 dynamic batch axis, the requests waiting at that moment are stacked into one batch. Decoding
 thus overlaps inference, and ``session.run`` (which releases the GIL) keeps the cores busy.

@@ -50,6 +50,11 @@ __all__ = [
     "decode",
     "nms",
     "class_names_from_metadata",
+    "Candidates",
+    "select_candidates",
+    "scale_boxes",
+    "scale_points",
+    "make_detections",
 ]
 
 Layout = Literal["yolov8", "yolov5"]
