@@ -493,3 +493,16 @@ def test_a_detector_is_still_an_object_detector_with_its_task_in_the_fingerprint
     roundtrip(prediction, "object-detection")
     (detection,) = prediction.detections
     assert detection["class"] == "dog" and (detection["x"], detection["width"]) == pytest.approx((32, 16))
+
+
+def test_an_empty_answer_keeps_the_models_task(tmp_path):
+    """No detection: the shape cannot tell segmentation from detection, the backend's task does."""
+    path = save(constant_model([seg_output([]), PROTOS], SEG_INPUT, {"task": "segment", "names": NAMES}),
+                tmp_path / "quiet.onnx")
+    model = backend(path)
+    try:
+        prediction = predict(model, tmp_path, Image.new("RGB", (64, 48)))
+    finally:
+        model.close()
+    assert prediction.detections == [] and prediction.task == "instance-segmentation"
+    assert Prediction.from_json(prediction.to_json(), check=True).task == "instance-segmentation"
