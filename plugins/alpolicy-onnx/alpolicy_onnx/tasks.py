@@ -49,7 +49,6 @@ from PIL import Image
 
 from .decode import (
     Layout,
-    class_names_from_metadata,
     detect_layout,
     make_detections,
     scale_boxes,
