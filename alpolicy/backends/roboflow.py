@@ -175,7 +175,8 @@ class RoboflowInference(InferenceBackend):
         self.client = HttpClient(
             timeout=options.timeout, retry=options.retry_policy(), service="inference server"
         )
-        self.api_client = HttpClient(timeout=options.timeout, retry=options.retry_policy(), service="Roboflow API")
+        self.api_client = HttpClient(timeout=options.timeout, retry=options.retry_policy(),
+                                     service="Roboflow API (the inference model's metadata)")
         self.max_response_bytes = options.max_response_bytes
         self.max_detections = options.max_detections
 
