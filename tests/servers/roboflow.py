@@ -90,6 +90,28 @@ server's legacy ``/{dataset_id}/{version_id}`` route and its ``legacy/errors.py`
    upload creates it; without it, only projects added or uploaded to. These GETs share the
    inference route's two-segment path: the real service serves them on another host.
 
+5. Every task type on the inference route, and the project metadata that names it
+   ``add_model(project, version, task=...)`` (one of :data:`TASKS`) shapes the answer as Roboflow
+   Inference does: instance segmentation adds ``points`` (a polygon in image pixels) and
+   ``mask_format: "polygon"`` to each detection; keypoint detection adds ``keypoints`` (``x``,
+   ``y``, ``confidence``, ``class_id``, ``class``); classification answers every class best first
+   with ``top`` and ``confidence``; multi-label classification answers ``predictions`` as
+   ``{CLASS: {"confidence", "class_id"}}`` with ``predicted_classes`` (those at or above the
+   ``confidence`` threshold). ``GET /{workspace}/{project}`` of a model's project answers its
+   ``type`` (``classification`` plus ``multilabel: true`` for a multi-label model, as
+   ``roboflow.core.project.Project`` reads it) and lists its versions, whether or not the project
+   was uploaded to.
+
+6. Saved Workflows: ``POST /{workspace}/workflows/{workflow_id}`` (and the legacy
+   ``/infer/workflows/{workspace}/{workflow_id}``), the body ``inference_sdk``'s ``run_workflow``
+   sends (``api_key``, ``inputs`` with the image as ``{"type": "base64", "value"}``,
+   ``use_cache``...). Validated as the real server does: 422 ``{"detail": [...]}`` for a body
+   FastAPI refuses (echoing the input, the whole body for a missing ``inputs``), 401 for a missing
+   or wrong key, 404 for an unknown Workflow, 400 ``RuntimeInputError`` for a declared input the
+   request lacks. Answers ``{"outputs": [{OUTPUT: VALUE}], "profiler_trace": []}``, detections as
+   a Workflow serialises them (:func:`workflow_answer`). Counted as route ``workflow``; what each
+   request carried is kept (:meth:`FakeRoboflow.workflow_calls`).
+
 Test-only additions
 ===================
 * Latency per route (``inference_latency``, ``upload_latency``, ``annotate_latency``) is slept
