@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.rules.frames",
     "alpolicy.backends.roboflow",
     "alpolicy.backends.replay",
+    "alpolicy.backends.workflow",
     "alpolicy.destinations.roboflow",
     "alpolicy.destinations.folder",
     "alpolicy.destinations.labelstudio",

@@ -102,7 +102,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="SOURCE", help="a folder of images, or SCHEME:TARGET of an installed source (listed below)")
     what = parser.add_argument_group("model, policy and destination")
-    what.add_argument("--model", metavar="SPEC", help="roboflow:PROJECT/VERSION, replay:DIR, onnx:MODEL.onnx (with the onnx plugin)")
+    what.add_argument("--model", metavar="SPEC", help="roboflow:PROJECT/VERSION, workflow:WORKSPACE/WORKFLOW_ID, replay:DIR, onnx:MODEL.onnx (with the onnx plugin)")
     policy = what.add_mutually_exclusive_group()
     policy.add_argument("--policy", metavar="FILE", help="policy JSON file (see `alpolicy rules`)")
     policy.add_argument("--conditionals", metavar="JSON", help="Roboflow SDK conditionals as a JSON object (default: {})")
