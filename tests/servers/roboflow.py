@@ -71,7 +71,10 @@ server's legacy ``/{dataset_id}/{version_id}`` route and its ``legacy/errors.py`
    Body as the SDK sends it: ``Content-Type: application/json``,
    ``{"annotationFile": "<annotation file text>", "labelmap": <dict or null>}``. The inference
    server's active learning instead posts the annotation text itself as ``text/plain``;
-   accepted too. A ``.json`` annotation must parse as JSON (else 400).
+   accepted too. A ``.json`` annotation must parse as JSON (else 400). Each file is read by
+   its kind (:func:`_annotation_kind`, stored as ``kind`` and ``classes``): inference JSON
+   with boxes, ``points`` polygons or ``keypoints``; a ``.txt`` class name or YOLO rows; a
+   JSON list of class names (multi-label); a malformed one is a 400.
    Answers: ``200 {"success": true}``. 404 for an image id not in the project. If the image
    already has an annotation and ``overwrite`` is not true: ``409 {"error": {"message":
    "Image was already annotated.", "type": "InvalidImageException", "hint": ...}}`` -- the
@@ -1058,7 +1061,8 @@ class FakeRoboflow:
             return self._projects[project].images[image_id].data
 
     def annotations(self, project: str) -> dict[str, list[dict[str, Any]]]:
-        """Stored annotation calls per image id, in order. Each: ``name``, ``prediction``,
+        """Stored annotation calls per image id, in order. Each: ``kind``, ``classes`` (see
+        :func:`_annotation_kind`), ``name``, ``prediction``,
         ``job_name``, ``overwrite``, ``add_to_dataset``, ``content_type``, ``annotation_file``
         (text as sent), ``annotation`` (it parsed as JSON, or ``None``), ``labelmap``, ``body``
         (the parsed JSON request body, or ``None`` for a text body). Calls answered 409 are not
@@ -1675,8 +1679,11 @@ class FakeRoboflow:
                 raise _api_error(
                     400, f"Could not parse {name} as JSON.", "InvalidAnnotationException"
                 ) from None
+        kind, classes = _annotation_kind(name, annotation_file, parsed)
         add_to_dataset = request.param("addToDataset")
         return {
+            "kind": kind,
+            "classes": classes,
             "name": name,
             "prediction": request.flag("prediction"),
             "job_name": request.param("jobName"),
@@ -1688,6 +1695,78 @@ class FakeRoboflow:
             "labelmap": labelmap,
             "body": body,
         }
+
+
+def _annotation_kind(name: str, text: str, parsed: Any) -> tuple[str, list[str]]:
+    """What an annotation file is, read as the API reads it by its name and content, and the
+    classes it labels; a malformed one is a 400, as the API refuses a file it cannot read.
+
+    * ``*.json`` holding ``predictions`` (a list): Roboflow inference JSON, the kind Roboflow
+      Inference's active learning registers for every box task: ``roboflow-json``. Each entry
+      needs a box (``x``, ``y``, ``width``, ``height`` numbers) and a ``class``; ``points`` (a
+      polygon) at least three ``{x, y}``; ``keypoints`` each ``{x, y}`` and a ``class`` name.
+      Any other JSON document is ``json`` (COCO, CreateML...: not read further here).
+    * ``*.txt``: rows of numbers are a Darknet/YOLO file (``yolo``); one line of text is a
+      classification's class name (``class``), what Inference registers for a classifier.
+    * a name that is no file name (the SDK names a classification label by its text): a JSON
+      list of class names is a multi-label label (``classes``, the SDK's ``_classes.csv``
+      upload); the text itself a single class (``class``).
+    """
+    def refuse(message: str) -> HttpError:
+        return _api_error(400, f"{name}: {message}", "InvalidAnnotationException")
+
+    lowered = name.lower()
+    if lowered.endswith(".json"):
+        predictions = parsed.get("predictions") if isinstance(parsed, dict) else None
+        if not isinstance(predictions, list):
+            return "json", []
+        for index, entry in enumerate(predictions):
+            where = f"predictions[{index}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("class"), str):
+                raise refuse(f"{where} needs a class")
+            if not all(_is_number(entry.get(key)) for key in ("x", "y", "width", "height")):
+                raise refuse(f"{where} needs a box: x, y, width, height")
+            points = entry.get("points")
+            if points is not None and (not isinstance(points, list) or len(points) < 3
+                                       or not all(_is_point(point) for point in points)):
+                raise refuse(f"{where}.points must be a polygon of at least 3 {{x, y}}")
+            keypoints = entry.get("keypoints")
+            if keypoints is not None and (not isinstance(keypoints, list) or not all(
+                    _is_point(point) and isinstance(point.get("class", ""), str) for point in keypoints)):
+                raise refuse(f"{where}.keypoints must be a list of {{x, y, class}}")
+        return "roboflow-json", list(dict.fromkeys(entry["class"] for entry in predictions))
+    if lowered.endswith(".txt"):
+        lines = [line for line in text.splitlines() if line.strip()]
+        if lines and all(_is_number_row(line) for line in lines):
+            return "yolo", []
+        if len(lines) != 1:
+            raise refuse("a classification label is one class name")
+        return "class", [lines[0].strip()]
+    if isinstance(parsed, list):
+        if not all(isinstance(label, str) and label for label in parsed):
+            raise refuse("a multi-label label is a JSON list of class names")
+        return "classes", list(parsed)
+    if name == text:
+        return "class", [text]
+    return "other", []
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _is_number_row(line: str) -> bool:
+    """``0 0.5 0.5 0.2 0.2``: a Darknet/YOLO label row (a class index, then numbers)."""
+    parts = line.split()
+    try:
+        int(parts[0]), [float(part) for part in parts[1:]]
+    except (ValueError, IndexError):
+        return False
+    return len(parts) >= 3
+
+
+def _is_point(point: Any) -> bool:
+    return isinstance(point, dict) and _is_number(point.get("x")) and _is_number(point.get("y"))
 
 
 class _Server(ThreadingHTTPServer):
