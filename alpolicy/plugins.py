@@ -46,6 +46,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.rules.tasks",
     "alpolicy.backends.roboflow",
     "alpolicy.backends.replay",
+    "alpolicy.backends.workflow",
     "alpolicy.destinations.roboflow",
     "alpolicy.destinations.folder",
     "alpolicy.destinations.labelstudio",

@@ -167,3 +167,72 @@ def test_make_prediction_tells_the_task_from_the_detections():
     assert make_prediction(make_detection(keypoints=[{"x": 50, "y": 50, "confidence": 0.5}])).task == KEYPOINT_DETECTION
     assert make_prediction().task == OBJECT_DETECTION
     assert make_prediction(task=INSTANCE_SEGMENTATION).task == INSTANCE_SEGMENTATION
+
+
+# ---------------------------------------------------------------------- fuzzing every task's shape
+
+import math  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from alpolicy.io.jsonsafe import check_tree  # noqa: E402
+from tests.corpus.predictions import NUMBER  # noqa: E402
+
+NAME = st.text(max_size=4) | NUMBER | st.none()
+
+
+@st.composite
+def hostile_task_documents(draw):
+    """Documents of the four new shapes, each near-valid with a few values made hostile."""
+    kind = draw(st.sampled_from(["segmentation", "rle", "keypoints", "single", "multi"]))
+    value = lambda: draw(st.floats(-300, 400) | NUMBER)  # noqa: E731
+    if kind in ("segmentation", "rle", "keypoints"):
+        detection = dict(BOX)
+        if kind == "segmentation":
+            detection["points"] = draw(st.lists(st.fixed_dictionaries({"x": st.floats(-300, 400) | NUMBER,
+                                                                       "y": st.floats(-300, 400) | NUMBER}), max_size=4)
+                                       | NUMBER)
+        elif kind == "rle":
+            detection["rle"] = {"size": draw(st.lists(st.integers(-2, 300) | NUMBER, max_size=3)),
+                                "counts": draw(st.text(max_size=5) | st.lists(st.integers(-3, 50), max_size=4) | NUMBER)}
+        else:
+            detection["keypoints"] = draw(st.lists(st.fixed_dictionaries(
+                {"x": st.floats(-300, 400) | NUMBER, "y": st.floats(-300, 400) | NUMBER,
+                 "confidence": st.floats(-1, 2) | NUMBER, "class": NAME}), max_size=4))
+        return {"image": IMAGE, "predictions": [detection]}
+    entries = draw(st.lists(st.fixed_dictionaries({"class": NAME, "confidence": st.floats(-1, 2) | NUMBER},
+                                                  optional={"class_id": st.integers(-3, 3) | NUMBER}), max_size=4))
+    if kind == "single":
+        document = {"image": IMAGE, "predictions": entries}
+        if draw(st.booleans()):
+            document["top"] = draw(NAME)
+        if draw(st.booleans()):
+            document["confidence"] = value()
+        return document
+    table = {str(entry["class"]): {k: v for k, v in entry.items() if k != "class"} for entry in entries}
+    return {"image": IMAGE, "predictions": table,
+            "predicted_classes": draw(st.lists(st.sampled_from(sorted(table)) | NAME, max_size=3) if table else st.just([]))}
+
+
+def assert_safe(prediction):
+    for entry in [*prediction.detections, *prediction.class_scores]:
+        assert isinstance(entry["class"], str) and 0 <= entry["confidence"] <= 1
+        for point in [*entry.get("points", []), *entry.get("keypoints", [])]:
+            assert math.isfinite(point["x"]) and math.isfinite(point["y"])
+            assert 0 <= point.get("confidence", 1) <= 1
+    check_tree(prediction.to_json(), "$")
+    again = Prediction.from_json(json.loads(json.dumps(prediction.to_json(), allow_nan=False)))
+    assert (again.task, again.detections, again.class_scores) == (prediction.task, prediction.detections,
+                                                                  prediction.class_scores)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_task_documents())
+def test_fuzz_every_task_shape_is_safe_and_round_trips_or_is_refused_in_one_line(document):
+    try:
+        prediction = Prediction.from_json(document)
+    except PredictionFormatError as error:
+        assert str(error) and "\n" not in str(error)
+    else:
+        assert_safe(prediction)
