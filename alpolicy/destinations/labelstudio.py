@@ -2,17 +2,33 @@
 
 Each qualifying image becomes ONE task whose ``data`` holds the uploaded image's URL and the
 policy's verdict (``alpolicy_score``, ``alpolicy_reasons``, ``alpolicy_tags``, ``alpolicy_policy``,
-``alpolicy_key`` = the content sha256, ``source``), with ONE prediction holding every box (percent
-coordinates of the original image, top-left corner; ``model_version`` = the model id, ``score`` =
-the policy's priority score, or the highest confidence when the policy gives none).
+``alpolicy_key`` = the content sha256, ``source``), with ONE prediction holding every region
+(percent coordinates of the original image; ``model_version`` = the model id, ``score`` = the
+policy's priority score, or the highest confidence when the policy gives none).
+
+Regions per task (:mod:`alpolicy.formats.labelstudio`), each into the control of the project's
+labeling config that takes it: boxes into a ``RectangleLabels``; instance segmentation's polygons
+into a ``PolygonLabels``; a pose model's keypoints into a ``KeyPointLabels`` (one region per
+keypoint, labelled with its name), each linked by ``parentID`` to its instance's box in a
+``RectangleLabels`` on the same Image (without one the keypoints go alone); a classifier's top
+class (multi-label: its predicted classes) into a ``Choices`` (``choice="multiple"`` for a
+multi-label model; a ``perRegion`` Choices classifies regions, not images, and is not used).
 
 The requests (Label Studio 1.23 open source; ``label_studio/data_import/api.py``,
 ``data_manager``, ``jwt_auth``):
 
 1. ``GET /api/projects/{id}/`` (``check``): the project's ``label_config``; alpolicy reads the
-   ``RectangleLabels`` control's ``name`` (the regions' ``from_name``), its ``toName`` (an
-   ``Image`` tag: ``to_name``), that Image's ``value`` (``$image`` -> the task data key) and the
-   ``Label`` values. 404 -> :class:`UsageError`; 401/403 -> :class:`AuthError`.
+   task's control's ``name`` (the regions' ``from_name``), its ``toName`` (an ``Image`` tag:
+   ``to_name``), that Image's ``value`` (``$image`` -> the task data key) and the ``Label``
+   (``Choice``) values. 404 -> :class:`UsageError`; 401/403 -> :class:`AuthError`. The task is the
+   backend's (``prepare_task``, before ``check``): a config without its control is a one-line
+   :class:`UsageError` then, before any image. When the backend does not say (stored
+   predictions), ``check`` only requires a control for some task, and each delivery's
+   ``prediction.task`` picks its control: the first image of a task the config cannot take
+   raises that UsageError from ``send``, which stops the run (the sends already under way end
+   ``RetryableError``, pending): every image stays in the journal for the run after the config
+   is fixed. A prediction with nothing to label (an empty answer reads as a detector's) goes to
+   any control the config has.
 2. ``GET /api/tasks/?project=ID&query={"filters": ... data.alpolicy_key equal KEY}``
    (``include=id,data``): is this content already a task? Then the send answers
    ``Receipt(duplicate=True)`` with that task's id. Every returned task's key is compared
@@ -40,17 +56,22 @@ Tasks are imported one at a time per destination (uploads stay concurrent): Labe
 (``prediction_count: 0``; seen with 1.23.2). A task found or made without its prediction gets it
 through ``POST /api/predictions/`` (checked with ``GET /api/predictions/?task=ID`` after a failure).
 
-Missing labels: a predicted class that is not a ``Label`` of the control fails the image
-(:class:`PermanentError`, naming the classes and suggesting ``--add-missing-labels``). With
-``extra["add_missing_labels"]`` (and always for ``labelstudio:new``) the destination adds them:
-under a lock it re-reads the config, appends the ``Label`` elements and
+Missing labels: a predicted class (or keypoint name) that is not a ``Label`` (``Choice``) of
+its control fails the image (:class:`PermanentError`, naming them and suggesting
+``--add-missing-labels``). With ``extra["add_missing_labels"]`` (and always for
+``labelstudio:new``, where a classifier's every class is added) the destination adds them:
+under a lock it re-reads the config, appends the elements and
 ``PATCH /api/projects/{id}/`` ``{"label_config": ...}``.
 
 ``labelstudio:new``: the destination learns the policy and the model only from the first
 delivery, so the project is made then: titled ``alpolicy <policy>: <model>`` (Label Studio allows
-50 characters), with a config listing that prediction's classes (``label``/``image``, as the
-``folder:`` destination writes it). A project of that exact title is reused, so a rerun sends to
-the same project.
+50 characters), with the config of the task (the backend's, else that prediction's;
+:func:`alpolicy.formats.labelstudio.config`, ``label``/``image`` as the ``folder:`` destination
+writes it) listing that prediction's classes -- a classifier's every class, a pose model's
+keypoint names too (its boxes in ``label_bbox``). A project of that exact title is reused, so a
+rerun sends to the same project. A project alpolicy made never refuses a task: one whose config
+lacks that task's control (made from empty answers, read as a detector's) gains it
+(``polygon``, ``keypoints``, ``class``, ``classes`` when ``label`` is taken).
 
 Tokens: ``DestinationOptions.api_key`` or ``LABEL_STUDIO_API_KEY``. A legacy token is sent as
 ``Authorization: Token <token>``; a personal access token (a JWT refresh token: it has two dots)
@@ -59,8 +80,8 @@ is exchanged at ``POST /api/token/refresh/`` for a short-lived access token, sen
 with :mod:`alpolicy.io.secrets` and appear in no message.
 
 Server: ``extra["labelstudio_url"]`` (the CLI's ``--labelstudio-url``), else
-``LABEL_STUDIO_URL``, else ``http://localhost:8080``. A config with several RectangleLabels
-controls on Images: the first is used, or the one named ``extra["labelstudio_from_name"]``.
+``LABEL_STUDIO_URL``, else ``http://localhost:8080``. A config with several controls of the
+task's kind on Images: the first is used, or the one named ``extra["labelstudio_from_name"]``.
 
 The journal knows this destination as ``labelstudio:<url>/projects/<id>`` (``.../projects/new``
 for ``labelstudio:new``, whatever project that turns out to be: a later run with another policy
@@ -1000,7 +1021,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                                "description": "add predicted classes missing from the labeling config instead of "
                                "failing those images (--add-missing-labels)"},
         "labelstudio_from_name": {"type": "string", "minLength": 1,
-                                  "description": "the RectangleLabels control to fill, in a config with several (default: the first)"},
+                                  "description": "the control to fill (RectangleLabels, PolygonLabels, KeyPointLabels or Choices, "
+                                  "as the model's task needs), in a config with several (default: the first)"},
     },
 }
 
