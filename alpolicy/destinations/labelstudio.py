@@ -184,7 +184,7 @@ class LabelStudioDestination(Destination):
         self.task: str | None = None
         self._xml: str | None = None  # the project's labeling config, as last read
         self._configs: dict[str, LabelConfig] = {}  # its control per task, parsed from _xml
-        self._refused: dict[str, UsageError] = {}  # tasks the project's config has no control for
+        self._no_control: dict[str, UsageError] = {}  # tasks the project's config has no control for
         self._lock = threading.Lock()  # the project (labelstudio:new) and its labeling config
         self._import_lock = threading.Lock()  # one task import at a time (see _create_task)
         self._queue_lock = threading.Lock()
@@ -260,7 +260,7 @@ class LabelStudioDestination(Destination):
         xml = project.get("label_config")
         if not isinstance(xml, str) or not xml.strip():
             raise UsageError(f"Label Studio project {self.project_id} has no labeling config")
-        self._xml, self._configs, self._refused = xml, {}, {}
+        self._xml, self._configs, self._no_control = xml, {}, {}
         return xml
 
     def _task_of(self, prediction: Prediction) -> str:
@@ -287,7 +287,7 @@ class LabelStudioDestination(Destination):
             config = self._configs.get(task)
             if config is not None:
                 return config
-            refused = self._refused.get(task)
+            refused = self._no_control.get(task)
             if refused is not None:  # said once (it stops the run); the sends already under way stay pending
                 raise RetryableError(f"not sent: {refused}")
             if self._xml is None:
@@ -297,7 +297,7 @@ class LabelStudioDestination(Destination):
                 config = LabelConfig.parse(self._xml, self._where(), self.preferred_control, task)
             except _NoControl as error:
                 if not self.create_project:
-                    self._refused[task] = error
+                    self._no_control[task] = error
                     raise
                 config = self._add_control(task)
             self._configs[task] = config

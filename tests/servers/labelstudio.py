@@ -220,7 +220,7 @@ def shared() -> LabelStudio:
     if _shared is None:
         url = os.environ.get(URL_ENV)
         if url:
-            server = LabelStudio(data_dir=tempfile.mkdtemp(prefix="alpolicy-ls-client-"), port=1)
+            server = LabelStudio(data_dir=tempfile.gettempdir(), port=1)  # nothing of its own to clean
             server.url = url.rstrip("/")
         else:
             server = LabelStudio()
