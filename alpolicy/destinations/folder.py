@@ -875,34 +875,23 @@ def image_url(prefix: str, file_name: str) -> str:
     return f"{prefix}{IMAGES}/{urllib.parse.quote(file_name)}"
 
 
-def _labelstudio_prediction(prediction: Prediction) -> Prediction:
-    """The prediction the Label Studio task shows. (Transitional, until :mod:`alpolicy.formats.
-    labelstudio` knows every task -- its ``CONTROLS``: a module that only draws rectangles gets
-    no regions for a classifier, which has no boxes.)"""
-    if prediction.has_boxes or hasattr(labelstudio, "CONTROLS"):
-        return prediction
-    return Prediction(width=prediction.width, height=prediction.height, model_id=prediction.model_id)
-
-
 def labelstudio_task(item: StoredImage, url_prefix: str, from_name: str, to_name: str) -> dict[str, Any]:
     """The Label Studio task of one record (region ids seeded by its content and name)."""
-    return labelstudio.task(_labelstudio_prediction(_prediction(item)), image_url(url_prefix, item.file_name),
+    return labelstudio.task(_prediction(item), image_url(url_prefix, item.file_name),
                             from_name, to_name,
                             id_seed=f"{item.sha256}/{item.file_name}", score=item.score, reasons=item.reasons,
                             tags=item.tags, source=item.source)
 
 
 def labelstudio_tasks(items: Iterable[StoredImage], url_prefix: str, from_name: str, to_name: str) -> list[dict[str, Any]]:
-    """Tasks for Label Studio's JSON import, each with the model's boxes as one prediction."""
+    """Tasks for Label Studio's JSON import, each with the model's regions as one prediction."""
     return [labelstudio_task(item, url_prefix, from_name, to_name) for item in items]
 
 
 def labelstudio_config(classes: list[str], from_name: str, to_name: str, task: str = OBJECT_DETECTION,
                        keypoints: dict[str, list[str]] | None = None) -> str:
-    """A labeling config for the tasks above: :func:`alpolicy.formats.labelstudio.config` (of the
-    task, when that module knows tasks)."""
-    if not hasattr(labelstudio, "CONTROLS"):
-        return labelstudio.config(classes, from_name, to_name)
+    """A labeling config for the tasks above: :func:`alpolicy.formats.labelstudio.config` of the
+    task (the keypoint names of every class in one list, as its ``KeyPointLabels`` holds them)."""
     names = list(dict.fromkeys(name for skeleton in (keypoints or {}).values() for name in skeleton))
     return labelstudio.config(classes, from_name, to_name, task=task, keypoints=names)
 
