@@ -418,3 +418,16 @@ def test_rle_area_agrees_with_pycocotools_without_it() -> None:
         runs = shapes.rle_counts(counts)
         assert sum(runs) == 37 * 53
         assert shapes.rle_area({"size": [37, 53], "counts": runs}) == int(mask.sum())
+
+
+def test_a_user_s_classification_config_is_merged_into_its_choices():
+    """A classifier's labels join a user's <Choices> (before: refused for lacking <RectangleLabels>)."""
+    from alpolicy.destinations.folder_merge import merge_labelstudio_config
+
+    config = (b'<View>\n  <Image name="image" value="$image"/>\n  <Choices name="class" toName="image">\n'
+              b'    <Choice value="cat"/>\n  </Choices>\n</View>\n')
+    merged, labels = merge_labelstudio_config(config, ["cat", "dog"], "label")
+    assert labels == ["cat", "dog"]
+    assert b'<Choice value="dog" />' in merged and b"<Label" not in merged
+    polygons = b'<View><Image name="i" value="$image"/><PolygonLabels name="p" toName="i"><Label value="a"/></PolygonLabels></View>'
+    assert merge_labelstudio_config(polygons, ["a"], "label") == (None, ["a"])

@@ -44,7 +44,7 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from ..errors import UsageError
-from ..formats import classification, yolo
+from ..formats import classification, labelstudio, yolo
 from ..policy.prediction import CLASSIFICATION_TASKS, KEYPOINT_DETECTION, TASKS
 from ..io.jsonsafe import loads, read_file
 
@@ -411,15 +411,18 @@ def merge_classes_csv(current: str, ours: dict[str, list[str]], columns: Iterabl
 
 
 def read_labelstudio_config(text: bytes, from_name: str, what: str = "labelstudio-config.xml") -> tuple[ElementTree.Element, ElementTree.Element]:
-    """The user's labeling config and the ``RectangleLabels`` to add labels to (the one named
-    ``from_name``, else the first)."""
+    """The user's labeling config and the control to add labels to: of the controls alpolicy's
+    pre-labels go to (:data:`alpolicy.formats.labelstudio.CONTROLS`: ``RectangleLabels``,
+    ``PolygonLabels``, ``KeyPointLabels``, ``Choices``), the one named ``from_name``, else the first."""
     try:
         root = ElementTree.fromstring(text, parser=ElementTree.XMLParser(target=ElementTree.TreeBuilder(insert_comments=True)))
     except ElementTree.ParseError as error:
         raise UsageError(f"{what} is not XML ({error}); merge it by hand") from None
-    controls = list(root.iter("RectangleLabels"))
+    tags = set(labelstudio.CONTROLS.values())
+    controls = [element for element in root.iter() if element.tag in tags]
     if not controls:
-        raise UsageError(f"{what} has no <RectangleLabels> to add the boxes' labels to; merge it by hand")
+        raise UsageError(f"{what} has no labeling control ({', '.join(f'<{t}>' for t in sorted(tags))}) "
+                         "to add the pre-labels' labels to; merge it by hand")
     control = next((c for c in controls if c.get("name") == from_name), controls[0])
     return root, control
 
@@ -427,7 +430,8 @@ def read_labelstudio_config(text: bytes, from_name: str, what: str = "labelstudi
 def merge_labelstudio_config(text: bytes, classes: Iterable[str], from_name: str) -> tuple[bytes | None, list[str]]:
     """The user's config with the labels it lacks added (``None``: nothing to add), and the union."""
     root, control = read_labelstudio_config(text, from_name)
-    labels = [label.get("value") or "" for label in control.iter("Label")]
+    item = "Choice" if control.tag == "Choices" else "Label"
+    labels = [label.get("value") or "" for label in control.iter(item)]
     missing = [name for name in classes if name not in labels]
     if not missing:
         return None, labels
@@ -438,7 +442,7 @@ def merge_labelstudio_config(text: bytes, classes: Iterable[str], from_name: str
             control[-1].tail = child_indent
         else:
             control.text = child_indent
-        ElementTree.SubElement(control, "Label", {"value": name})
+        ElementTree.SubElement(control, item, {"value": name})
     control[-1].tail = closing
     return ElementTree.tostring(root, encoding="unicode").encode("utf-8") + b"\n", labels + missing
 
