@@ -10,7 +10,11 @@ built by ``make ultralytics``) against ``alpolicy run FOLDER --dry-run --model o
 the process to its exit, so start-up (imports, model load), alpolicy's journal, policy and
 decisions log are all included. Images/s of each and the ratio alpolicy / Ultralytics are
 printed per frame size, as the median over rounds whose order alternates (a busy machine slows
-whichever runs at a bad moment; the median of alternating rounds is robust to it).
+whichever runs at a bad moment; the median of alternating rounds is robust to it), with the CPU
+time per image of each (user + system of the process): on a machine shared with other work, a
+process with more runnable threads gets a larger share of the cores, so images/s there flatter
+the multi-threaded side; CPU time per image measures the work done, and the ratio of images/s
+is only meaningful on a quiet machine.
 
 The model: nothing is downloaded. A YOLOv8n is built from ``yolov8n.yaml`` in the Ultralytics
 environment with random but fixed weights (``torch.manual_seed``) and exported to ONNX (imgsz 640,
@@ -39,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,11 +94,23 @@ def ultralytics_env(work: Path) -> dict[str, str]:
     return env
 
 
+#: CPU seconds (user + system) of the last process :func:`run` waited for.
+last_cpu = 0.0
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
-    """Wall seconds from spawn to exit, and what the process printed."""
+    """Wall seconds from spawn to exit, and what the process printed (its CPU time: ``last_cpu``)."""
+    global last_cpu
+    cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
+    last_cpu = _children_cpu() - cpu
     if done.returncode != 0:
         sys.exit(f"{' '.join(command[:4])}... failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return elapsed, done.stdout.strip()
@@ -159,6 +176,7 @@ def main() -> None:
             make_frames(frames, args.frames, size, args.seed)
             ours: list[float] = []
             theirs: list[float] = []
+            cpu: dict[str, list[float]] = {"ultralytics": [], "alpolicy": []}
             for round_ in range(args.rounds):
                 order = ("ultralytics", "alpolicy") if round_ % 2 == 0 else ("alpolicy", "ultralytics")
                 for tool in order:
@@ -168,12 +186,17 @@ def main() -> None:
                     else:
                         elapsed, images = time_alpolicy(model, frames, work, round_)
                         ours.append(images / elapsed)
+                    cpu[tool].append(last_cpu / images)
                     if images != args.frames:
                         sys.exit(f"{tool} processed {images} of {args.frames} frames")
             mine, other = statistics.median(ours), statistics.median(theirs)
             print(f"{size[0]}x{size[1]} JPEG   Ultralytics predict {other:6.2f} images/s   "
                   f"alpolicy run --dry-run {mine:6.2f} images/s   alpolicy / Ultralytics {mine / other:5.2f}x"
                   f"   (rounds: {' '.join(f'{a / b:.2f}' for a, b in zip(ours, theirs))})", flush=True)
+            their_cpu, my_cpu = statistics.median(cpu["ultralytics"]), statistics.median(cpu["alpolicy"])
+            print(f"{'':16} CPU per image: Ultralytics {their_cpu * 1000:5.0f} ms, alpolicy {my_cpu * 1000:5.0f} ms"
+                  f"   (Ultralytics / alpolicy {their_cpu / my_cpu:4.2f}x: the work, whatever the machine's load)",
+                  flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
