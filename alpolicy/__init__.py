@@ -31,7 +31,7 @@ from .io.images import ImageDecodeError, ImageFile
 from .plugins import get_registry
 from .policy.decision import Decision, Verdict
 from .policy.engine import Policy
-from .policy.prediction import Detection, Prediction, PredictionFormatError
+from .policy.prediction import TASKS, Detection, Prediction, PredictionFormatError
 from .policy.rule import DetectionRule, ImageRule, ParameterError, SamplingRule
 from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
 from .rules.base import load_schema
@@ -90,6 +90,7 @@ __all__ = [
     "SupportsImages",
     "SupportsPredict",
     "SupportsSend",
+    "TASKS",
     "UsageError",
     "Verdict",
     "active_learning",

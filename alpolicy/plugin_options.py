@@ -18,8 +18,11 @@ closest option name for a typo::
     --model-opt batch_size: unknown option (did you mean 'batch'?); options of onnx: batch, labels, threads
 
 Rules: an option the schema's ``properties`` do not name is refused (the schema need not say
-``additionalProperties``); an option set to ``None`` is not set (the plugin's default applies); a
-plugin written against 0.1 has no ``options_schema`` and gets its ``extra`` unvalidated.
+``additionalProperties``), unless the schema gives ``additionalProperties`` a schema of its own
+(or ``true``): the plugin then takes open-ended names -- the ``workflow:`` backend's Workflow
+parameters -- each checked against that schema, and ``alpolicy options`` lists them as ``NAME``;
+an option set to ``None`` is not set (the plugin's default applies); a plugin written against
+0.1 has no ``options_schema`` and gets its ``extra`` unvalidated.
 """
 
 from __future__ import annotations
@@ -82,6 +85,14 @@ def option_names(schema: Mapping[str, Any]) -> list[str]:
     return sorted(schema.get("properties", {}))
 
 
+def open_ended(schema: Mapping[str, Any]) -> bool:
+    """Whether the schema takes options its ``properties`` do not name: it says so with an
+    ``additionalProperties`` that is ``true`` or a schema (absent means no, unlike JSON Schema's
+    default: a typo must not pass silently where the plugin did not ask for it)."""
+    extra = schema.get("additionalProperties", False)
+    return extra is True or isinstance(extra, Mapping)
+
+
 def parse_value(text: str) -> Any:
     """A command-line VALUE: JSON when it parses (``true``, ``3``, ``[1,2]``, ``"3"``), else the text."""
     try:
@@ -138,14 +149,15 @@ def problems(spec: InferenceBackendSpec | DestinationSpec, values: Mapping[str, 
     if not isinstance(values, Mapping):
         return [f"{prefix}s should be a dict of option names to values, not {type(values).__name__}"]
     known = option_names(schema)
+    anything = open_ended(schema)
     found: list[tuple[Problem, tuple[str | int, ...]]] = []
     given = {key: value for key, value in values.items() if value is not None}  # None: not set
     for key in given:
-        if key not in known:
+        if key not in known and not anything:
             listing = ", ".join(known) or "none"
             message = f"unknown option{did_you_mean(key, known)}; options of {spec.scheme}: {listing}"
             found.append((Problem(json_path([str(key)]), message), (str(key),)))
-    checked = {key: value for key, value in given.items() if key in known}
+    checked = {key: value for key, value in given.items() if key in known or anything}
     for error in _validator(schema).iter_errors(checked):
         parts = tuple(error.absolute_path)
         problem = Problem(json_path(parts), error.message)
@@ -228,6 +240,10 @@ def describe(schema: Mapping[str, Any] | None) -> list[tuple[str, str, str]]:
         if "default" in prop:
             text += f" (default {_plain(prop['default'])})"
         rows.append((name, type_text(prop), text.strip()))
+    extra = schema.get("additionalProperties")
+    if open_ended(schema):
+        prop = extra if isinstance(extra, Mapping) else {}
+        rows.append(("NAME", type_text(prop), str(prop.get("description", "any other option")).strip()))
     return rows
 
 

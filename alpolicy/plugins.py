@@ -30,6 +30,7 @@ from jsonschema.exceptions import SchemaError
 from . import hookspecs
 from .errors import PluginError, exception_line
 from .plugin_options import schema_problem
+from .policy.prediction import TASKS
 from .registry import (DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec, did_you_mean,
                        provide_default)
 
@@ -42,8 +43,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.rules.scores",
     "alpolicy.rules.sampling",
     "alpolicy.rules.frames",
+    "alpolicy.rules.tasks",
     "alpolicy.backends.roboflow",
     "alpolicy.backends.replay",
+    "alpolicy.backends.workflow",
     "alpolicy.destinations.roboflow",
     "alpolicy.destinations.folder",
     "alpolicy.destinations.labelstudio",
@@ -295,7 +298,14 @@ def _add_rule(registry: Registry, spec: Any, plugin: str) -> None:
         raise _BrokenPlugin(
             f"plugin {plugin!r}: rule {spec.name!r} has an invalid JSON Schema: {error.message}", plugin
         ) from None
-    spec = RuleSpec(spec.name, spec.stage, spec.schema, spec.factory, spec.summary, plugin)
+    if spec.tasks is not None:
+        unknown = sorted((task for task in spec.tasks if task not in TASKS), key=str)
+        if unknown or not spec.tasks:
+            what = f"unknown task {unknown[0]!r}{did_you_mean(unknown[0], TASKS)}" if unknown else "no task"
+            raise _BrokenPlugin(
+                f"plugin {plugin!r}: rule {spec.name!r} names {what} in tasks; tasks are: {', '.join(TASKS)}", plugin
+            )
+    spec = dataclasses.replace(spec, plugin=plugin)
     registry.rules[spec.name] = spec
     registry.plugins[plugin].rules.append(spec.name)
 

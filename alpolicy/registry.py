@@ -30,6 +30,13 @@ class RuleSpec:
     ``additionalProperties``. ``factory(params)`` receives the validated parameters and returns the
     object evaluated per image; it may raise :class:`alpolicy.rules.ParameterError` for checks a
     schema cannot express (``min <= max``).
+
+    ``tasks`` names the task types (:data:`alpolicy.TASKS`: ``"object-detection"``,
+    ``"classification"``...) the rule can judge; ``None`` (the default, and every rule written
+    for 0.1) means every task. A rule that reads boxes says the box tasks, so that a policy
+    holding it is refused for a classifier (:meth:`alpolicy.Policy.check_task`) and, met with a
+    classifier's prediction anyway, rejects the image saying so instead of raising ``KeyError``.
+    A single name is taken as a set of one.
     """
 
     name: str
@@ -39,9 +46,18 @@ class RuleSpec:
     summary: str
     #: Filled in by the registry: the plugin that registered the rule.
     plugin: str = ""
+    #: The task types the rule applies to (``None``: all). Last, so that 0.1's positional specs still build.
+    tasks: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage", Stage(self.stage))
+        if self.tasks is not None:
+            tasks = (self.tasks,) if isinstance(self.tasks, str) else self.tasks
+            object.__setattr__(self, "tasks", frozenset(tasks))
+
+    def applies_to(self, task: str) -> bool:
+        """True when the rule can judge predictions of ``task``."""
+        return self.tasks is None or task in self.tasks
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from alpolicy.policy.rule import ImageRule
 from alpolicy.io.secrets import register
 
 from .cli import alpolicy as alpolicy_cli
-from .servers.labelstudio import LEGACY_TOKEN, LabelStudio, LabelStudioMissing
+from .servers.labelstudio import LEGACY_TOKEN, LabelStudio, LabelStudioMissing, shared
 
 register(LEGACY_TOKEN)
 pytestmark = pytest.mark.slow
@@ -98,12 +98,9 @@ def run(images: Path, predictions: Path, destination: str, run_options: RunOptio
 @pytest.fixture(scope="session")
 def ls():
     try:
-        server = LabelStudio()
+        return shared()  # one server for every test file (see tests/servers/labelstudio.py)
     except LabelStudioMissing as error:
         pytest.fail(str(error), pytrace=False)
-    with server:
-        yield server
-    server.cleanup()
 
 
 @pytest.fixture

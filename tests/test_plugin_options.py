@@ -47,7 +47,7 @@ def test_every_problem_is_one_located_line_and_exit_2(tmp_path):
     out = tmp_path / "out"
     cases = [
         (("--model", "onnx:demo", "--model-opt", "batch_size=3", "--dry-run"),
-         ["--model-opt batch_size: unknown option (did you mean 'batch'?); options of onnx: batch, labels, threads"]),
+         ["--model-opt batch_size: unknown option (did you mean 'batch'?); options of onnx: batch, keypoint_confidence, labels, multi_label, threads"]),
         (("--model", "replay:sidecar", "--to", f"folder:{out}", "--to-opt", "merge=yes"),
          ["--to-opt merge: 'yes' is not of type 'boolean'"]),
         (("--model", "replay:sidecar", "--to", f"folder:{out}", "--to-opt", "labelstudio_to_name="),
@@ -124,7 +124,7 @@ def test_python_callers_get_the_same_checks(tmp_path):
     policy = {"version": 1, "image": {"rule": "detection_count", "min": 0}}
     cases = [
         (RunOptions(journal=None, progress=False, model_options=ModelOptions(extra={"batch_size": 2})), "onnx:demo",
-         "model option batch_size: unknown option (did you mean 'batch'?); options of onnx: batch, labels, threads"),
+         "model option batch_size: unknown option (did you mean 'batch'?); options of onnx: batch, keypoint_confidence, labels, multi_label, threads"),
         (RunOptions(journal=None, progress=False, destination_options=DestinationOptions(extra={"merge": "yes", "colour": 1})),
          "replay:sidecar",
          "invalid options of destination folder (2 problems)\n"
@@ -265,7 +265,7 @@ def test_alpolicy_options_lists_each_plugin_s_options():
                                 "its entries (default false)".split()] for line in lines), result.out
     assert any(line.split()[:2] == ["jpeg_quality", "integer"] and "1..95" in line for line in lines)
     onnx = alpolicy_cli("options", "onnx")
-    assert [line.split()[0] for line in onnx.out.splitlines()[2:]] == ["batch", "labels", "threads"]
+    assert [line.split()[0] for line in onnx.out.splitlines()[2:]] == ["batch", "keypoint_confidence", "labels", "multi_label", "threads"]
     as_json = json.loads(alpolicy_cli("options", "folder", "--json").out)
     assert as_json["inference_backends"] == []
     assert set(as_json["destinations"][0]["options_schema"]["properties"]) == {

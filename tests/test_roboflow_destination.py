@@ -131,11 +131,12 @@ def test_a_typo_in_the_project_stops_the_run_in_one_line_before_any_image_is_inf
         assert result.err == ("alpolicy: error: Roboflow project 'reveiw' does not exist in workspace "
                               "'test-workspace' (did you mean 'review'?)\n")
     assert roboflow.requests["infer"].total == roboflow.requests["upload"].total == 0
-    assert roboflow.requests["project"].by_status == {404: 2} and not journal.exists()
+    # per run: the model's project (its task, 200), then the destination's (404)
+    assert roboflow.requests["project"].by_status == {200: 2, 404: 2} and not journal.exists()
     report = alpolicy.run(frames, Policy.from_conditionals({}), model="roboflow:vehicles/3", destination="roboflow:review",
                           journal=None, progress=False)
     assert report.sent == len(roboflow.images("review")) > 0 and report.failed == 0
-    assert roboflow.requests["project"].by_status == {404: 2, 200: 1}  # one look per run
+    assert roboflow.requests["project"].by_status == {404: 2, 200: 4}  # one look per run: the model's, the destination's
 
 
 def test_an_api_url_that_is_not_the_roboflow_api_is_one_line(roboflow, env, tmp_path, frames):

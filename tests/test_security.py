@@ -87,6 +87,7 @@ def test_a_key_crossing_the_cut_of_an_error_body_is_masked_whole(roboflow, env, 
         options = RunOptions(journal=str(state / f"{name}.sqlite"), progress=False, concurrency=1,
                              decisions_log=str(state / f"{name}.jsonl"), max_consecutive_failures=3)
         options.destination_options.attempts, options.destination_options.retry_backoff = 2, 0.01
+        options.model_options.extra = {"task": "object-detection"}  # no metadata read: the root request is the destination's
         report = alpolicy.run(str(frames), Policy.from_conditionals({}), model="roboflow:vehicles/3",
                               destination="roboflow:q", options=options)
         uploads = roboflow.requests["upload"]

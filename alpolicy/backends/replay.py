@@ -14,7 +14,9 @@ Three sources:
 * ``replay:FILE.json``: a COCO dataset file (``images``, ``categories``, ``annotations`` with
   ``bbox`` ``[x_min, y_min, w, h]`` and ``score``: COCO results merged into the dataset file, what
   most tools export). Images are matched by the base name of ``file_name``; ``confidence`` is the
-  ``score`` (1.0 when absent), ``class``/``class_id`` the category name/id. Read once, at start.
+  ``score`` (1.0 when absent), ``class``/``class_id`` the category name/id; a ``segmentation``
+  polygon (or RLE) is the detection's ``points`` (``rle``), COCO ``keypoints`` its keypoints,
+  named by the category (:func:`alpolicy.formats.coco.detection`). Read once, at start.
 
 Relative paths are resolved against the current directory when the backend is built. A stored
 prediction's own ``model_id`` is kept; otherwise the prediction carries ``replay:TARGET``.
@@ -191,6 +193,10 @@ class CocoFile:
     categories: dict[Any, str]
     annotations: dict[Any, list[Any]]
     limits: _Limits = _Limits()
+    #: A keypoint dataset's skeletons (category key -> names); ``None`` otherwise.
+    keypoint_names: dict[Any, list[str]] | None = None
+    #: The dataset's task, for an image without annotations (:func:`alpolicy.formats.coco.task`).
+    task: str | None = None
 
     @classmethod
     def load(cls, path: str, limits: _Limits = _Limits()) -> "CocoFile":
@@ -217,14 +223,15 @@ class CocoFile:
             if not isinstance(annotation, dict) or "image_id" not in annotation:
                 raise UsageError(f"replay: {path}: annotations[{index}] needs an image_id")
             annotations[coco.key(annotation["image_id"])].append(annotation)
-        return cls(path, dict(images), categories, dict(annotations), limits)
+        return cls(path, dict(images), categories, dict(annotations), limits,
+                   coco.keypoint_names(document), coco.task(document))
 
     def predict(self, image: ImageFile) -> Prediction:
         entry = self._find(image)
         detections = [self._detection(entry, annotation) for annotation in self.annotations.get(coco.key(entry.id), [])]
         document = {"image": {"width": entry.width, "height": entry.height}, "predictions": detections}
         try:
-            return Prediction.from_json(document, check=True, max_detections=self.limits.max_detections)
+            return Prediction.from_json(document, check=True, max_detections=self.limits.max_detections, task=self.task)
         except (PredictionFormatError, ValueError) as error:
             raise ImageError(f"{self.path}: annotations of {entry.file_name}: {error}") from None
 
@@ -245,7 +252,7 @@ class CocoFile:
 
     def _detection(self, entry: CocoImage, annotation: dict[str, Any]) -> Detection:
         try:
-            return coco.detection(annotation, self.categories)
+            return coco.detection(annotation, self.categories, self.keypoint_names)
         except coco.CocoFormatError as error:
             raise ImageError(f"{self.path}: annotation {annotation.get('id', '?')} of {entry.file_name}: {error}") from None
 

@@ -14,7 +14,8 @@ from ..errors import PolicyError, UsageError
 from ..plugins import get_registry
 from ..policy.engine import Policy
 from ..policy.policy_json import loads as load_policy_json
-from ..policy.prediction import PredictionFormatError, parse_prediction
+from ..io.jsonsafe import JsonError, loads as load_json
+from ..policy.prediction import TASKS, Prediction, PredictionFormatError
 from ..policy.validation import composed_schema
 from ..registry import Stage, did_you_mean
 
@@ -34,6 +35,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument(
         "--conditionals", action="store_true", help="the files hold Roboflow SDK conditionals dicts, not policies"
     )
+    validate.add_argument("--task", choices=TASKS, metavar="TASK",
+                          help="also check that every rule applies to models of TASK (one of: " + ", ".join(TASKS) + ")")
     validate.set_defaults(handler=cmd_validate)
 
     explain = subparsers.add_parser(
@@ -51,12 +54,16 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("prediction", metavar="PREDICTION", help="prediction JSON file (- for stdin)")
     explain.add_argument("--conditionals", metavar="JSON", help="use SDK conditionals (a JSON object) instead of a policy file")
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+    explain.add_argument("--task", choices=TASKS, metavar="TASK",
+                         help="the model's task (as `alpolicy run` knows it from the backend): the prediction is read "
+                         "as one of TASK and a policy with a rule that cannot judge TASK is refused (exit 2)")
     explain.set_defaults(handler=cmd_explain)
 
     rules = subparsers.add_parser(
         "rules",
         help="list the rules a policy can use",
-        description="List every registered rule with its stage and one-line description.",
+        description="List every registered rule with its stage and one-line description, and the task "
+        "types it is limited to (box_area: not classification); --json gives each rule's `tasks`.",
     )
     rules.add_argument("--json", action="store_true", help="print JSON, including each rule's parameter schema")
     rules.set_defaults(handler=cmd_rules)
@@ -122,9 +129,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             if args.conditionals:
                 document = _read_json(path, "conditionals", policy=True)
-                Policy.from_conditionals(document)
+                policy = Policy.from_conditionals(document)
             else:
-                Policy.from_file(path)
+                policy = Policy.from_file(path)
+            policy.check_task(args.task)
         except PolicyError as error:
             failed += 1
             print(f"{path}: {len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}", file=sys.stderr)
@@ -159,9 +167,11 @@ def load_policy_argument(policy_path: str | None, conditionals: str | None) -> P
 
 def cmd_explain(args: argparse.Namespace) -> int:
     policy = load_policy_argument(args.policy, args.conditionals)
+    policy.check_task(args.task)
     try:
-        prediction = parse_prediction(_read_text(args.prediction, "prediction"))
-    except PredictionFormatError as error:
+        document = load_json(_read_text(args.prediction, "prediction"), finite=False)
+        prediction = Prediction.from_json(document, check=True, task=args.task)
+    except (JsonError, PredictionFormatError) as error:
         raise UsageError(f"{args.prediction}: {error}") from None
     decision = policy.evaluate(prediction)
     verdicts = decision.verdicts  # before printing anything: a rule whose explain() crashes is one line, exit 2
@@ -185,7 +195,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(
             [
-                {"name": s.name, "stage": s.stage.value, "summary": s.summary, "plugin": s.plugin, "schema": s.schema}
+                {"name": s.name, "stage": s.stage.value, "summary": s.summary, "plugin": s.plugin,
+                 "tasks": [task for task in TASKS if s.applies_to(task)], "schema": s.schema}
                 for s in ordered
             ],
             indent=2,
@@ -199,7 +210,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
         if not specs:
             print("  (none installed)")
         for spec in specs:
-            print(f"  {spec.name:<{width}}  {spec.summary}")
+            only = f" [{', '.join(task for task in TASKS if spec.applies_to(task))} only]" if spec.tasks is not None else ""
+            print(f"  {spec.name:<{width}}  {spec.summary}{only}")
     return 0
 
 

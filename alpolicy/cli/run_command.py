@@ -102,7 +102,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="SOURCE", help="a folder of images, or SCHEME:TARGET of an installed source (listed below)")
     what = parser.add_argument_group("model, policy and destination")
-    what.add_argument("--model", metavar="SPEC", help="roboflow:PROJECT/VERSION, replay:DIR, onnx:MODEL.onnx (with the onnx plugin)")
+    what.add_argument("--model", metavar="SPEC", help="roboflow:PROJECT/VERSION, workflow:WORKSPACE/WORKFLOW_ID, replay:DIR, onnx:MODEL.onnx (with the onnx plugin)")
     policy = what.add_mutually_exclusive_group()
     policy.add_argument("--policy", metavar="FILE", help="policy JSON file (see `alpolicy rules`)")
     policy.add_argument("--conditionals", metavar="JSON", help="Roboflow SDK conditionals as a JSON object (default: {})")
@@ -143,7 +143,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     remote.add_argument("--batch-recreation", choices=("never", "daily", "weekly", "monthly"),
                         help="start a new Roboflow batch every day/week/month: NAME_2026_11_27 (as Roboflow Inference; "
                         "default never; = --to-opt batch_recreation=...)")
-    remote.add_argument("--max-size", type=argument(whole_number, minimum=1), metavar="PX", help="downscale uploads to this longest side (boxes rescaled; = --to-opt max_size=PX)")
+    remote.add_argument("--max-size", type=argument(whole_number, minimum=1), metavar="PX", help="downscale uploads to this longest side (pre-labels rescaled; = --to-opt max_size=PX)")
     remote.add_argument("--jpeg-quality", type=argument(whole_number, minimum=1, maximum=95), metavar="Q", help="re-encode uploads as JPEG at this quality (1-95; = --to-opt jpeg_quality=Q)")
     remote.add_argument("--timeout", type=argument(number, above=0), default=60.0, metavar="S", help="seconds per request (default 60)")
     remote.add_argument("--labelstudio-url", type=argument(service_url), metavar="URL", help="Label Studio server for --to labelstudio:PROJECT_ID|new (default: $LABEL_STUDIO_URL or http://localhost:8080; token from $LABEL_STUDIO_API_KEY; = --to-opt labelstudio_url=URL)")

@@ -6,12 +6,29 @@ Layout::
       images/<name>                      the image, byte for byte as it was on disk
       predictions/<stem>.json            its prediction as Roboflow inference JSON
                                          (so ``replay:DIR/predictions`` replays a run)
-      annotations.coco.json              COCO detection: every image and box      } rebuilt by
+      annotations.coco.json              COCO: every image and object              } rebuilt by
       labelstudio-tasks.json             Label Studio tasks with pre-labels       } close()
       labelstudio-config.xml             a labeling config listing every class    }
       labels/<stem>.txt, data.yaml       YOLO: one txt per image, class names      }
+      classes/<CLASS>/<name>             a classifier's image, in its top class's folder }
+      images/_classes.csv                a classifier's one-hot labels             }
       .alpolicy/records/<sha256>.json    one record per image: what close() builds from
       .alpolicy/folder.json              the marker: this folder is alpolicy's (or merged into)
+
+What the index files hold follows the task of the predictions (``prediction.task``; one task per
+folder, recorded in the marker: another task is refused in one line, see :mod:`.folder_merge`):
+
+* object detection: COCO boxes, YOLO ``class cx cy w h`` lines;
+* instance segmentation: COCO ``segmentation`` polygons (or the RLE mask) and their ``area``,
+  YOLO-seg ``class x1 y1 x2 y2 ...`` lines (:mod:`alpolicy.formats.coco`, :mod:`~alpolicy.formats.yolo`);
+* keypoints: COCO ``keypoints`` with the category's ``keypoints`` names, YOLO-pose lines and
+  ``kpt_shape`` in ``data.yaml``;
+* classification: no COCO nor YOLO file (a classifier has no objects: an empty COCO file would
+  say "no object here" to every detection tool); ``classes/<CLASS>/<name>`` for a single-label
+  model's top class (hard links to ``images/<name>``, a copy where links are not possible: what
+  ``supervision.ClassificationDataset.from_folder_structure(DIR/classes)`` and Ultralytics read)
+  and, for both single- and multi-label, Roboflow's one-hot ``images/_classes.csv``
+  (:mod:`alpolicy.formats.classification`). The Label Studio files hold every task.
 
 Why records: ``send`` runs on many threads and a run may crash at any point, so the index files
 are never appended to. Each send writes its own record, last, atomically; ``close`` rebuilds the
@@ -59,22 +76,24 @@ import re
 import secrets
 import threading
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Iterable
 
 from ..errors import UsageError
-from ..formats import coco, labelstudio, roboflow, yolo
+from ..formats import classification, coco, labelstudio, roboflow, shapes, yolo
 from ..hookspecs import hookimpl
 from ..io.images import ImageDecodeError, display_path, sha256_file
 from ..io.jsonsafe import loads, read_file
-from ..policy.prediction import Detection, Prediction, PredictionFormatError
+from ..policy.prediction import (CLASSIFICATION, KEYPOINT_DETECTION, OBJECT_DETECTION, ClassScore, Detection,
+                                 Prediction, PredictionFormatError)
 from ..registry import DestinationSpec
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
-from .folder_merge import (MARKER, Ownership, foreign_summary, marker_document, merge_coco, merge_data_yaml,
-                           merge_labelstudio_config, merge_tasks, parse_merge, read_coco, read_labelstudio_config,
-                           read_marker, read_tasks, read_yaml_names, user_files)
+from .folder_merge import (MARKER, Ownership, family, foreign_summary, marker_document, merge_classes_csv, merge_coco,
+                           merge_data_yaml, merge_labelstudio_config, merge_tasks, parse_merge, read_coco,
+                           read_labelstudio_config, read_marker, read_tasks, read_yaml_names, task_mismatch,
+                           user_family, user_files)
 
 log = logging.getLogger("alpolicy.folder")
 
@@ -86,6 +105,8 @@ TASKS_FILE = "labelstudio-tasks.json"
 CONFIG_FILE = "labelstudio-config.xml"
 YOLO_LABELS = "labels"
 YOLO_DATA_FILE = "data.yaml"
+CLASS_FOLDERS = "classes"
+CLASSES_CSV = f"{IMAGES}/{classification.CSV_FILE}"
 RECORD_FORMAT = 1
 
 #: The destination's own ``extra`` settings (``--to-opt KEY=VALUE``), checked by
@@ -105,7 +126,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
     },
 }
 #: The index files a merged folder merges into (every other file of the user's is never written).
-INDEX_FILES = (COCO_FILE, TASKS_FILE, CONFIG_FILE, YOLO_DATA_FILE)
+INDEX_FILES = (COCO_FILE, TASKS_FILE, CONFIG_FILE, YOLO_DATA_FILE, CLASSES_CSV)
 
 #: The longest file name, in bytes, on every common file system (ext4, XFS, btrfs, APFS, NTFS).
 NAME_MAX = 255
@@ -148,6 +169,10 @@ class FolderDestination(Destination):
         self._name_limit: int | None = None
         #: Whether the folder is ours or merged into, decided by :meth:`_prepare` (or at close).
         self._ownership: Ownership | None = None
+        #: The model's task, when its backend named it (:meth:`prepare_task`).
+        self._announced: str | None = None
+        #: What a merged user's dataset holds (:func:`.folder_merge.user_family`).
+        self._user_family: str | None = None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -164,6 +189,11 @@ class FolderDestination(Destination):
         return self._path(PREDICTIONS, f"{PurePath(name).stem}.json")
 
     # -- contract ----------------------------------------------------------------------------
+
+    def prepare_task(self, task: str) -> None:
+        """The model's task, before :meth:`check`: a folder holding another task's pre-labels is
+        then refused before any image is inferred."""
+        self._announced = task
 
     def check(self) -> None:
         """Create DIR and its sub-folders, and prove DIR is writable, before any image is processed."""
@@ -182,7 +212,11 @@ class FolderDestination(Destination):
             raise UsageError(f"folder destination {self.root} cannot be created: {existing} is a file")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(f"folder destination {self.root} cannot be created or written: {existing} is not writable")
-        self._decide()
+        ownership, _ = self._decide()
+        if self._announced is not None:
+            refusal = task_mismatch(self.root, self._announced, ownership.task, self._user_family)
+            if refusal is not None:
+                raise refusal
 
     def send(self, delivery: Delivery) -> Receipt:
         sha = delivery.key
@@ -198,6 +232,7 @@ class FolderDestination(Destination):
             self._prepare()
         except UsageError as error:
             raise PermanentError(str(error)) from None
+        self._accept(delivery.prediction)  # another task than the folder's: a UsageError, the run stops
         with self._stripes[int(sha[:8], 16) % _STRIPES]:
             name, stored = self._place(delivery)
             if not stored:
@@ -219,26 +254,35 @@ class FolderDestination(Destination):
             return
         stale: set[str] = set()
         items = self._load_items(stale)
-        created = datetime.now(timezone.utc)
-        classes = sorted({d["class"] for item in items for d in item.detections})
-        coco = coco_document(items, classes, created)
+        task = ownership.task or OBJECT_DETECTION
+        index = _Index.of(items, task)
         tasks = labelstudio_tasks(items, self.image_url_prefix, self.from_name, self.to_name)
+        config = labelstudio_config(index.classes, self.from_name, self.to_name, task, index.keypoints)
         if not ownership.merged:
-            config = labelstudio_config(classes, self.from_name, self.to_name)
-            self._write_json(self._path(COCO_FILE), coco, COCO_FILE, indent=None)
             self._write_json(self._path(TASKS_FILE), tasks, TASKS_FILE, indent=None)
             self._write(self._path(CONFIG_FILE), lambda h: h.write(config.encode("utf-8")), CONFIG_FILE)
-            self._write_yolo(items, classes, yolo_data_yaml(classes))
+            if index.boxes:
+                self._write_json(self._path(COCO_FILE), index.coco(items), COCO_FILE, indent=None)
+                self._write_yolo(items, index.classes, yolo_data_yaml(index.classes, index.keypoints), index)
+                self._unlink_own((CLASSES_CSV,))
+            else:
+                self._unlink_own((COCO_FILE, YOLO_DATA_FILE), labels_of=items)
+                csv = classification.csv_text(((item.file_name, _prediction(item)) for item in items), index.classes)
+                self._write(self._path(CLASSES_CSV), lambda h: h.write(csv.encode("utf-8")), CLASSES_CSV)
+            self._write_class_folders(items, task)
             return
-        self._close_merged(items, stale, classes, coco, tasks)
+        self._close_merged(items, stale, index, tasks, config)
 
-    def _close_merged(self, items: list["StoredImage"], stale: set[str], classes: list[str],
-                      coco: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+    def _close_merged(self, items: list["StoredImage"], stale: set[str], index: "_Index",
+                      tasks: list[dict[str, Any]], config: str) -> None:
         """close() in a merged folder: each index file that exists is merged into (alpolicy's
         entries of earlier closes -- those naming an image it stored, ``stale`` ones too --
         replaced, every other kept); one that does not is written as in a folder of ours."""
         ours = {f"{IMAGES}/{name}" for name in stale | {item.file_name for item in items}}
         urls = {image_url(self.image_url_prefix, name.split("/", 1)[1]) for name in ours}
+        classes = index.classes
+
+        coco = index.coco(items) if index.boxes else None
 
         def coco_file(current: bytes) -> bytes:
             return self._json_bytes(merge_coco(read_coco(current), coco, ours))
@@ -252,14 +296,25 @@ class FolderDestination(Destination):
         names = list(classes)
 
         def data_yaml(current: bytes) -> bytes | None:
-            text, names[:] = merge_data_yaml(current.decode("utf-8"), classes)
+            text, names[:] = merge_data_yaml(current.decode("utf-8"), classes, index.kpt_count)
             return None if text is None else text.encode("utf-8")
 
-        self._merge_into(COCO_FILE, coco_file, self._json_bytes(coco))
         self._merge_into(TASKS_FILE, tasks_file, self._json_bytes(tasks))
-        self._merge_into(CONFIG_FILE, config_file, labelstudio_config(classes, self.from_name, self.to_name).encode("utf-8"))
-        if self._merge_into(YOLO_DATA_FILE, data_yaml, yolo_data_yaml(classes).encode("utf-8")):
-            self._write_yolo(items, names, None)  # with the merged indices
+        self._merge_into(CONFIG_FILE, config_file, config.encode("utf-8"))
+        if index.boxes:
+            self._merge_into(COCO_FILE, coco_file, self._json_bytes(coco))
+            if self._merge_into(YOLO_DATA_FILE, data_yaml, yolo_data_yaml(classes, index.keypoints).encode("utf-8")):
+                self._write_yolo(items, names, None, index)  # with the merged indices
+            return
+        rows = {item.file_name: classification.predicted(_prediction(item)) for item in items}
+        csv = classification.rows_text(rows.items(), classes)
+
+        def classes_csv(current: bytes) -> bytes | None:
+            text = merge_classes_csv(current.decode("utf-8"), rows, classes)
+            return None if text is None else text.encode("utf-8")
+
+        self._merge_into(CLASSES_CSV, classes_csv, csv.encode("utf-8"))
+        self._write_class_folders(items, index.task)
 
     def _ownership_at_close(self) -> Ownership | None:
         """How close() may write: as decided when prepared; else (a close without check, after
@@ -296,17 +351,127 @@ class FolderDestination(Destination):
     def _json_bytes(document: Any) -> bytes:
         return json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
-    def _write_yolo(self, items: list["StoredImage"], classes: list[str], data_yaml: str | None) -> None:
-        """YOLO txt labels (class index, normalised centre and size) and the ``data.yaml`` naming
-        the classes (``None``: written by the caller, merged into the user's)."""
+    def _write_yolo(self, items: list["StoredImage"], classes: list[str], data_yaml: str | None,
+                    index: "_Index | None" = None) -> None:
+        """YOLO txt labels (class index, normalised centre and size; a polygon; keypoints: as
+        ``index``'s task says) and the ``data.yaml`` naming the classes (``None``: written by the
+        caller, merged into the user's)."""
         os.makedirs(self._path(YOLO_LABELS), exist_ok=True)
+        task = index.task if index is not None else OBJECT_DETECTION
+        count = index.kpt_count if index is not None else None
         for item in items:
-            text = yolo_labels(item, classes).encode("utf-8")
+            text = yolo_labels(item, classes, task=task, keypoints=count).encode("utf-8")
             stem = PurePath(item.file_name).stem
             self._write(self._path(YOLO_LABELS, f"{stem}.txt"), lambda h, t=text: h.write(t), f"{YOLO_LABELS}/")
         if data_yaml is not None:
             data = data_yaml.encode("utf-8")
             self._write(self._path(YOLO_DATA_FILE), lambda h: h.write(data), YOLO_DATA_FILE)
+
+    def _unlink_own(self, names: Iterable[str], labels_of: Iterable["StoredImage"] = ()) -> None:
+        """Remove index files of another task family that an earlier close of this folder wrote
+        (e.g. the COCO file of a run whose predictions were all empty, before a classifier's):
+        the folder shows one task. Never in a merged folder, never a user's file."""
+        if self._ownership is None or self._ownership.merged:
+            return
+        paths = [self._path(name) for name in names]
+        paths += [self._path(YOLO_LABELS, f"{PurePath(item.file_name).stem}.txt") for item in labels_of]
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _write_class_folders(self, items: list["StoredImage"], task: str) -> None:
+        """``classes/<CLASS>/<name>`` for each single-label image's top class (a hard link to
+        ``images/<name>``, else a copy), and no other entry of alpolicy's: an image whose class
+        changed, or that is gone, leaves its old folder (the user's files are never touched).
+        An entry already linking the same file is not written again."""
+        wanted: dict[str, str] = {}
+        if task == CLASSIFICATION:
+            for item in items:
+                top = classification.folder_class(_prediction(item))
+                if top is not None:
+                    wanted[f"{CLASS_FOLDERS}/{classification.folder_name(top)}/{item.file_name}"] = item.file_name
+        for relative, name in wanted.items():
+            self._link(self.image_path(name), relative)
+        self._remove_stale_class_entries(set(wanted))
+
+    def _link(self, source: str, relative: str) -> None:
+        target = self._path(*relative.split("/"))
+        if self._ownership is not None and self._ownership.is_users(relative):
+            return  # a user's file of that name (never an image of ours: names avoid theirs)
+        try:
+            if os.path.samefile(source, target):
+                return
+        except OSError:
+            pass
+        folder = os.path.dirname(target)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            temp = os.path.join(folder, f".alp-{secrets.token_hex(8)}.tmp")
+            try:
+                os.link(source, temp)
+            except OSError:  # no hard links here (FAT, some network shares): a copy, atomically
+                with open(source, "rb") as handle:
+                    data = handle.read()
+                _atomic_write(target, lambda h: h.write(data))
+                return
+            try:
+                os.replace(temp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+            _fsync_folder(folder)
+        except OSError as error:
+            raise PermanentError(f"cannot write {relative} in {self.root}: {_reason(error)}") from None
+
+    def _remove_stale_class_entries(self, wanted: set[str]) -> None:
+        root = self._path(CLASS_FOLDERS)
+        try:
+            folders = sorted(os.scandir(root), key=lambda e: e.name)
+        except OSError:
+            return
+        for folder in folders:
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(folder.path) as entries:
+                names = [entry.name for entry in entries]
+            for name in names:
+                relative = f"{CLASS_FOLDERS}/{folder.name}/{name}"
+                if relative in wanted or (self._ownership is not None and self._ownership.is_users(relative)):
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder.path, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(folder.path)  # only when empty
+        with contextlib.suppress(OSError):
+            os.rmdir(root)
+
+    def _accept(self, prediction: Prediction) -> None:
+        """Hold the folder to one task: the first prediction that shows its task (an empty
+        detection list shows none) records it in the marker; another task is a UsageError."""
+        task = prediction.task
+        ownership = self._ownership
+        if ownership is None or ownership.task == task or (task == OBJECT_DETECTION and not prediction.detections):
+            return
+        with self._lock:
+            self._accept_locked(task)
+
+    def _accept_locked(self, task: str) -> None:
+        assert self._ownership is not None
+        if self._ownership.task == task:
+            return
+        refusal = task_mismatch(self.root, task, self._ownership.task, self._user_family)
+        if refusal is not None:
+            raise refusal
+        path = self._path(MARKER)
+        try:
+            document = loads(read_file(path))
+            document["task"] = task
+            data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
+            _atomic_write(path, lambda handle: handle.write(data))
+        except (OSError, ValueError, TypeError) as error:
+            raise PermanentError(f"cannot record the task in {path}: {error}") from None
+        self._ownership.task = task
 
     # -- preparing the folder ----------------------------------------------------------------
 
@@ -330,6 +495,8 @@ class FolderDestination(Destination):
                     f"folder destination {self.root} cannot be created or written: {_reason(error)}"
                 ) from None
             self._ownership = ownership
+            if self._announced is not None:
+                self._accept_locked(self._announced)
             self._ready = True
 
     def _decide(self) -> tuple[Ownership, dict[str, Any] | None]:
@@ -339,11 +506,13 @@ class FolderDestination(Destination):
             return Ownership(), marker_document(Ownership())
         found = read_marker(self.root)
         if found is not None:
+            if found.legacy and found.task is None and self._has_records():
+                found.task = OBJECT_DETECTION  # an alpolicy from before tasks wrote boxes only
             if found.merged:
-                self._check_mergeable()
+                self._check_mergeable(found.user_files)
             return found, None
         if self._has_records():  # an earlier alpolicy's folder, from before the marker
-            return Ownership(), marker_document(Ownership(), adopted=True)
+            return Ownership(task=OBJECT_DETECTION), marker_document(Ownership(task=OBJECT_DETECTION), adopted=True)
         try:
             files = user_files(self.root)
         except OSError as error:
@@ -355,7 +524,7 @@ class FolderDestination(Destination):
                 f"folder {self.root} holds files alpolicy did not write ({foreign_summary(files)}); choose an empty "
                 "folder, or pass --to-opt merge=true (extra={'merge': True}) to add to it keeping its entries"
             )
-        ownership = Ownership(merged=True, user_files=frozenset(files) | self._check_mergeable())
+        ownership = Ownership(merged=True, user_files=frozenset(files) | self._check_mergeable(files))
         return ownership, marker_document(ownership)
 
     def _has_records(self) -> bool:
@@ -365,13 +534,16 @@ class FolderDestination(Destination):
         except OSError:
             return False
 
-    def _check_mergeable(self) -> frozenset[str]:
+    def _check_mergeable(self, files: Iterable[str]) -> frozenset[str]:
         """Refuse, in one line, an index file of the user's that merging could not read; the
-        images its COCO file names (``images/<name>``), which alpolicy then never takes."""
+        images its COCO file names (``images/<name>``), which alpolicy then never takes. Tells
+        what the user's dataset holds (:func:`.folder_merge.user_family`)."""
         referenced: set[str] = set()
+        found: dict[str, Any] = {}
         for name, read in ((YOLO_DATA_FILE, lambda b: read_yaml_names(b.decode("utf-8"))),
                            (COCO_FILE, read_coco), (TASKS_FILE, read_tasks),
-                           (CONFIG_FILE, lambda b: read_labelstudio_config(b, self.from_name))):
+                           (CONFIG_FILE, lambda b: read_labelstudio_config(b, self.from_name)),
+                           (CLASSES_CSV, lambda b: _read_classes_csv(b.decode("utf-8")))):
             content = self._existing(name)
             if content is None:
                 continue
@@ -381,8 +553,10 @@ class FolderDestination(Destination):
                 raise UsageError(f"folder {self.root}: {name} is not UTF-8 text; merge it by hand") from None
             except UsageError as error:
                 raise UsageError(f"folder {self.root}: {error}") from None
+            found[name] = content.decode("utf-8") if name == YOLO_DATA_FILE else document
             if name == COCO_FILE:
                 referenced |= {f"{IMAGES}/{PurePath(str(i.get('file_name', ''))).name}" for i in document["images"]}
+        self._user_family = user_family(files, found.get(COCO_FILE), found.get(YOLO_DATA_FILE))
         return frozenset(referenced)
 
     def _existing(self, name: str) -> bytes | None:
@@ -426,15 +600,20 @@ class FolderDestination(Destination):
         """Call with the lock held. Lists images/ once; later names are added as they are chosen."""
         if self._stems is None:
             self._stems = {}
+            # images/_classes.csv is no image: its stem is reserved (an image named _classes.* is
+            # stored under a hashed name, never over the CSV)
+            self._stems[_stem_key(CLASSES_CSV)] = CLASSES_CSV
             with os.scandir(self._path(IMAGES)) as entries:
                 for entry in entries:
-                    if not entry.name.startswith(".") and entry.is_file():
+                    if not entry.name.startswith(".") and entry.is_file() and entry.name != classification.CSV_FILE:
                         self._stems.setdefault(_stem_key(entry.name), entry.name)
             # A merged folder's user files: never a name of ours, even for a label or prediction
             # file without its image (the "name" then held is no image: never the same content).
             for relative in self._ownership.user_files if self._ownership else ():
                 folder, _, base = relative.partition("/")
-                if folder in (IMAGES, YOLO_LABELS, PREDICTIONS) and base and "/" not in base:
+                if folder == CLASS_FOLDERS and base.count("/") == 1:  # classes/<CLASS>/<name>
+                    base = base.split("/", 1)[1]
+                if folder in (IMAGES, YOLO_LABELS, PREDICTIONS, CLASS_FOLDERS) and base and "/" not in base:
                     self._stems.setdefault(_stem_key(base), relative)
         return self._stems
 
@@ -597,6 +776,9 @@ class StoredImage:
     tags: list[str]
     source: str | None
     sha256: str
+    #: The prediction's task, and a classifier's every class (the index files follow them).
+    task: str = OBJECT_DETECTION
+    class_scores: list[ClassScore] = field(default_factory=list)
 
     @classmethod
     def from_record(cls, record: Any) -> "StoredImage":
@@ -621,6 +803,8 @@ class StoredImage:
             tags=[str(tag) for tag in record.get("tags") or []],
             source=record.get("source"),
             sha256=str(record.get("sha256", "")),
+            task=prediction.task,
+            class_scores=prediction.class_scores,
         )
 
 
@@ -631,18 +815,56 @@ corner_box = coco.box
 
 
 def _prediction(item: StoredImage) -> Prediction:
-    """A record's boxes at the size the record gives (what every index file places them in)."""
-    return Prediction(width=item.width, height=item.height, detections=item.detections, model_id=item.model_id)
+    """A record's prediction at the size the record gives (what every index file places it in)."""
+    return Prediction(width=item.width, height=item.height, detections=item.detections, model_id=item.model_id,
+                      task=item.task, class_scores=item.class_scores)
 
 
-def coco_document(items: Iterable[StoredImage], classes: list[str], created: datetime) -> dict[str, Any]:
-    """COCO detection of the stored images, named ``images/<name>``."""
-    return coco.document(((f"{IMAGES}/{item.file_name}", _prediction(item)) for item in items), classes, created)
+@dataclass(frozen=True)
+class _Index:
+    """What close() builds the index files of: the folder's task, its classes (of the boxes;
+    of a classifier, every class it scored) and, for keypoints, each class's skeleton."""
+
+    task: str
+    classes: list[str]
+    keypoints: dict[str, list[str]] | None
+
+    @classmethod
+    def of(cls, items: list[StoredImage], task: str) -> "_Index":
+        predictions = [_prediction(item) for item in items]
+        if family(task) == "classes":
+            return cls(task, classification.classes(predictions), None)
+        classes = sorted({d["class"] for p in predictions for d in p.detections})
+        keypoints = None
+        if task == KEYPOINT_DETECTION:
+            keypoints = {name: [] for name in classes}
+            keypoints.update(shapes.keypoint_names(predictions))
+        return cls(task, classes, keypoints)
+
+    @property
+    def boxes(self) -> bool:
+        """Whether the task has objects (COCO, YOLO), not class labels."""
+        return family(self.task) != "classes"
+
+    @property
+    def kpt_count(self) -> int | None:
+        return yolo.keypoint_count(self.classes, self.keypoints) if self.keypoints is not None else None
+
+    def coco(self, items: Iterable[StoredImage]) -> dict[str, Any]:
+        return coco_document(items, self.classes, datetime.now(timezone.utc), self.keypoints)
 
 
-def yolo_labels(item: "StoredImage", classes: list[str]) -> str:
-    """One line per box: ``class_index cx cy w h``, normalised to 0..1 (Ultralytics' txt format)."""
-    return yolo.labels_text(_prediction(item), yolo.class_index(classes))
+def coco_document(items: Iterable[StoredImage], classes: list[str], created: datetime,
+                  keypoints: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """COCO of the stored images, named ``images/<name>`` (a keypoint dataset with ``keypoints``)."""
+    return coco.document(((f"{IMAGES}/{item.file_name}", _prediction(item)) for item in items), classes, created,
+                         keypoints=keypoints)
+
+
+def yolo_labels(item: "StoredImage", classes: list[str], *, task: str | None = None, keypoints: int | None = None) -> str:
+    """One line per object, normalised to 0..1 (Ultralytics' txt format; per task, see
+    :mod:`alpolicy.formats.yolo`)."""
+    return yolo.labels_text(_prediction(item), yolo.class_index(classes), task=task, keypoints=keypoints)
 
 
 #: Ultralytics' dataset file: :func:`alpolicy.formats.yolo.data_yaml`.
@@ -655,19 +877,23 @@ def image_url(prefix: str, file_name: str) -> str:
 
 def labelstudio_task(item: StoredImage, url_prefix: str, from_name: str, to_name: str) -> dict[str, Any]:
     """The Label Studio task of one record (region ids seeded by its content and name)."""
-    return labelstudio.task(_prediction(item), image_url(url_prefix, item.file_name), from_name, to_name,
+    return labelstudio.task(_prediction(item), image_url(url_prefix, item.file_name),
+                            from_name, to_name,
                             id_seed=f"{item.sha256}/{item.file_name}", score=item.score, reasons=item.reasons,
                             tags=item.tags, source=item.source)
 
 
 def labelstudio_tasks(items: Iterable[StoredImage], url_prefix: str, from_name: str, to_name: str) -> list[dict[str, Any]]:
-    """Tasks for Label Studio's JSON import, each with the model's boxes as one prediction."""
+    """Tasks for Label Studio's JSON import, each with the model's regions as one prediction."""
     return [labelstudio_task(item, url_prefix, from_name, to_name) for item in items]
 
 
-def labelstudio_config(classes: list[str], from_name: str, to_name: str) -> str:
-    """A labeling config for the tasks above: :func:`alpolicy.formats.labelstudio.config`."""
-    return labelstudio.config(classes, from_name, to_name)
+def labelstudio_config(classes: list[str], from_name: str, to_name: str, task: str = OBJECT_DETECTION,
+                       keypoints: dict[str, list[str]] | None = None) -> str:
+    """A labeling config for the tasks above: :func:`alpolicy.formats.labelstudio.config` of the
+    task (the keypoint names of every class in one list, as its ``KeyPointLabels`` holds them)."""
+    names = list(dict.fromkeys(name for skeleton in (keypoints or {}).values() for name in skeleton))
+    return labelstudio.config(classes, from_name, to_name, task=task, keypoints=names)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -708,6 +934,13 @@ def _fsync_folder(folder: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _read_classes_csv(text: str) -> Any:
+    try:
+        return classification.read_csv(text)
+    except ValueError as error:
+        raise UsageError(f"{error}; merge it by hand") from None
 
 
 def _read_json(path: str, *, strict: bool = False) -> Any:

@@ -21,6 +21,13 @@ merged into at every close instead of replaced:
   are replaced by the current ones.
 * ``labelstudio-config.xml``: the union of the labels (added to the ``RectangleLabels``).
 * ``labelstudio-tasks.json``: the user's tasks kept, alpolicy's (by image URL) replaced.
+* ``images/_classes.csv`` (a classifier's one-hot labels): the user's rows kept, their columns
+  first, new classes appended; alpolicy's rows replaced. Class folders (``classes/<CLASS>/``)
+  hold alpolicy's links beside the user's files, which are never touched.
+
+A folder holds one task's pre-labels (:attr:`Ownership.task`, in the marker): boxes, a pose
+dataset (``kpt_shape``) and a classifier's class files do not mix. A user's dataset tells its
+kind by its files (:func:`user_family`); sending another kind is a one-line UsageError.
 
 A file that cannot be read for merging is refused in one line when the run starts (and left as
 it is if it breaks later), never overwritten.
@@ -37,15 +44,17 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from ..errors import UsageError
-from ..formats import yolo
+from ..formats import classification, yolo
+from ..policy.prediction import CLASSIFICATION_TASKS, KEYPOINT_DETECTION, TASKS
 from ..io.jsonsafe import loads, read_file
 
 MARKER = os.path.join(".alpolicy", "folder.json")
 MARKER_FORMAT = 1
 WRITTEN_BY = "alpolicy folder destination"
 #: What a folder destination writes (the marker's ``owns``).
-LAYOUT = ("images/", "predictions/", "labels/", ".alpolicy/records/", ".alpolicy/folder.json",
-          "annotations.coco.json", "labelstudio-tasks.json", "labelstudio-config.xml", "data.yaml")
+LAYOUT = ("images/", "predictions/", "labels/", "classes/", ".alpolicy/records/", ".alpolicy/folder.json",
+          "annotations.coco.json", "labelstudio-tasks.json", "labelstudio-config.xml", "data.yaml",
+          "images/_classes.csv")
 #: The names listed in a refusal before "...".
 SHOWN = 4
 
@@ -57,6 +66,10 @@ class Ownership:
     merged: bool = False
     #: Paths (relative, ``/``-separated) that were the user's when alpolicy first merged.
     user_files: frozenset[str] = field(default_factory=frozenset)
+    #: The task of the pre-labels in the folder (one of TASKS), once the first one came.
+    task: str | None = None
+    #: A marker of an alpolicy from before tasks (0.x): its records are all object detection.
+    legacy: bool = False
 
     def is_users(self, relative: str) -> bool:
         return relative in self.user_files
@@ -72,6 +85,7 @@ def marker_document(ownership: Ownership, *, adopted: bool = False) -> dict[str,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "owns": list(LAYOUT),
         "merged": ownership.merged,
+        "task": ownership.task,
     }
     if adopted:
         document["adopted"] = "records of an earlier alpolicy were found: the folder was its"
@@ -95,7 +109,44 @@ def read_marker(root: str) -> Ownership | None:
             or not isinstance(document.get("format"), int) or document["format"] > MARKER_FORMAT):
         raise UsageError(f"folder {root} has a {MARKER} that this alpolicy did not write: choose another folder")
     files = document.get("user_files") or []
-    return Ownership(merged=bool(document.get("merged")), user_files=frozenset(str(f) for f in files))
+    task = document.get("task")
+    return Ownership(merged=bool(document.get("merged")), user_files=frozenset(str(f) for f in files),
+                     task=task if task in TASKS else None, legacy="task" not in document)
+
+
+def family(task: str) -> str:
+    """What a task's files are: ``classes`` (class folders and CSV), ``keypoints`` (a pose
+    dataset: its YOLO lines need ``kpt_shape``) or ``boxes`` (detection, segmentation)."""
+    if task in CLASSIFICATION_TASKS:
+        return "classes"
+    return "keypoints" if task == KEYPOINT_DETECTION else "boxes"
+
+
+def user_family(files: Iterable[str], coco: dict[str, Any] | None, data_yaml: str | None) -> str | None:
+    """The kind of labels a user's dataset holds, told by its files (``None``: images only)."""
+    listed = set(files)
+    if any(f.startswith("classes/") for f in listed) or f"images/{classification.CSV_FILE}" in listed:
+        return "classes"
+    if data_yaml is not None and any(line.startswith("kpt_shape:") for line in data_yaml.splitlines()):
+        return "keypoints"
+    if coco is not None and any(isinstance(c.get("keypoints"), list) and c["keypoints"] for c in coco.get("categories", [])):
+        return "keypoints"
+    if coco is not None or data_yaml is not None or any(f.startswith("labels/") for f in listed):
+        return "boxes"
+    return None
+
+
+def task_mismatch(root: str, task: str, held: str | None, theirs: str | None = None) -> UsageError | None:
+    """The one-line refusal of sending ``task`` pre-labels to a folder holding ``held`` ones (or
+    a user's dataset of kind ``theirs``); ``None`` when they go together."""
+    if held is not None and held != task:
+        return UsageError(f"folder {root} holds {held} pre-labels; these are {task}: "
+                          "send them to another folder (one task per folder)")
+    if theirs is not None and theirs != family(task):
+        kinds = {"classes": "class folders / _classes.csv", "keypoints": "keypoints (kpt_shape)", "boxes": "boxes"}
+        return UsageError(f"folder {root} holds a dataset of {kinds[theirs]}; these are {task} pre-labels: "
+                          "send them to another folder")
+    return None
 
 
 def user_files(root: str) -> list[str]:
@@ -260,9 +311,15 @@ def _strip_comment(text: str) -> str:
     return text
 
 
-def merge_data_yaml(text: str, classes: Iterable[str]) -> tuple[str | None, list[str]]:
+def merge_data_yaml(text: str, classes: Iterable[str], kpt_count: int | None = None) -> tuple[str | None, list[str]]:
     """The user's ``data.yaml`` with ``classes`` appended to its names (``None``: nothing to
-    change, the file stays byte for byte), and the merged names."""
+    change, the file stays byte for byte), and the merged names. A pose dataset's
+    (``kpt_count``: its ``K``) must have the same ``kpt_shape``: else a UsageError."""
+    if kpt_count is not None:
+        shape = next((line for line in text.splitlines() if line.startswith("kpt_shape:")), None)
+        wanted = f"[{kpt_count}, 3]"
+        if shape is None or _strip_comment(shape.split(":", 1)[1]).replace(" ", "") != wanted.replace(" ", ""):
+            raise UsageError(f"data.yaml's kpt_shape is not {wanted}, the model's keypoints; merge it by hand")
     found = read_yaml_names(text)
     merged = list(found.names) + [name for name in classes if name not in found.names]
     if len(merged) == len(found.names):
@@ -331,6 +388,23 @@ def merge_coco(current: dict[str, Any], ours: dict[str, Any], our_files: set[str
     document.setdefault("info", ours["info"])
     document.setdefault("licenses", [])
     return document
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+def merge_classes_csv(current: str, ours: dict[str, list[str]], columns: Iterable[str]) -> str | None:
+    """The user's ``_classes.csv`` with alpolicy's rows (``ours``: file name -> classes)
+    replacing any of the same file, the user's columns first and new ones appended (``None``:
+    nothing changes)."""
+    try:
+        theirs_columns, theirs = classification.read_csv(current)
+    except ValueError as error:
+        raise UsageError(f"{error}; merge it by hand") from None
+    merged_columns = list(theirs_columns) + [c for c in columns if c not in theirs_columns]
+    rows = {**theirs, **ours}
+    text = classification.rows_text(rows.items(), merged_columns)
+    return None if text == current else text
 
 
 # -- Label Studio ----------------------------------------------------------------------------

@@ -2,17 +2,33 @@
 
 Each qualifying image becomes ONE task whose ``data`` holds the uploaded image's URL and the
 policy's verdict (``alpolicy_score``, ``alpolicy_reasons``, ``alpolicy_tags``, ``alpolicy_policy``,
-``alpolicy_key`` = the content sha256, ``source``), with ONE prediction holding every box (percent
-coordinates of the original image, top-left corner; ``model_version`` = the model id, ``score`` =
-the policy's priority score, or the highest confidence when the policy gives none).
+``alpolicy_key`` = the content sha256, ``source``), with ONE prediction holding every region
+(percent coordinates of the original image; ``model_version`` = the model id, ``score`` = the
+policy's priority score, or the highest confidence when the policy gives none).
+
+Regions per task (:mod:`alpolicy.formats.labelstudio`), each into the control of the project's
+labeling config that takes it: boxes into a ``RectangleLabels``; instance segmentation's polygons
+into a ``PolygonLabels``; a pose model's keypoints into a ``KeyPointLabels`` (one region per
+keypoint, labelled with its name), each linked by ``parentID`` to its instance's box in a
+``RectangleLabels`` on the same Image (without one the keypoints go alone); a classifier's top
+class (multi-label: its predicted classes) into a ``Choices`` (``choice="multiple"`` for a
+multi-label model; a ``perRegion`` Choices classifies regions, not images, and is not used).
 
 The requests (Label Studio 1.23 open source; ``label_studio/data_import/api.py``,
 ``data_manager``, ``jwt_auth``):
 
 1. ``GET /api/projects/{id}/`` (``check``): the project's ``label_config``; alpolicy reads the
-   ``RectangleLabels`` control's ``name`` (the regions' ``from_name``), its ``toName`` (an
-   ``Image`` tag: ``to_name``), that Image's ``value`` (``$image`` -> the task data key) and the
-   ``Label`` values. 404 -> :class:`UsageError`; 401/403 -> :class:`AuthError`.
+   task's control's ``name`` (the regions' ``from_name``), its ``toName`` (an ``Image`` tag:
+   ``to_name``), that Image's ``value`` (``$image`` -> the task data key) and the ``Label``
+   (``Choice``) values. 404 -> :class:`UsageError`; 401/403 -> :class:`AuthError`. The task is the
+   backend's (``prepare_task``, before ``check``): a config without its control is a one-line
+   :class:`UsageError` then, before any image. When the backend does not say (stored
+   predictions), ``check`` only requires a control for some task, and each delivery's
+   ``prediction.task`` picks its control: the first image of a task the config cannot take
+   raises that UsageError from ``send``, which stops the run (the sends already under way end
+   ``RetryableError``, pending): every image stays in the journal for the run after the config
+   is fixed. A prediction with nothing to label (an empty answer reads as a detector's) goes to
+   any control the config has.
 2. ``GET /api/tasks/?project=ID&query={"filters": ... data.alpolicy_key equal KEY}``
    (``include=id,data``): is this content already a task? Then the send answers
    ``Receipt(duplicate=True)`` with that task's id. Every returned task's key is compared
@@ -40,17 +56,22 @@ Tasks are imported one at a time per destination (uploads stay concurrent): Labe
 (``prediction_count: 0``; seen with 1.23.2). A task found or made without its prediction gets it
 through ``POST /api/predictions/`` (checked with ``GET /api/predictions/?task=ID`` after a failure).
 
-Missing labels: a predicted class that is not a ``Label`` of the control fails the image
-(:class:`PermanentError`, naming the classes and suggesting ``--add-missing-labels``). With
-``extra["add_missing_labels"]`` (and always for ``labelstudio:new``) the destination adds them:
-under a lock it re-reads the config, appends the ``Label`` elements and
+Missing labels: a predicted class (or keypoint name) that is not a ``Label`` (``Choice``) of
+its control fails the image (:class:`PermanentError`, naming them and suggesting
+``--add-missing-labels``). With ``extra["add_missing_labels"]`` (and always for
+``labelstudio:new``, where a classifier's every class is added) the destination adds them:
+under a lock it re-reads the config, appends the elements and
 ``PATCH /api/projects/{id}/`` ``{"label_config": ...}``.
 
 ``labelstudio:new``: the destination learns the policy and the model only from the first
 delivery, so the project is made then: titled ``alpolicy <policy>: <model>`` (Label Studio allows
-50 characters), with a config listing that prediction's classes (``label``/``image``, as the
-``folder:`` destination writes it). A project of that exact title is reused, so a rerun sends to
-the same project.
+50 characters), with the config of the task (the backend's, else that prediction's;
+:func:`alpolicy.formats.labelstudio.config`, ``label``/``image`` as the ``folder:`` destination
+writes it) listing that prediction's classes -- a classifier's every class, a pose model's
+keypoint names too (its boxes in ``label_bbox``). A project of that exact title is reused, so a
+rerun sends to the same project. A project alpolicy made never refuses a task: one whose config
+lacks that task's control (made from empty answers, read as a detector's) gains it
+(``polygon``, ``keypoints``, ``class``, ``classes`` when ``label`` is taken).
 
 Tokens: ``DestinationOptions.api_key`` or ``LABEL_STUDIO_API_KEY``. A legacy token is sent as
 ``Authorization: Token <token>``; a personal access token (a JWT refresh token: it has two dots)
@@ -59,8 +80,8 @@ is exchanged at ``POST /api/token/refresh/`` for a short-lived access token, sen
 with :mod:`alpolicy.io.secrets` and appear in no message.
 
 Server: ``extra["labelstudio_url"]`` (the CLI's ``--labelstudio-url``), else
-``LABEL_STUDIO_URL``, else ``http://localhost:8080``. A config with several RectangleLabels
-controls on Images: the first is used, or the one named ``extra["labelstudio_from_name"]``.
+``LABEL_STUDIO_URL``, else ``http://localhost:8080``. A config with several controls of the
+task's kind on Images: the first is used, or the one named ``extra["labelstudio_from_name"]``.
 
 The journal knows this destination as ``labelstudio:<url>/projects/<id>`` (``.../projects/new``
 for ``labelstudio:new``, whatever project that turns out to be: a later run with another policy
@@ -79,6 +100,7 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -86,12 +108,17 @@ import requests
 
 from ..errors import AuthError, ServiceError, UsageError
 from ..formats import labelstudio as labelstudio_format
+from ..formats.labelstudio import CONTROLS
 from ..hookspecs import hookimpl
 from ..io import checks
 from ..io.http import AttemptFailed, HttpClient, clip, server_message
 from ..io.images import ImageDecodeError, display_path, sha256_bytes
 from ..io.jsonsafe import JsonError, response_json
 from ..io.secrets import secret
+from ..policy.prediction import (
+    CLASSIFICATION, INSTANCE_SEGMENTATION, KEYPOINT_DETECTION, MULTI_LABEL_CLASSIFICATION, OBJECT_DETECTION, TASKS,
+    Prediction,
+)
 from ..registry import DestinationSpec
 from . import Delivery, Destination, DestinationOptions, PermanentError, Receipt, RetryableError
 
@@ -151,7 +178,13 @@ class LabelStudioDestination(Destination):
             raise UsageError(f"sending to Label Studio needs an API token: set {API_KEY_ENV}")
         self.client = HttpClient(timeout=options.timeout, retry=options.retry_policy(), service="Label Studio API")
         self.credentials = _Credentials(token.strip(), self.url, self.client)
+        #: The config last used (for the task of the last delivery), for diagnostics and tests.
         self.config: LabelConfig | None = None
+        #: The model's task when the backend says (:meth:`prepare_task`), else each delivery's.
+        self.task: str | None = None
+        self._xml: str | None = None  # the project's labeling config, as last read
+        self._configs: dict[str, LabelConfig] = {}  # its control per task, parsed from _xml
+        self._no_control: dict[str, UsageError] = {}  # tasks the project's config has no control for
         self._lock = threading.Lock()  # the project (labelstudio:new) and its labeling config
         self._import_lock = threading.Lock()  # one task import at a time (see _create_task)
         self._queue_lock = threading.Lock()
@@ -163,11 +196,26 @@ class LabelStudioDestination(Destination):
     # -- contract ----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Read the project's labeling config (or, for ``new``, prove the token works)."""
+        """Read the project's labeling config (or, for ``new``, prove the token works): it must
+        have the control the model's task needs (:meth:`prepare_task`), or, when the task is not
+        known yet, a control for some task (each delivery's task is checked as it comes)."""
         if self.project_id is None:
             self._request("GET", "/api/current-user/whoami", what="checking the API token")
             return
-        self.config = self._load_config()
+        self._read_project(self._project())
+        assert self._xml is not None
+        if self.task is not None:
+            self.config = self._config_for_task(self.task)
+        elif not LabelConfig.tasks(self._xml, self._where(), self.preferred_control):
+            raise UsageError(
+                f"{self._where()}: its labeling config has no RectangleLabels, PolygonLabels, KeyPointLabels or "
+                "Choices control on an Image; alpolicy needs one for its pre-labels"
+            )
+
+    def prepare_task(self, task: str) -> None:
+        """The backend knows its model's task: :meth:`check` then requires its control."""
+        if task in TASKS:
+            self.task = task
 
     #: Both checks only read: a dry run makes them too.
     check_read_only = check
@@ -196,9 +244,8 @@ class LabelStudioDestination(Destination):
 
     # -- the project and its labeling config -------------------------------------------------
 
-    def _load_config(self) -> "LabelConfig":
-        project = self._project()
-        return self._parse_config(project)
+    def _where(self) -> str:
+        return f"Label Studio project {self.project_id}"
 
     def _project(self) -> dict[str, Any]:
         response = self._request("GET", f"/api/projects/{self.project_id}/", what=f"reading project {self.project_id}")
@@ -208,54 +255,133 @@ class LabelStudioDestination(Destination):
             )
         return self._json(response, f"reading project {self.project_id}")
 
-    def _parse_config(self, project: dict[str, Any]) -> "LabelConfig":
+    def _read_project(self, project: dict[str, Any]) -> str:
+        """Keep the project's labeling config (the per-task controls are parsed from it on demand)."""
         xml = project.get("label_config")
         if not isinstance(xml, str) or not xml.strip():
             raise UsageError(f"Label Studio project {self.project_id} has no labeling config")
-        return LabelConfig.parse(xml, f"Label Studio project {self.project_id}", self.preferred_control)
+        self._xml, self._configs, self._no_control = xml, {}, {}
+        return xml
+
+    def _task_of(self, prediction: Prediction) -> str:
+        """The task whose control a delivery's regions go to: its prediction's; for a prediction
+        with nothing to label (no region: any control takes it) the backend's, else one the
+        project's config has -- an empty answer reads as a detector's, whatever the model."""
+        if prediction.detections or prediction.class_scores:
+            return prediction.task
+        if self.task is not None:
+            return self.task
+        if self._xml is None:
+            return prediction.task
+        supported = LabelConfig.tasks(self._xml, self._where(), self.preferred_control)
+        return prediction.task if prediction.task in supported or not supported else supported[0]
+
+    def _config_for_task(self, task: str) -> "LabelConfig":
+        """The project's control for ``task``. A project alpolicy made (``labelstudio:new``) that
+        lacks it gains it; the user's own project without it is a :class:`UsageError`: every
+        image of this model would fail, so the run stops (and sends them once the config has it)."""
+        config = self._configs.get(task)
+        if config is not None:
+            return config
+        with self._lock:
+            config = self._configs.get(task)
+            if config is not None:
+                return config
+            refused = self._no_control.get(task)
+            if refused is not None:  # said once (it stops the run); the sends already under way stay pending
+                raise RetryableError(f"not sent: {refused}")
+            if self._xml is None:
+                self._read_project(self._project())
+            assert self._xml is not None
+            try:
+                config = LabelConfig.parse(self._xml, self._where(), self.preferred_control, task)
+            except _NoControl as error:
+                if not self.create_project:
+                    self._no_control[task] = error
+                    raise
+                config = self._add_control(task)
+            self._configs[task] = config
+            return config
+
+    def _add_control(self, task: str) -> "LabelConfig":
+        """Append ``task``'s control (without labels: they are added as they are predicted) to the
+        config of the project alpolicy made; called under ``_lock``."""
+        xml = self._read_project(self._project())  # read again: someone may have edited it
+        where = self._where()
+        try:
+            return LabelConfig.parse(xml, where, self.preferred_control, task)
+        except _NoControl:
+            pass
+        root = ET.fromstring(xml)
+        images = [el for el in root.iter() if _tag(el) == "image" and (el.get("value") or "").startswith("$") and el.get("name")]
+        if not images:
+            raise UsageError(f"{where}: its labeling config has no Image taking its URL from a task field ($name)")
+        to_name = images[0].get("name") or "image"
+        taken = {el.get("name") for el in root.iter() if el.get("name")}
+        name = _free_name(taken, "label", _CONTROL_NAMES[task])
+        boxes = task == KEYPOINT_DETECTION and not any(  # a pose model's boxes: a RectangleLabels there already?
+            _tag(el) == "rectanglelabels" and to_name in (el.get("toName") or "").split(",") for el in root.iter())
+        snippet = labelstudio_format.controls([], name, to_name, task=task, with_boxes=boxes,
+                                              box_name=_free_name(taken | {name}, labelstudio_format.box_control(name)))
+        self._patch_config(with_controls(xml, snippet), f"adding a {CONTROLS[task]} control for {_MODEL[task]}")
+        log.info("added a %s control %r to the labeling config of Label Studio project %s", CONTROLS[task], name, self.project_id)
+        assert self._xml is not None
+        return LabelConfig.parse(self._xml, where, self.preferred_control, task)
+
+    def _patch_config(self, xml: str, what: str) -> None:
+        """``PATCH /api/projects/{id}/ {"label_config": xml}``; keeps what Label Studio stored."""
+        response = self._request("PATCH", f"/api/projects/{self.project_id}/", what=what, json={"label_config": xml})
+        if response.status_code != 200:
+            raise PermanentError(
+                f"Label Studio refused {what} of project {self.project_id} (HTTP {response.status_code}): {server_message(response)}"
+            )
+        self._read_project(self._json(response, what))
 
     def _config_for(self, delivery: Delivery) -> "LabelConfig":
         if self.project_id is None:
             self._ensure_project(delivery)
-        config = self.config
-        if config is None:
-            with self._lock:
-                if self.config is None:
-                    try:
-                        self.config = self._load_config()
-                    except UsageError as error:
-                        raise PermanentError(str(error)) from None
-                config = self.config
-        missing = config.missing(delivery.prediction.classes)
+        prediction = delivery.prediction
+        task = self._task_of(prediction)
+        config = self._config_for_task(task)
+        self.config = config
+        needed = _needed(prediction, config)
+        missing = {control: config.missing(labels, control) for control, labels in needed.items()}
+        missing = {control: names for control, names in missing.items() if names}
         if not missing:
             return config
         if not self.add_missing_labels:
+            control, names = next(iter(missing.items()))
+            noun = ("keypoint", "keypoints") if task == KEYPOINT_DETECTION and control == config.from_name else ("class", "classes")
+            tag = CONTROLS[task] if control == config.from_name else "RectangleLabels"
             raise PermanentError(
-                f"{_plural(missing, 'class', 'classes')} {', '.join(map(repr, missing))} "
-                f"{'is' if len(missing) == 1 else 'are'} not a label of the RectangleLabels {config.from_name!r} "
-                f"of Label Studio project {self.project_id}: add {'it' if len(missing) == 1 else 'them'} "
+                f"{_plural(names, *noun)} {', '.join(map(repr, names))} "
+                f"{'is' if len(names) == 1 else 'are'} not {'a choice' if tag == 'Choices' else 'a label'} of the {tag} {control!r} "
+                f"of Label Studio project {self.project_id}: add {'it' if len(names) == 1 else 'them'} "
                 "to the labeling config, or run with --add-missing-labels"
             )
-        return self._add_labels(missing)
+        if self.create_project and prediction.is_classification:  # the choices a labeler may pick: every class
+            missing[config.from_name] = list(dict.fromkeys(
+                [*missing.get(config.from_name, []), *config.missing([c["class"] for c in prediction.class_scores])]))
+        return self._add_labels(task, missing)
 
-    def _add_labels(self, classes: list[str]) -> "LabelConfig":
-        """Append the missing labels to the live config (read again: someone may have edited it)."""
+    def _add_labels(self, task: str, additions: dict[str, list[str]]) -> "LabelConfig":
+        """Append the missing labels to the live config's controls (read again: someone may have edited it)."""
         with self._lock:
-            config = self._parse_config(self._project())
-            missing = config.missing(classes)
-            if missing:
-                xml = config.with_labels(missing)
-                response = self._request(
-                    "PATCH", f"/api/projects/{self.project_id}/", what="adding labels to the labeling config",
-                    json={"label_config": xml},
-                )
-                if response.status_code != 200:
-                    raise PermanentError(
-                        f"Label Studio refused to add the labels {', '.join(map(repr, missing))} to project "
-                        f"{self.project_id} (HTTP {response.status_code}): {server_message(response)}"
-                    )
-                config = self._parse_config(self._json(response, "adding labels"))
-                log.info("added %s to the labeling config of Label Studio project %s", ", ".join(missing), self.project_id)
+            self._read_project(self._project())
+            assert self._xml is not None
+            config = LabelConfig.parse(self._xml, self._where(), self.preferred_control, task)
+            added: list[str] = []
+            for control, names in additions.items():
+                missing = config.missing(names, control)
+                if missing:
+                    config = dataclasses.replace(config, xml=config.with_labels(missing, control))
+                    added.extend(missing)
+            if added:
+                self._patch_config(config.xml, "adding labels to the labeling config")
+                assert self._xml is not None
+                config = LabelConfig.parse(self._xml, self._where(), self.preferred_control, task)
+                log.info("added %s to the labeling config of Label Studio project %s", ", ".join(added), self.project_id)
+            self._configs = {task: config}
             self.config = config
             return config
 
@@ -267,21 +393,24 @@ class LabelStudioDestination(Destination):
             self.name = f"labelstudio:{self.url}/projects/new/{project_title(policy, model)}"
 
     def _ensure_project(self, delivery: Delivery) -> None:
-        """``labelstudio:new``: find the project titled after the policy and model, or make it."""
+        """``labelstudio:new``: find the project titled after the policy and model, or make it,
+        its config built for the task (the backend's, else the first delivery's)."""
         with self._lock:
             if self.project_id is not None:
                 return
+            prediction = delivery.prediction
             policy = str(delivery.metadata.get("alpolicy_policy") or "policy")
-            model = str(delivery.prediction.model_id or delivery.metadata.get("model") or "model")
+            model = str(prediction.model_id or delivery.metadata.get("model") or "model")
             title = project_title(policy, model)
             project = self._find_project(title)
             if project is None:
-                project = self._create_project(title, policy, model, delivery.prediction.classes)
+                task = prediction.task if prediction.detections or prediction.class_scores else (self.task or prediction.task)
+                project = self._create_project(title, policy, model, _new_config(prediction, task))
                 log.info("created Label Studio project %s %r: send to it again with labelstudio:%s", project["id"], title, project["id"])
             else:
                 log.info("using Label Studio project %s %r", project["id"], title)
             self.project_id = int(project["id"])
-            self.config = self._parse_config(project)
+            self._read_project(project)
 
     def _find_project(self, title: str) -> dict[str, Any] | None:
         page = 1
@@ -301,11 +430,11 @@ class LabelStudioDestination(Destination):
                 return None
             page += 1
 
-    def _create_project(self, title: str, policy: str, model: str, classes: list[str]) -> dict[str, Any]:
+    def _create_project(self, title: str, policy: str, model: str, label_config: str) -> dict[str, Any]:
         document = {
             "title": title,
             "description": f"Pre-labelled by alpolicy: policy {policy}, model {model}",
-            "label_config": labelstudio_format.config(sorted(classes), "label", "image"),
+            "label_config": label_config,
         }
 
         def create() -> requests.Response:
@@ -406,7 +535,7 @@ class LabelStudioDestination(Destination):
         prediction, decision = delivery.prediction, delivery.decision
         task = labelstudio_format.task(
             prediction, "", config.from_name, config.to_name,
-            id_seed=f"{delivery.key}/{display_path(delivery.image.name)}", score=decision.score,
+            box_name=config.box_name, with_boxes=config.box_name is not None, id_seed=f"{delivery.key}/{display_path(delivery.image.name)}", score=decision.score,
             reasons=list(decision.reasons), tags=list(delivery.tags),
             source=display_path(os.path.abspath(delivery.image.path)),
         )
@@ -658,66 +787,159 @@ def _jwt_expiry(token: str) -> float | None:
 # -- labeling config -------------------------------------------------------------------------
 
 
+class _NoControl(UsageError):
+    """A labeling config without the control a task needs (a one-line UsageError)."""
+
+
+#: How a task's model is named in messages.
+_MODEL = {
+    OBJECT_DETECTION: "an object-detection model",
+    INSTANCE_SEGMENTATION: "an instance-segmentation model",
+    KEYPOINT_DETECTION: "a keypoint-detection model",
+    CLASSIFICATION: "a classification model",
+    MULTI_LABEL_CLASSIFICATION: "a multi-label classification model",
+}
+
+
 @dataclass(frozen=True)
 class LabelConfig:
-    """What alpolicy needs from a labeling config: the RectangleLabels control on an Image."""
+    """What alpolicy needs from a labeling config for one task: the task's control on an Image
+    (``from_name``; :data:`alpolicy.formats.labelstudio.CONTROLS`) and, for a pose model, the
+    RectangleLabels of its boxes on that Image when there is one (``box_name``)."""
 
     xml: str
     from_name: str
     to_name: str
     image_key: str
     labels: tuple[str, ...]
+    task: str = OBJECT_DETECTION
+    box_name: str | None = None
+    box_labels: tuple[str, ...] = ()
+
+    @property
+    def tag(self) -> str:
+        """The control's tag (``RectangleLabels``, ``PolygonLabels``, ``KeyPointLabels``, ``Choices``)."""
+        return CONTROLS[self.task]
 
     @classmethod
-    def parse(cls, xml: str, where: str, preferred: str | None = None) -> "LabelConfig":
-        try:
-            root = ET.fromstring(xml)
-        except ET.ParseError as error:
-            raise UsageError(f"{where}: the labeling config is not valid XML ({error})") from None
+    def parse(cls, xml: str, where: str, preferred: str | None = None, task: str = OBJECT_DETECTION) -> "LabelConfig":
+        """The config's control for ``task`` (the first, or the one named ``preferred``); a
+        config without one is a one-line :class:`UsageError` naming what it needs."""
+        root = _root(xml, where)
         images = {el.get("name"): el for el in root.iter() if _tag(el) == "image" and el.get("name")}
-        candidates = []
-        for control in root.iter():
-            if _tag(control) != "rectanglelabels" or not control.get("name"):
-                continue
-            for to_name in (part.strip() for part in (control.get("toName") or "").split(",")):
-                if to_name in images:
-                    candidates.append((control, to_name))
-                    break
+        tag = CONTROLS[task]
+        candidates = _controls(root, tag.lower(), images)
+        if task == MULTI_LABEL_CLASSIFICATION:
+            single = [c for c in candidates if c[0].get("choice") != "multiple"]
+            candidates = [c for c in candidates if c[0].get("choice") == "multiple"]
         if preferred:
             candidates = [c for c in candidates if c[0].get("name") == preferred]
         if not candidates:
-            which = f"RectangleLabels control named {preferred!r}" if preferred else "RectangleLabels control"
-            raise UsageError(f"{where}: its labeling config has no {which} on an Image; alpolicy needs one for its boxes")
+            which = f"{tag} control named {preferred!r}" if preferred else f"{tag} control"
+            if task == MULTI_LABEL_CLASSIFICATION:
+                which += ' with choice="multiple"'
+            hint = ""
+            if task == MULTI_LABEL_CLASSIFICATION and single and not preferred:
+                hint = f' (its Choices {single[0][0].get("name")!r} takes one choice)'
+            raise _NoControl(f"{where}: its labeling config has no {which} on an Image{hint}; "
+                             f"alpolicy needs one for the pre-labels of {_MODEL[task]}")
         control, to_name = candidates[0]
         value = images[to_name].get("value") or ""
         if not value.startswith("$") or len(value) < 2:
             raise UsageError(f"{where}: the Image {to_name!r} takes its URL from {value!r}, not from a task field ($name)")
-        labels = tuple(
-            el.get("value") for el in control.iter() if _tag(el) == "label" and el.get("value") is not None
-        )
-        return cls(xml, control.get("name"), to_name, value[1:], labels)  # type: ignore[arg-type]
+        box_name, box_labels = None, ()
+        if task == KEYPOINT_DETECTION:  # the boxes go to a RectangleLabels on the same Image, if any
+            boxes = [c for c, image in _controls(root, "rectanglelabels", images) if image == to_name]
+            if boxes:
+                box_name, box_labels = boxes[0].get("name"), _labels(boxes[0])
+        return cls(xml, control.get("name"), to_name, value[1:], _labels(control), task,  # type: ignore[arg-type]
+                   box_name, box_labels)
 
-    def missing(self, classes: list[str]) -> list[str]:
-        known = set(self.labels)
+    @staticmethod
+    def tasks(xml: str, where: str, preferred: str | None = None) -> list[str]:
+        """The tasks whose pre-labels the config can take (those with a control, in :data:`TASKS` order)."""
+        found = []
+        for task in TASKS:
+            try:
+                LabelConfig.parse(xml, where, preferred, task)
+            except _NoControl:
+                continue
+            found.append(task)
+        return found
+
+    def missing(self, classes: list[str], control: str | None = None) -> list[str]:
+        """``classes`` that are not a label of the task's control (or of the box ``control``)."""
+        known = set(self.box_labels if control is not None and control == self.box_name else self.labels)
         return [name for name in dict.fromkeys(classes) if name not in known]
 
-    def with_labels(self, names: list[str]) -> str:
-        """The config with ``<Label value=...>`` appended to the control (comments are kept)."""
-        root = ET.fromstring(self.xml, parser=ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True)))
-        control = next(el for el in root.iter() if _tag(el) == "rectanglelabels" and el.get("name") == self.from_name)
-        children = list(control)
-        closing = (children[-1].tail if children else control.text) or ""
-        indent = (control.text if children and control.text and not control.text.strip() else None) or (closing + "  ")
+    def with_labels(self, names: list[str], control: str | None = None) -> str:
+        """The config with ``<Label value=...>`` (``<Choice>`` in a Choices) appended to the task's
+        control, or to the one named ``control`` (comments are kept)."""
+        root = _root(self.xml, "the labeling config", keep_comments=True)
+        wanted = control or self.from_name
+        element = next(el for el in root.iter() if _tag(el) in _CONTROL_TAGS and el.get("name") == wanted)
+        item = "Choice" if _tag(element) == "choices" else "Label"
+        children = list(element)
+        closing = (children[-1].tail if children else element.text) or ""
+        indent = (element.text if children and element.text and not element.text.strip() else None) or (closing + "  ")
         previous = children[-1] if children else None
         if previous is None:
-            control.text = indent
+            element.text = indent
         for name in names:
             if previous is not None:
                 previous.tail = indent
-            previous = ET.SubElement(control, "Label", {"value": name})
+            previous = ET.SubElement(element, item, {"value": name})
         assert previous is not None
         previous.tail = closing
         return ET.tostring(root, encoding="unicode")
+
+
+def with_controls(xml: str, snippet: str) -> str:
+    """The config with the control elements of ``snippet`` (XML text of elements) appended to its
+    root View: how a project alpolicy made learns another task (comments are kept)."""
+    root = _root(xml, "the labeling config", keep_comments=True)
+    children = list(root)
+    closing = (children[-1].tail if children else root.text) or "\n"
+    for element in ET.fromstring(f"<View>{snippet}</View>"):
+        if children:
+            children[-1].tail = "\n  "
+        else:
+            root.text = "\n  "
+        root.append(element)
+        children.append(element)
+    if children:
+        children[-1].tail = closing
+    return ET.tostring(root, encoding="unicode")
+
+
+_CONTROL_TAGS = frozenset(tag.lower() for tag in CONTROLS.values())
+
+
+def _root(xml: str, where: str, *, keep_comments: bool = False) -> ET.Element:
+    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True)) if keep_comments else None
+    try:
+        return ET.fromstring(xml, parser=parser)
+    except ET.ParseError as error:
+        raise UsageError(f"{where}: the labeling config is not valid XML ({error})") from None
+
+
+def _controls(root: ET.Element, tag: str, images: dict[str | None, ET.Element]) -> list[tuple[ET.Element, str]]:
+    """The controls ``tag`` with a name on an Image, with that Image's name (a per-region
+    Choices classifies a region, not the image: skipped)."""
+    found = []
+    for control in root.iter():
+        if _tag(control) != tag or not control.get("name") or (control.get("perRegion") or "").lower() == "true":
+            continue
+        for to_name in (part.strip() for part in (control.get("toName") or "").split(",")):
+            if to_name in images:
+                found.append((control, to_name))
+                break
+    return found
+
+
+def _labels(control: ET.Element) -> tuple[str, ...]:
+    item = "choice" if _tag(control) == "choices" else "label"
+    return tuple(el.get("value") for el in control.iter() if _tag(el) == item and el.get("value") is not None)  # type: ignore[misc]
 
 
 def _tag(element: ET.Element) -> str:
@@ -733,6 +955,43 @@ def project_title(policy: str, model: str) -> str:
     room = TITLE_MAX - len(head) - 2
     tail = model if len(model) <= room else "…" + model[-(room - 1):]
     return f"{head}: {tail}"
+
+
+def _needed(prediction: Prediction, config: LabelConfig) -> dict[str, list[str]]:
+    """The labels each control must have for a prediction's regions (by control name)."""
+    if config.task == KEYPOINT_DETECTION:
+        needed = {config.from_name: labelstudio_format.keypoint_names(prediction)}
+        if config.box_name is not None:
+            needed[config.box_name] = prediction.classes
+        return needed
+    return {config.from_name: prediction.classes}
+
+
+def _new_config(prediction: Prediction, task: str) -> str:
+    """The labeling config of a project made for ``prediction``'s model: its task's control with
+    the classes seen (a classifier's every class), the keypoint names of a pose model."""
+    if prediction.is_classification:
+        classes = sorted({entry["class"] for entry in prediction.class_scores})
+    else:
+        classes = sorted(prediction.classes)
+    keypoints = labelstudio_format.keypoint_names(prediction)
+    return labelstudio_format.config(classes, "label", "image", task=task, keypoints=keypoints)
+
+
+#: The name of a control alpolicy adds for a task, when ``label`` is taken.
+_CONTROL_NAMES = {OBJECT_DETECTION: "box", INSTANCE_SEGMENTATION: "polygon", KEYPOINT_DETECTION: "keypoints",
+                  CLASSIFICATION: "class", MULTI_LABEL_CLASSIFICATION: "classes"}
+
+
+def _free_name(taken: set[str | None], *bases: str) -> str:
+    """The first of ``bases`` not ``taken``, else the last one numbered (``name_2``...)."""
+    for base in bases:
+        if base not in taken:
+            return base
+    number = 2
+    while f"{bases[-1]}_{number}" in taken:
+        number += 1
+    return f"{bases[-1]}_{number}"
 
 
 def _upload_id(remote_id: str | None) -> int | None:
@@ -762,7 +1021,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                                "description": "add predicted classes missing from the labeling config instead of "
                                "failing those images (--add-missing-labels)"},
         "labelstudio_from_name": {"type": "string", "minLength": 1,
-                                  "description": "the RectangleLabels control to fill, in a config with several (default: the first)"},
+                                  "description": "the control to fill (RectangleLabels, PolygonLabels, KeyPointLabels or Choices, "
+                                  "as the model's task needs), in a config with several (default: the first)"},
     },
 }
 

@@ -7,8 +7,15 @@ Two requests per image, as the Roboflow REST API documents them:
    project, ``{"duplicate": true, "id": …}`` -- success too: that is what makes a retry after a
    lost response safe (Roboflow deduplicates by content).
 2. ``POST {api}/dataset/{project}/annotate/{id}?api_key=…&name=…&prediction=true`` with the
-   inference JSON as the annotation file, so the image enters the labeling flow pre-labelled.
-   409 "already annotated" means an earlier attempt got there: success.
+   annotation file of the prediction's task, so the image enters the labeling flow pre-labelled:
+   as Roboflow Inference's active learning registers it, the inference JSON as ``<stem>.json``
+   for detection, segmentation (``points``) and pose (``keypoints``), the top class as
+   ``<stem>.txt`` for a single-label classifier; for a multi-label classifier (which Inference
+   cannot register) the predicted classes as a JSON list, as the Roboflow SDK uploads a
+   multi-label label (see :func:`alpolicy.formats.roboflow.annotation`). The body is the SDK's
+   ``{"annotationFile": TEXT, "labelmap": null}``. A classifier that predicted no class gets no
+   annotation (nor does Inference register one). 409 "already annotated" means an earlier
+   attempt got there: success.
 
 After step 1 the destination checkpoints the id, so a resume after a crash only re-annotates.
 Before any image, ``check()`` reads ``GET {api}/?api_key=…`` (the key's workspace) and
@@ -18,7 +25,8 @@ Options (``DestinationOptions``): ``split``; ``batch`` (a name prefix, default `
 ``extra["batch_recreation"]`` = ``never`` | ``daily`` | ``weekly`` | ``monthly``, named as Roboflow
 Inference names its active-learning batches (``prefix_2026_11_27``: today, the week's Monday, the
 month's first day, local time); ``extra["max_size"]`` (longest side, px) and
-``extra["jpeg_quality"]`` to send a smaller JPEG, with the pre-label's boxes rescaled to match.
+``extra["jpeg_quality"]`` to send a smaller JPEG, with the pre-label rescaled to match (boxes,
+polygons and keypoints: :func:`alpolicy.formats.roboflow.scaled`).
 Re-encoding is deterministic, so a retried upload is still recognised as a duplicate.
 """
 
@@ -60,7 +68,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                              "description": "start a new batch every day/week/month: NAME_2026_11_27, as Roboflow "
                              "Inference (--batch-recreation)"},
         "max_size": {"type": "integer", "minimum": 1,
-                     "description": "downscale uploads to this longest side in px, boxes rescaled (--max-size)"},
+                     "description": "downscale uploads to this longest side in px, pre-labels rescaled (--max-size)"},
         "jpeg_quality": {"type": "integer", "minimum": 1, "maximum": 95,
                          "description": "re-encode uploads as JPEG at this quality (--jpeg-quality)"},
     },
@@ -82,7 +90,7 @@ def batch_name(prefix: str, recreation: str, today: date | None = None) -> str:
 
 def shrink(content: bytes, prediction: Prediction, max_size: int | None, quality: int) -> tuple[bytes, Prediction]:
     """A JPEG of at most ``max_size`` px on its longest side (EXIF orientation applied) and the
-    prediction with its boxes rescaled to it.
+    prediction rescaled to it (:func:`alpolicy.formats.roboflow.scaled`: boxes, polygons, keypoints).
 
     Decoded through :func:`alpolicy.io.images.open_image`: a bomb is refused from its header before
     any pixel is decoded, and any decoder error is an :class:`ImageDecodeError` (that image fails).
@@ -94,12 +102,7 @@ def shrink(content: bytes, prediction: Prediction, max_size: int | None, quality
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality, optimize=True)
-    sx, sy = image.width / prediction.width, image.height / prediction.height
-    detections = [
-        {**d, "x": d["x"] * sx, "y": d["y"] * sy, "width": d["width"] * sx, "height": d["height"] * sy}
-        for d in prediction.detections
-    ]
-    return buffer.getvalue(), Prediction(image.width, image.height, detections, prediction.model_id, dict(prediction.extra))
+    return buffer.getvalue(), roboflow_format.scaled(prediction, image.width, image.height)
 
 
 class RoboflowDestination(Destination):
@@ -201,11 +204,14 @@ class RoboflowDestination(Destination):
         raise PermanentError(f"upload refused (HTTP {response.status_code}): {server_message(response)}")
 
     def _annotate(self, prediction: Prediction, image_name: str, remote_id: str) -> None:
-        name = PurePath(image_name).stem + ".json"
-        annotation = {"annotationFile": json.dumps(roboflow_format.document(prediction)), "labelmap": None}
+        annotation = roboflow_format.annotation(prediction)
+        if annotation is None:  # a classifier that predicted no class: nothing to pre-label
+            return
+        envelope = {"annotationFile": annotation.text, "labelmap": None}  # the SDK's body (rfapi.save_annotation)
         response = self.client.request(
             "POST", f"{self.api}/dataset/{self.project}/annotate/{remote_id}", what="annotation",
-            params={"api_key": self.api_key, "name": name, "prediction": "true"}, json=annotation,
+            params={"api_key": self.api_key, "name": annotation.name(PurePath(image_name).stem), "prediction": "true"},
+            json=envelope,
         )
         if response.status_code == 409:  # already annotated: an earlier attempt's request got through
             return

@@ -1,8 +1,26 @@
-"""COCO detection: ``bbox`` is ``[x_min, y_min, width, height]`` in pixels (the top-left corner),
-where a :class:`~alpolicy.policy.prediction.Prediction` has the box's centre.
+"""COCO detection, instance segmentation and keypoints: ``bbox`` is ``[x_min, y_min, width,
+height]`` in pixels (the top-left corner), where a :class:`~alpolicy.policy.prediction.Prediction`
+has the box's centre.
 
 Category ids are the given class names numbered from 1 (0 is "background" to many COCO tools);
 image and annotation ids are positions in the document, which is always built whole.
+
+Per task (https://cocodataset.org/#format-data):
+
+* segmentation: a detection's ``points`` become ``segmentation: [[x1, y1, x2, y2, ...]]`` (one
+  polygon in pixels, clipped to the image as boxes are) and ``area`` the clipped polygon's area;
+  a detection with an ``rle`` mask and no polygon gets it as ``segmentation: {"size", "counts"}``
+  (``iscrowd`` stays 0: one object, not a crowd) and ``area`` the mask's pixels. A detection with
+  neither keeps ``segmentation: []`` and the box's area.
+* keypoints: ``keypoints: [x1, y1, v1, ...]`` in the order of the category's ``keypoints`` names
+  (its skeleton; ``skeleton: []``: Roboflow Inference does not answer the edges), ``v`` as
+  :data:`~alpolicy.formats.shapes.KEYPOINT_VISIBLE` says, and ``num_keypoints`` those with
+  ``v > 0``. ``area`` is the box's (COCO's OKS scale).
+
+Reading back (:func:`detection`): a polygon (the largest, when there are several) becomes
+``points``, an RLE ``rle``, labelled keypoints (``v > 0``) ``keypoints`` of confidence 1.0
+(COCO keeps no per-keypoint confidence). In a keypoint dataset (its categories name keypoints)
+the segmentation is not read: a prediction has one task.
 """
 
 from __future__ import annotations
@@ -11,7 +29,8 @@ import json
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..policy.prediction import Detection, Prediction
+from ..policy.prediction import INSTANCE_SEGMENTATION, KEYPOINT_DETECTION, Detection, Prediction
+from . import shapes
 
 
 class CocoFormatError(ValueError):
@@ -27,26 +46,27 @@ def box(detection: Detection, width: float, height: float) -> tuple[float, float
     return x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0)
 
 
-def document(images: Iterable[tuple[str, Prediction]], classes: Sequence[str], created: datetime) -> dict[str, Any]:
+def document(images: Iterable[tuple[str, Prediction]], classes: Sequence[str], created: datetime, *,
+             keypoints: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """A COCO dataset of ``(file_name, prediction)`` pairs whose classes are all in ``classes``;
-    ``score`` is each box's confidence (COCO results merged into the dataset, as most tools export)."""
+    ``score`` is each box's confidence (COCO results merged into the dataset, as most tools export).
+
+    ``keypoints`` (class -> keypoint names, :func:`alpolicy.formats.shapes.keypoint_names`) makes
+    it a keypoint dataset; by default it is one when a detection has keypoints."""
+    images = list(images)
+    if keypoints is None:
+        found = shapes.keypoint_names(prediction for _, prediction in images)
+        keypoints = found if any(found.values()) else None
     category_ids = {name: index for index, name in enumerate(classes, start=1)}
     entries: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, (file_name, prediction) in enumerate(images, start=1):
         entries.append({"id": image_id, "file_name": file_name, "width": prediction.width, "height": prediction.height})
         for detection in prediction.detections:
-            x, y, w, h = box(detection, prediction.width, prediction.height)
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": category_ids[detection["class"]],
-                "bbox": [x, y, w, h],
-                "area": w * h,
-                "segmentation": [],
-                "iscrowd": 0,
-                "score": detection["confidence"],
-            })
+            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": category_ids[detection["class"]]}
+            annotation.update(shape(detection, prediction.width, prediction.height, keypoints))
+            annotation["score"] = detection["confidence"]
+            annotations.append(annotation)
     from .. import __version__
 
     return {
@@ -58,10 +78,43 @@ def document(images: Iterable[tuple[str, Prediction]], classes: Sequence[str], c
             "date_created": created.isoformat(timespec="seconds"),
         },
         "licenses": [],
-        "categories": [{"id": category_ids[name], "name": name, "supercategory": "none"} for name in classes],
+        "categories": [category(category_ids[name], name, keypoints) for name in classes],
         "images": entries,
         "annotations": annotations,
     }
+
+
+def category(category_id: int, name: str, keypoints: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
+    """One category; in a keypoint dataset with its skeleton's names (and no edges)."""
+    entry: dict[str, Any] = {"id": category_id, "name": name, "supercategory": "none"}
+    if keypoints is not None:
+        entry.update(keypoints=list(keypoints.get(name, [])), skeleton=[])
+    return entry
+
+
+def shape(detection: Detection, width: int, height: int,
+          keypoints: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """An annotation's ``bbox``, ``area``, ``segmentation``, ``iscrowd`` (and in a keypoint
+    dataset ``keypoints``, ``num_keypoints``): see the module docstring."""
+    x, y, w, h = box(detection, width, height)
+    found: dict[str, Any] = {"bbox": [x, y, w, h], "area": w * h, "segmentation": [], "iscrowd": 0}
+    if keypoints is not None:
+        triplets = shapes.keypoint_triplets(detection, len(keypoints.get(detection["class"], [])), width, height)
+        found["keypoints"] = [value for triplet in triplets for value in triplet]
+        found["num_keypoints"] = sum(1 for triplet in triplets if triplet[2] > 0)
+        return found
+    if detection.get("points"):
+        polygon = shapes.clip_polygon(detection["points"], width, height)
+        found["segmentation"] = [shapes.flat(polygon)] if polygon else []
+        found["area"] = shapes.polygon_area(polygon)
+    elif detection.get("rle"):
+        rle = detection["rle"]
+        found["segmentation"] = {"size": list(rle["size"]), "counts": rle["counts"]}
+        try:
+            found["area"] = shapes.rle_area(rle)
+        except ValueError:  # counts that do not decode: the box's area, the mask as the model gave it
+            pass
+    return found
 
 
 def key(value: Any) -> Any:
@@ -80,9 +133,12 @@ def image_entry(entry: Any) -> tuple[Any, str, Any, Any]:
         raise CocoFormatError("needs id, file_name, width and height") from None
 
 
-def detection(annotation: Mapping[str, Any], categories: Mapping[Any, str]) -> Detection:
+def detection(annotation: Mapping[str, Any], categories: Mapping[Any, str],
+              keypoint_names: Mapping[Any, Sequence[str]] | None = None) -> Detection:
     """One annotation as a centre-based detection; ``categories`` maps :func:`key` of an id to its name.
-    ``confidence`` is the ``score`` (1.0 when absent); ``class_id`` the category id when an int."""
+    ``confidence`` is the ``score`` (1.0 when absent); ``class_id`` the category id when an int.
+    ``keypoint_names`` (:func:`keypoint_names`) marks a keypoint dataset: its annotations'
+    ``keypoints`` are read, not their segmentation; otherwise a polygon or RLE is read."""
     bbox = annotation.get("bbox")
     if (
         not isinstance(bbox, list)
@@ -111,6 +167,53 @@ def detection(annotation: Mapping[str, Any], categories: Mapping[Any, str]) -> D
         found["class_id"] = category_id
     if "id" in annotation:
         found["detection_id"] = str(annotation["id"])
+    if keypoint_names is not None:
+        names = keypoint_names.get(key(category_id)) or []
+        if annotation.get("keypoints") is not None:
+            found["keypoints"] = _keypoints(annotation["keypoints"], names)
+        return found
+    segmentation = annotation.get("segmentation")
+    if isinstance(segmentation, dict):
+        found["rle"] = _rle(segmentation)
+    elif segmentation:
+        found["points"] = _points(segmentation)
+    return found
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _points(segmentation: Any) -> list[dict[str, float]]:
+    """The polygon of a ``segmentation`` list: the largest of its polygons (a prediction has one)."""
+    polygons = segmentation if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation) else [segmentation]
+    best: list[tuple[float, float]] = []
+    for polygon in polygons:
+        if not isinstance(polygon, list) or len(polygon) % 2 or not all(_number(v) for v in polygon):
+            raise CocoFormatError(f"segmentation must be polygons [[x1, y1, x2, y2, ...]], not {_clip(repr(segmentation))}")
+        points = list(zip(polygon[0::2], polygon[1::2]))
+        if not best or shapes.polygon_area(points) > shapes.polygon_area(best):
+            best = points
+    return [{"x": x, "y": y} for x, y in best]
+
+
+def _rle(segmentation: Mapping[str, Any]) -> dict[str, Any]:
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not isinstance(size, list) or not isinstance(counts, (str, list)):
+        raise CocoFormatError(f"an RLE segmentation needs size [h, w] and counts, not {_clip(repr(segmentation))}")
+    return {"size": size, "counts": counts}
+
+
+def _keypoints(values: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+    """``[x1, y1, v1, ...]`` -> the labelled keypoints (``v > 0``), named by the category."""
+    if not isinstance(values, list) or len(values) % 3 or not all(_number(v) for v in values):
+        raise CocoFormatError(f"keypoints must be [x1, y1, v1, ...], not {_clip(repr(values))}")
+    found = []
+    for index in range(len(values) // 3):
+        x, y, visibility = values[3 * index: 3 * index + 3]
+        if visibility > 0:
+            name = names[index] if index < len(names) else str(index)
+            found.append({"x": x, "y": y, "confidence": 1.0, "class_id": index, "class": name})
     return found
 
 
@@ -124,18 +227,40 @@ def categories(document: Mapping[str, Any]) -> dict[Any, str]:
     return found
 
 
+def keypoint_names(document: Mapping[str, Any]) -> dict[Any, list[str]] | None:
+    """:func:`key` of each category id -> its ``keypoints`` names, when any category lists them
+    (a keypoint dataset); ``None`` otherwise."""
+    listed = [c for c in document.get("categories") or [] if isinstance(c, dict) and isinstance(c.get("keypoints"), list)]
+    if not listed:
+        return None
+    return {key(c.get("id")): [str(name) for name in c["keypoints"]] for c in listed}
+
+
+def task(document: Mapping[str, Any]) -> str | None:
+    """The task a COCO dataset holds, for its images without annotations (whose shape cannot
+    tell): keypoints when its categories name them, segmentation when an annotation has one,
+    else ``None`` (detection)."""
+    if keypoint_names(document) is not None:
+        return KEYPOINT_DETECTION
+    if any(isinstance(a, dict) and a.get("segmentation") for a in document.get("annotations") or []):
+        return INSTANCE_SEGMENTATION
+    return None
+
+
 def predictions(document: Mapping[str, Any]) -> dict[str, Prediction]:
     """Every image of a COCO dataset (by ``file_name``) with its annotations as a checked prediction."""
     names = categories(document)
+    skeletons = keypoint_names(document)
+    hint = task(document)
     by_image: dict[Any, list[Mapping[str, Any]]] = {}
     for annotation in document.get("annotations") or []:
         by_image.setdefault(key(annotation.get("image_id")), []).append(annotation)
     found = {}
     for entry in document.get("images") or []:
         image_id, file_name, width, height = image_entry(entry)
-        detections = [detection(annotation, names) for annotation in by_image.get(key(image_id), [])]
+        detections = [detection(annotation, names, skeletons) for annotation in by_image.get(key(image_id), [])]
         found[file_name] = Prediction.from_json(
-            {"image": {"width": width, "height": height}, "predictions": detections}, check=True)
+            {"image": {"width": width, "height": height}, "predictions": detections}, check=True, task=hint)
     return found
 
 

@@ -50,7 +50,9 @@ class Decision:
     qualifies: bool
     prediction: Prediction
     witnesses: list[Detection]
-    trace: list[tuple["Leaf", bool]]
+    #: ``(leaf, passed)`` per rule evaluated, in order; ``(leaf, None)`` for each rule that does not
+    #: apply to the prediction's task (then the trace holds only those: see :mod:`.engine`).
+    trace: list[tuple["Leaf", bool | None]]
     policy: "Policy"
     # Caches, filled on first read. They have no default on purpose: an unset slot costs nothing
     # when the decision is made (the hot path), and reading one raises AttributeError until then.
@@ -72,6 +74,8 @@ class Decision:
     def _explain(self) -> list[Verdict]:
         # Rule methods go through leaf.call: an exception from a rule's code names the rule.
         prediction, witnesses = self.prediction, self.witnesses
+        if self.trace and self.trace[-1][1] is None:  # rules that cannot judge this task: no rule ran
+            return [Verdict(leaf.label, False, leaf.not_applicable(prediction.task), leaf.path) for leaf, _ in self.trace]
         verdicts = [
             Verdict(leaf.label, passed, leaf.call(leaf.rule.explain, prediction, witnesses, passed), leaf.path)
             for leaf, passed in self.trace

@@ -3,6 +3,14 @@
 Compilation turns every rule object into the small object its factory returns and wraps image
 rules in ``all`` / ``any`` / ``not`` nodes. ``evaluate`` then only calls methods on those objects:
 no pluggy dispatch and no schema validation per image.
+
+Task types: a rule may apply to some tasks only (:attr:`RuleSpec.tasks`: ``box_area`` reads
+boxes, which a classifier has not). A policy holding a rule that cannot judge a prediction's task
+does not qualify the image, whatever the other rules say and wherever the rule sits (under
+``any`` or ``not`` too: a rule that cannot be asked answers neither yes nor no); its decision's
+trace holds ``(leaf, None)`` for each such rule, which ``explain`` words as ``box_area does not
+apply to classification predictions`` and ``rejected_by`` names. No such rule's code runs.
+:meth:`Policy.check_task` refuses such a policy up front when the model's task is known.
 """
 
 from __future__ import annotations
@@ -14,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from ..errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, exception_line, rule_component
+from ..errors import AlpolicyError, PluginCrash, PolicyError, Problem, RuleError, UsageError, exception_line, rule_component
 from ..registry import Registry, RuleSpec, Stage, default_registry
 from .decision import Decision
 from .policy_json import document_problems, loads as load_policy_json
-from .prediction import Detection, Prediction, PredictionFormatError
+from .prediction import TASKS, Detection, Prediction, PredictionFormatError
 from .rule import DetectionRule, ImageRule, ParameterError, SamplingRule
 from .validation import common_keys, error_paths, json_path, path_order, schema_problems
 
@@ -42,6 +50,8 @@ class Leaf:
     factory: Any = None
     #: The plugin that registered the rule (named when the rule's code raises).
     plugin: str = ""
+    #: The task types the rule applies to (:attr:`RuleSpec.tasks`; ``None``: every task).
+    tasks: frozenset[str] | None = None
     # The trace entries this leaf appends, built once: the hot loop then allocates no tuple per rule.
     passed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
     failed_entry: tuple["Leaf", bool] = field(init=False, repr=False)
@@ -59,6 +69,14 @@ class Leaf:
     @property
     def short(self) -> str:
         return self.name
+
+    def applies_to(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
+
+    def not_applicable(self, task: str) -> str:
+        """Why this rule did not judge a prediction of ``task``, e.g. ``box_area does not apply to
+        classification predictions (only to object-detection, ...)``."""
+        return f"{self.name} does not apply to {task} predictions (only to {_task_list(self.tasks)})"
 
     def blames(self, outer: str | None = None) -> Iterator[tuple["Leaf", str]]:
         """This leaf and what ``rejected_by`` names when the evaluation of a failed policy ends here."""
@@ -187,6 +205,8 @@ class Policy:
         self._selects = tuple(_selector(leaf.rule) for leaf in self.detection_leaves)
         #: What rejected an image whose evaluation ended at a leaf (see :meth:`rejected_by`).
         self._blame: dict[Leaf, str] = dict(self.image_root.blames())
+        #: Per task, the rules that cannot judge its predictions (only the tasks that have some).
+        self._not_applicable: dict[str, tuple[Leaf, ...]] = _not_applicable(self.leaves)
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -235,6 +255,37 @@ class Policy:
 
         return cls(conditionals_to_document(conditionals), registry=registry, source="conditionals")
 
+    # ----------------------------------------------------------------- tasks
+    @property
+    def leaves(self) -> tuple[Leaf, ...]:
+        """Every compiled rule of the policy: detection, image (in document order), sampling."""
+        image = tuple(dict.fromkeys(leaf for leaf, _ in self.image_root.blames()))
+        return self.detection_leaves + image + self.sampling_leaves
+
+    def not_applicable(self, task: str) -> tuple[Leaf, ...]:
+        """The rules of this policy that cannot judge a prediction of ``task`` (empty: all can)."""
+        return self._not_applicable.get(task, ())
+
+    def check_task(self, task: str | None, *, model: str | None = None) -> None:
+        """Refuse, in one line (:class:`UsageError`), to run this policy on a model of ``task``
+        when one of its rules cannot judge that task's predictions (``box_area`` on a classifier):
+        every image would be rejected. ``None`` (the task is unknown) checks nothing; ``model``
+        names the model in the message. The pipeline calls it once the backend is checked."""
+        if task is None:
+            return
+        if task not in TASKS:
+            raise UsageError(f"the model's task {task!r} is not one of {', '.join(TASKS)}")
+        leaves = self.not_applicable(task)
+        if not leaves:
+            return
+        rules = ", ".join(f"{leaf.path[2:]} {leaf.name}" for leaf in leaves)
+        verb = "does" if len(leaves) == 1 else "do"
+        article = "an" if task[0] in "aeiou" else "a"
+        because = f"the model {model} is {article} {task} model" if model else f"checked for {task} models"
+        only = f"; {leaves[0].name} applies to {_task_list(leaves[0].tasks)} models" if len(leaves) == 1 else ""
+        raise UsageError(f"policy rule{'s' if len(leaves) > 1 else ''} {rules} {verb} not apply to {task} models "
+                         f"({because}{only})")
+
     # ----------------------------------------------------------------- use
     def evaluate(self, prediction: Prediction | Mapping[str, Any]) -> Decision:
         """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON).
@@ -244,6 +295,8 @@ class Policy:
         """
         if type(prediction) is not Prediction:
             prediction = Prediction.from_json(prediction, check=False)  # type: ignore[arg-type]
+        if self._not_applicable and prediction.task in self._not_applicable:  # no rule's code runs
+            return Decision(False, prediction, [], [(leaf, None) for leaf in self._not_applicable[prediction.task]], self)
         try:
             witnesses = prediction.detections
             for select in self._selects:
@@ -281,8 +334,12 @@ class Policy:
     def rejected_by(self, trace: Sequence[tuple[Leaf, bool]]) -> str:
         """What made a failed evaluation fail, read from its trace: evaluation short-circuits, so
         the last rule evaluated lies inside the failing child of every ``all`` on the way down,
-        and is named by the outermost ``any`` / ``not`` around it (or is the failing rule)."""
-        return self._blame[trace[-1][0]]
+        and is named by the outermost ``any`` / ``not`` around it (or is the failing rule).
+        A rule that does not apply to the prediction's task names itself (the first such rule)."""
+        leaf, passed = trace[-1]
+        if passed is None:
+            return trace[0][0].label
+        return self._blame[leaf]
 
     @property
     def document(self) -> dict[str, Any]:
@@ -299,6 +356,19 @@ class Policy:
     def __repr__(self) -> str:
         label = self.name or self.source or "policy"
         return f"<Policy {label}: {len(self.detection_leaves)} detection rule(s), sampling {len(self.sampling_leaves)}>"
+
+
+def _task_list(tasks: frozenset[str] | None) -> str:
+    """The tasks in :data:`TASKS` order: ``object-detection, instance-segmentation and keypoint-detection``."""
+    named = [task for task in TASKS if tasks is None or task in tasks]
+    return named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+
+
+def _not_applicable(leaves: Sequence[Leaf]) -> dict[str, tuple[Leaf, ...]]:
+    """Per task, the leaves that cannot judge it; tasks every leaf can judge are left out, so that
+    the hot path tests one empty dict for the common policy."""
+    found = {task: tuple(leaf for leaf in leaves if not leaf.applies_to(task)) for task in TASKS}
+    return {task: leaves for task, leaves in found.items() if leaves}
 
 
 def _selector(rule: Any) -> Any:
@@ -410,8 +480,9 @@ class _Compiler:
             return None
         label = spec.name if self._name_count.get(spec.name, 0) <= 1 else f"{spec.name} at {where}"
         if stage is Stage.SAMPLING:
-            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory, spec.plugin)
-        return Leaf(rule, spec.name, label, obj.get("tag"), where, plugin=spec.plugin)
+            return Leaf(rule, spec.name, obj.get("name") or label, obj.get("tag"), where, dict(obj), spec.factory,
+                        spec.plugin, getattr(spec, "tasks", None))
+        return Leaf(rule, spec.name, label, obj.get("tag"), where, plugin=spec.plugin, tasks=getattr(spec, "tasks", None))
 
     def _node(self, obj: Any, path: tuple) -> Any:
         if not isinstance(obj, dict):

@@ -2,7 +2,10 @@
 
 ``write_run_report(journal, out_dir, run_id)`` writes ``out_dir/index.html`` and ``out_dir/thumbs/``.
 The page opens from ``file://``: no CDN, no server, no script; charts are inline SVG
-(:mod:`alpolicy.report.svg`), thumbnails are small JPEGs with the boxes drawn in (Pillow). Every page
+(:mod:`alpolicy.report.svg`), thumbnails are small JPEGs with the boxes drawn in (Pillow), a
+segmentation model's polygons and a pose model's keypoints drawn over them in inline SVG (scaled
+as the boxes, by :func:`alpolicy.formats.roboflow.scaled`; a keypoint's name and confidence in its
+tooltip), and a classifier's classes written under them instead of boxes. Every page
 (this one, the what-if of :mod:`alpolicy.report.whatif`, the charts) is built with
 :mod:`alpolicy.report.markup`, where a value is escaped unless it is markup built there.
 
@@ -17,8 +20,9 @@ What the page shows, and where each number comes from (so that it can be checked
 * charts of every detection of the images decided in the run: confidences with the policy's
   ``confidence`` intervals shaded, detections per class, box areas (log scale) with ``box_area``
   bounds shaded. The policy is the run's own (``runs.policy``), not today's file;
-* a gallery of the chosen images with witnesses (orange) and other detections (grey) drawn, their
-  reasons and where they went; an evenly spread sample of rejected images with what rejected them;
+* a gallery of the chosen images with witnesses (orange) and other detections (grey) drawn (boxes,
+  polygons, keypoints; for a classifier its top or predicted classes and every class's score, best
+  first), their reasons and where they went; an evenly spread sample of rejected images with what rejected them;
 * the policy, pretty-printed.
 
 The journal is opened read-only: a report never changes it and can be made while a run goes on.
@@ -43,6 +47,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from ..errors import AlpolicyError, UsageError
 from ..formats.coco import box as corner_box
+from ..formats.roboflow import scaled
 from ..io.images import ImageDecodeError, open_image
 from ..policy.engine import Policy
 from ..policy.prediction import Detection, Prediction, PredictionFormatError, detection_label
@@ -285,10 +290,13 @@ def _sampling_culprit(record: dict[str, Any]) -> str:
 
 
 def _add_detections(model: RunModel, prediction: Prediction) -> None:
+    """A detection's confidence, class and box area; a classifier's predicted classes (no area)."""
     area_of_image = (prediction.width * prediction.height) or 1
     for detection in prediction.detections:
         model.confidences.append(float(detection["confidence"]))
         model.classes[str(detection["class"])] += 1
+        if not prediction.has_boxes:
+            continue
         area = float(detection["width"]) * float(detection["height"])
         model.areas.append(area / area_of_image if model.area_relative else area)
 
@@ -432,17 +440,30 @@ def thumbnail(shot: Shot, thumbs: Path, size: int = THUMB_SIZE) -> tuple[str, in
     return name, image.width, image.height
 
 
-def draw_boxes(image: Image.Image, prediction: Prediction, witnesses: Sequence[Detection]) -> None:
-    """Boxes scaled from the prediction's image size to the thumbnail; witnesses in orange, on top."""
-    sx, sy = image.width / (prediction.width or image.width), image.height / (prediction.height or image.height)
-    draw = ImageDraw.Draw(image)
+def witness_indices(prediction: Prediction, witnesses: Sequence[Detection]) -> set[int]:
+    """The places of ``witnesses`` among the prediction's detections (the policy returns the
+    detections themselves; a scaled copy of the prediction has other objects at the same places)."""
     chosen = {id(d) for d in witnesses}
-    ordered = sorted(prediction.detections, key=lambda d: id(d) in chosen)
-    for detection in ordered:
-        colour = _WITNESS if id(detection) in chosen else _OTHER
-        x, y, w, h = corner_box(detection, prediction.width, prediction.height)
-        box = (x * sx, y * sy, (x + w) * sx, (y + h) * sy)
-        draw.rectangle(box, outline=colour, width=2 if id(detection) in chosen else 1)
+    return {index for index, detection in enumerate(prediction.detections) if id(detection) in chosen}
+
+
+def draw_boxes(image: Image.Image, prediction: Prediction, witnesses: Sequence[Detection]) -> None:
+    """Boxes scaled from the prediction's image size to the thumbnail
+    (:func:`alpolicy.formats.roboflow.scaled`); witnesses in orange, on top. A classifier has no
+    box: its classes are written under the thumbnail (:func:`classes_block`); polygons and
+    keypoints are drawn over it in SVG (:func:`alpolicy.report.svg.overlay`)."""
+    if not prediction.has_boxes:
+        return
+    chosen = witness_indices(prediction, witnesses)
+    small = scaled(prediction, image.width, image.height)
+    draw = ImageDraw.Draw(image)
+    ordered = sorted(range(len(small.detections)), key=lambda index: index in chosen)
+    for index in ordered:
+        detection = small.detections[index]
+        colour = _WITNESS if index in chosen else _OTHER
+        x, y, w, h = corner_box(detection, image.width, image.height)
+        box = (x, y, x + w, y + h)
+        draw.rectangle(box, outline=colour, width=2 if index in chosen else 1)
         label = detection_label(detection)
         left, top = box[0], max(0.0, box[1] - 11)
         text_box = draw.textbbox((left + 1, top), label)
@@ -467,6 +488,13 @@ figcaption{font-size:12px;word-break:break-word}figcaption ul{margin:4px 0;paddi
 .badge{display:inline-block;border-radius:3px;padding:0 5px;color:#fff;background:#59a14f;font-size:11px}
 .rejected .badge{background:#e15759}.missing{padding:40px 8px;color:#a00;background:#fee;text-align:center}
 pre{background:#f6f6f6;padding:10px;overflow:auto}
+a.shot{position:relative;display:inline-block;max-width:100%}
+a.shot svg.overlay{position:absolute;left:0;top:0;width:100%;height:100%}
+svg.overlay circle.low{fill-opacity:0}
+.classes{margin:4px 0}.classes .verdict{font-size:13px}
+table.scores{border-collapse:collapse;font-size:12px}table.scores td{padding:0 6px 0 0}
+table.scores td.n{text-align:right;font-variant-numeric:tabular-nums}table.scores td.meter{width:120px}
+table.scores tr.predicted td:first-child{font-weight:bold}table.scores tr.other{color:#666}
 table.fail td{padding:1px 8px;font-size:12px;vertical-align:top}
 """)
 
@@ -512,11 +540,15 @@ def _figure(shot: Shot, out_dir: Path) -> Markup:
     made = thumbnail(shot, out_dir / "thumbs")
     if isinstance(made, tuple):
         name, w, h = made
-        picture = html('<a href="{link}"><img src="thumbs/{name}" width="{w}" height="{h}" alt="{alt}"></a>',
-                       link=relative_href(shot.path, out_dir), name=name, w=w, h=h, alt=os.path.basename(shot.path))
+        drawn = _overlay(shot, w, h)
+        picture = html('<a class="shot" href="{link}"><img src="thumbs/{name}" width="{w}" height="{h}" alt="{alt}">{drawn}</a>',
+                       link=relative_href(shot.path, out_dir), name=name, w=w, h=h, alt=os.path.basename(shot.path),
+                       drawn=drawn or "")
     else:
         picture = html('<div class="missing">{}</div>', made)
     caption = [html('<span class="badge">{}</span> <b>{}</b>', shot.badge, os.path.basename(shot.path))]
+    if shot.prediction is not None and shot.prediction.is_classification:
+        caption.append(classes_block(shot.prediction))
     if shot.link:
         url, text = shot.link
         target = href(url, out_dir)
@@ -525,6 +557,44 @@ def _figure(shot: Shot, out_dir: Path) -> Markup:
     if shot.lines:
         caption.append(html("<ul>{}</ul>", join(html("<li>{}</li>", line) for line in shot.lines[:12])))
     return html('<figure class="{}">{}<figcaption>{}</figcaption></figure>', shot.klass, picture, join(caption))
+
+
+def _overlay(shot: Shot, width: int, height: int) -> Markup | None:
+    """The shot's polygons and keypoints in SVG over its ``width`` x ``height`` thumbnail."""
+    prediction = shot.prediction
+    if prediction is None or not prediction.has_boxes:
+        return None
+    chosen = witness_indices(prediction, shot.witnesses)
+    return svg.overlay(scaled(prediction, width, height), chosen)
+
+
+#: Most class scores listed under a classifier's thumbnail (best first; the rest are counted).
+LISTED_SCORES = 10
+
+
+def classes_block(prediction: Prediction) -> Markup:
+    """A classifier's verdict as text, where a detector's boxes would be: the top class (single
+    label) or the predicted classes (multi-label) with their confidences, then every class's
+    score, best first (the first :data:`LISTED_SCORES`), the predicted ones marked."""
+    predicted = [str(entry["class"]) for entry in prediction.detections]
+    labels = join((html('<b class="class">{}</b> {:.2f}', entry["class"], float(entry["confidence"]))
+                   for entry in prediction.detections), ", ")
+    if prediction.top is not None:
+        verdict = html('<div class="verdict">top: {}</div>', labels)
+    elif predicted:
+        verdict = html('<div class="verdict">predicted: {}</div>', labels)
+    else:
+        verdict = html('<div class="verdict">no class predicted</div>')
+    rows = [
+        html('<tr class="{}"><td>{}</td><td class="n">{:.2f}</td><td class="meter"><div class="bar" style="width:{:.1f}%"></div></td></tr>',
+             "predicted" if str(entry["class"]) in predicted else "other", entry["class"], float(entry["confidence"]),
+             100.0 * float(entry["confidence"]))
+        for entry in prediction.class_scores[:LISTED_SCORES]
+    ]
+    more = len(prediction.class_scores) - LISTED_SCORES
+    if more > 0:
+        rows.append(html('<tr class="more"><td colspan="3">and {} more</td></tr>', more))
+    return html('<div class="classes">{}<table class="scores">{}</table></div>', verdict, join(rows))
 
 
 def funnel_table(steps: Sequence[FunnelStep]) -> Markup:

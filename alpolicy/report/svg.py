@@ -1,4 +1,5 @@
-"""Tiny inline-SVG charts for the HTML report: histograms (linear or log x) and horizontal bars.
+"""Tiny inline SVG for the HTML report: histograms (linear or log x), horizontal bars, and the
+overlay of a thumbnail (segmentation polygons, pose keypoints: :func:`overlay`).
 
 Why hand-written: the report must open from ``file://`` with no CDN, no server and no JS, and a
 plotting library (matplotlib is ~40 MB) would be a heavy dependency for three small charts. Every
@@ -10,14 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
+from ..policy.prediction import Prediction, detection_label
 from .markup import Markup, html, join
 
 #: Plot area margins (left, right, top, bottom) in SVG pixels.
 _MARGIN = (48, 12, 26, 34)
 _BAR = "#4e79a7"
 _BAND = "#f28e2b"
+#: Overlay colours: a witness as the report draws its box (orange), any other detection grey.
+WITNESS = "#f28e2b"
+OTHER = "#aaaaaa"
+#: A keypoint the model is less sure of than this is drawn hollow and dashed (probably hidden or
+#: off the body), as pose viewers tell visible keypoints from guessed ones.
+LOW_KEYPOINT_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,39 @@ def bar_chart(items: Sequence[tuple[str, int]], *, title: str, width: int = 560,
                           label_w, y + 3, max(w, 1), row - 6, _BAR, label, count))
         parts.append(_text(label_w + w + 4, y + row * 0.7, str(count)))
     return html("{}</svg>", join(parts))
+
+
+def overlay(prediction: Prediction, witnesses: Collection[int] = ()) -> Markup | None:
+    """An SVG in the prediction's own pixels (the caller scales it to the thumbnail first, with
+    :func:`alpolicy.formats.roboflow.scaled`) with each detection's polygon (``points``) as a
+    ``<polygon>`` and its keypoints as small circles, each titled with its class and confidence
+    (the browser's tooltip); the detections at the indices ``witnesses`` in orange, drawn last
+    (on top), the others grey; a keypoint below :data:`LOW_KEYPOINT_CONFIDENCE` hollow and
+    dashed. ``None`` when there is nothing of the kind (boxes are drawn into the thumbnail).
+    Every text goes through :func:`~alpolicy.report.markup.html`: a class name stays text."""
+    order = sorted(range(len(prediction.detections)), key=lambda index: index in witnesses)
+    parts: list[Markup] = []
+    for index in order:
+        detection = prediction.detections[index]
+        chosen = index in witnesses
+        colour = WITNESS if chosen else OTHER
+        points = detection.get("points")
+        if isinstance(points, list) and len(points) >= 2:
+            parts.append(html('<polygon class="{}" points="{}" fill="{c}" fill-opacity="0.25" stroke="{c}" stroke-width="{}">'
+                              '<title>{}</title></polygon>', "witness" if chosen else "other",
+                              " ".join(f"{point['x']:.1f},{point['y']:.1f}" for point in points), 2 if chosen else 1,
+                              detection_label(detection), c=colour))
+        for keypoint in detection.get("keypoints") or ():
+            confidence = float(keypoint.get("confidence", 1.0))
+            low = confidence < LOW_KEYPOINT_CONFIDENCE
+            parts.append(html('<circle class="keypoint{}" cx="{:.1f}" cy="{:.1f}" r="3" fill="{}" stroke="{c}" stroke-width="1.5"{}>'
+                              '<title>{} {:.2f} ({})</title></circle>', " low" if low else "", keypoint["x"], keypoint["y"],
+                              "none" if low else colour, Markup(' stroke-dasharray="2 1.5"') if low else "",
+                              keypoint.get("class", ""), confidence, detection["class"], c=colour))
+    if not parts:
+        return None
+    return html('<svg class="overlay" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}">'
+                '{}</svg>', join(parts), w=prediction.width, h=prediction.height)
 
 
 # ---------------------------------------------------------------------- pieces

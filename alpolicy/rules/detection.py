@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..hookspecs import hookimpl
-from ..policy.prediction import Detection, Prediction
+from ..policy.prediction import BOX_TASKS, Detection, Prediction
 from ..policy.rule import DetectionRule, ParameterError
 from ..registry import RuleSpec, Stage
 from .base import builtin_schema, check_bounds, format_names, format_number
@@ -132,7 +132,12 @@ _RULES: list[tuple[str, Callable[[dict[str, Any]], DetectionRule], str]] = [
 ]
 
 
+#: The rules that read a box: a classifier's class entries have none (``confidence`` and
+#: ``classes`` read only what every task's entries have).
+_TASKS = {"box_area": BOX_TASKS}
+
+
 @hookimpl
 def alpolicy_rules(register: Callable[[RuleSpec], None]) -> None:
     for name, factory, summary in _RULES:
-        register(RuleSpec(name, Stage.DETECTION, builtin_schema(name), factory, summary))
+        register(RuleSpec(name, Stage.DETECTION, builtin_schema(name), factory, summary, tasks=_TASKS.get(name)))

@@ -12,8 +12,14 @@ settings that went into it; one row per (image, destination) its delivery state:
 The intent (``sending``) is committed *before* the destination is called. After a crash, a
 delivery left in ``sending`` or ``uploaded`` is sent again; destinations are idempotent (content
 hash names, "duplicate" answers), so the retry completes the delivery instead of repeating it.
-Every state change is its own transaction: with WAL and ``synchronous=NORMAL`` a committed
-transaction survives ``kill -9`` of the process.
+Every delivery state change commits at once: with WAL and ``synchronous=NORMAL`` a committed
+transaction survives ``kill -9`` of the process. Records a crash may lose because a resume
+redoes them (stored predictions, decisions, failures, sampling charges and hashes) are written
+in a group: they commit with the next delivery change, or after :data:`GROUP_COMMIT_SECONDS` /
+:data:`GROUP_COMMIT_WRITES`, whichever comes first. A commit thus always holds a prefix of
+the writes, in order: a charge is never durable without the decision before it, and a
+``sending`` intent never without what led to it (benchmarks/bench_remote.py: about a third of
+the coordinating thread went to SQLite when each of them was its own transaction).
 
 One writer at a time: a run holds the journal's OS lock (:mod:`alpolicy.runtime.journal_lock`) while it
 writes; readers need none (WAL). ``Journal`` itself takes no lock, so any number may read.
@@ -165,6 +171,12 @@ class DeliveryRecord:
     error: str | None
 
 
+#: How long a group of redoable writes (see the module docstring) may wait for its commit.
+GROUP_COMMIT_SECONDS = 0.25
+#: How many redoable writes a group may hold before it commits.
+GROUP_COMMIT_WRITES = 256
+
+
 class Journal:
     """Thread-safe (one connection behind a lock); pass ``":memory:"`` for a throwaway journal."""
 
@@ -176,6 +188,8 @@ class Journal:
             except OSError as error:
                 raise UsageError(f"cannot create the journal folder for {self.path}: {error.strerror}") from None
         self._lock = threading.RLock()
+        self._group_started = 0.0
+        self._group_writes = 0
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -207,8 +221,30 @@ class Journal:
             raise
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A durable write: committed before this returns, with any group waiting before it."""
         with self._lock:
             self._db.execute(sql, params)
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
+    def _write_soon(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A redoable write (see the module docstring): joins the open group, committed with the
+        next durable write or once the group is old or large enough."""
+        with self._lock:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+                self._group_started, self._group_writes = time.monotonic(), 0
+            self._db.execute(sql, params)
+            self._group_writes += 1
+            if (self._group_writes >= GROUP_COMMIT_WRITES
+                    or time.monotonic() - self._group_started >= GROUP_COMMIT_SECONDS):
+                self._db.execute("COMMIT")
+
+    def flush(self) -> None:
+        """Commit the open group of redoable writes (the end of a run, a reader about to look)."""
+        with self._lock:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         with self._lock:
@@ -226,6 +262,8 @@ class Journal:
                 "INSERT INTO runs (started_at, source, model, destination, policy, options, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), display_path(source), model, destination, policy, json.dumps(options, default=str), fingerprint),
             )
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
             return int(cursor.lastrowid)
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
@@ -290,7 +328,7 @@ class Journal:
 
     def save_prediction(self, image: ImageFile, model: str, prediction: Prediction, *, fingerprint: str | None = None) -> None:
         """Store under ``fingerprint`` (default: ``model``, as for a backend without a fingerprint)."""
-        self._write(
+        self._write_soon(
             "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
             (image.key, fingerprint or model, model, image.display_path, json.dumps(prediction.to_json(), separators=(",", ":")),
              time.time()),
@@ -365,7 +403,7 @@ class Journal:
 
     # ------------------------------------------------------------------ decisions and failures
     def save_decision(self, run_id: int, seq: int, image: ImageFile, record: dict[str, Any]) -> None:
-        self._write(
+        self._write_soon(
             "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id, seq, image.key, image.display_path, _flag(record.get("qualifies")), int(record.get("sampled", False)),
@@ -374,7 +412,7 @@ class Journal:
         )
 
     def record_failure(self, run_id: int, image: ImageFile, stage: str, error: str) -> None:
-        self._write(
+        self._write_soon(
             "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)", (run_id, image.key, image.display_path, stage, error, time.time())
         )
 
@@ -393,6 +431,8 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
             self._db.close()
 
 
@@ -429,7 +469,7 @@ class SamplingLedger:
 
     def charge(self, rule: str, image: ImageFile, cls: str, run_id: int, at: float) -> None:
         """Count one sampled image against a rule (once per image: a resume does not pay twice)."""
-        self._journal._write(
+        self._journal._write_soon(
             f"""INSERT OR IGNORE INTO {self._own_charges} SELECT ?, ?, ?, ?, ?
                 WHERE NOT EXISTS (SELECT 1 FROM {self._charges} WHERE rule = ? AND image_key = ? AND class = ?)""",
             (rule, image.key, cls, run_id, at, rule, image.key, cls),
@@ -454,7 +494,7 @@ class SamplingLedger:
     def add_hash(self, rule: str, image_key: str, value: int) -> None:
         """Keep a sampled image's perceptual hash (64-bit, stored signed) for later runs."""
         signed = value - (1 << 64) if value >= 1 << 63 else value
-        self._journal._write(
+        self._journal._write_soon(
             f"""INSERT OR IGNORE INTO {self._own_hashes} SELECT ?, ?, ?
                 WHERE NOT EXISTS (SELECT 1 FROM {self._hashes} WHERE rule = ? AND image_key = ?)""",
             (rule, image_key, signed, rule, image_key),

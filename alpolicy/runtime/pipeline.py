@@ -409,9 +409,14 @@ def run(
         feed = _open_source(source, source_options, registry)  # checked: a folder without images stops here
         if backend is not None and callable(getattr(backend, "check", None)):
             _guarded(components["inference"], backend.check)
+        task = getattr(backend, "task", None) if backend is not None else None
+        # A rule that cannot judge the model's task (box_area on a classifier) would reject every image.
+        policy.check_task(task, model=model if isinstance(model, str) else getattr(backend, "model_id", None))
         if sink is not None and callable(getattr(sink, "prepare_run", None)):
             model_id = backend.model_id if backend is not None else None
             _guarded(components["sending"], lambda: sink.prepare_run(policy.name, model_id))
+        if task is not None and sink is not None and callable(getattr(sink, "prepare_task", None)):
+            _guarded(components["sending"], lambda: sink.prepare_task(task))
         if sink is not None:
             _guarded(components["sending"], lambda: _check_destination(sink, options.dry_run))
         # One writer at a time (a second would send everything again); taken only once the

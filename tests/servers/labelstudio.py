@@ -10,10 +10,16 @@ stops the whole process group afterwards. The server's output goes to ``<data di
 (its path is in every error message).
 
 Pinned and verified: label-studio 1.23.2 (see the Makefile).
+
+:func:`shared` is the one server of a test session (every test file that needs Label Studio uses
+it: a start costs a minute on a busy machine). With ``ALPOLICY_LABELSTUDIO_URL`` set it is a
+server already running (``python -m tests.servers.labelstudio`` starts one and prints its URL),
+for a quick edit-and-rerun loop.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -35,6 +41,8 @@ PASSWORD = "alpolicy-test-password-7"
 #: The admin's legacy token (``Authorization: Token ...``); 40 hex-ish characters like LS's own.
 LEGACY_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 START_TIMEOUT = 240.0
+#: A Label Studio already running (with the token and user above) to use instead of starting one.
+URL_ENV = "ALPOLICY_LABELSTUDIO_URL"
 
 
 class LabelStudioMissing(RuntimeError):
@@ -200,3 +208,36 @@ class LabelStudio:
         if self._pat is None:
             self._pat = str(self.api("POST", "/api/token/", expect=201)["token"])
         return self._pat
+
+
+_shared: LabelStudio | None = None
+
+
+def shared() -> LabelStudio:
+    """The session's server: started at the first call, stopped when the process exits (or the
+    running one ``ALPOLICY_LABELSTUDIO_URL`` names, left running)."""
+    global _shared
+    if _shared is None:
+        url = os.environ.get(URL_ENV)
+        if url:
+            server = LabelStudio(data_dir=tempfile.gettempdir(), port=1)  # nothing of its own to clean
+            server.url = url.rstrip("/")
+        else:
+            server = LabelStudio()
+            server.start()
+
+            def stop() -> None:
+                server.stop()
+                server.cleanup()
+
+            atexit.register(stop)
+        _shared = server
+    return _shared
+
+
+if __name__ == "__main__":  # a server for ALPOLICY_LABELSTUDIO_URL, until Ctrl-C
+    with LabelStudio() as running:
+        print(f"{URL_ENV}={running.url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    running.cleanup()

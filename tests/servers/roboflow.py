@@ -71,7 +71,10 @@ server's legacy ``/{dataset_id}/{version_id}`` route and its ``legacy/errors.py`
    Body as the SDK sends it: ``Content-Type: application/json``,
    ``{"annotationFile": "<annotation file text>", "labelmap": <dict or null>}``. The inference
    server's active learning instead posts the annotation text itself as ``text/plain``;
-   accepted too. A ``.json`` annotation must parse as JSON (else 400).
+   accepted too. A ``.json`` annotation must parse as JSON (else 400). Each file is read by
+   its kind (:func:`_annotation_kind`, stored as ``kind`` and ``classes``): inference JSON
+   with boxes, ``points`` polygons or ``keypoints``; a ``.txt`` class name or YOLO rows; a
+   JSON list of class names (multi-label); a malformed one is a 400.
    Answers: ``200 {"success": true}``. 404 for an image id not in the project. If the image
    already has an annotation and ``overwrite`` is not true: ``409 {"error": {"message":
    "Image was already annotated.", "type": "InvalidImageException", "hint": ...}}`` -- the
@@ -89,6 +92,28 @@ server's legacy ``/{dataset_id}/{version_id}`` route and its ``legacy/errors.py`
    ``auto_create_projects`` (the default) every project name exists, empty until its first
    upload creates it; without it, only projects added or uploaded to. These GETs share the
    inference route's two-segment path: the real service serves them on another host.
+
+5. Every task type on the inference route, and the project metadata that names it
+   ``add_model(project, version, task=...)`` (one of :data:`TASKS`) shapes the answer as Roboflow
+   Inference does: instance segmentation adds ``points`` (a polygon in image pixels) and
+   ``mask_format: "polygon"`` to each detection; keypoint detection adds ``keypoints`` (``x``,
+   ``y``, ``confidence``, ``class_id``, ``class``); classification answers every class best first
+   with ``top`` and ``confidence``; multi-label classification answers ``predictions`` as
+   ``{CLASS: {"confidence", "class_id"}}`` with ``predicted_classes`` (those at or above the
+   ``confidence`` threshold). ``GET /{workspace}/{project}`` of a model's project answers its
+   ``type`` (``classification`` plus ``multilabel: true`` for a multi-label model, as
+   ``roboflow.core.project.Project`` reads it) and lists its versions, whether or not the project
+   was uploaded to.
+
+6. Saved Workflows: ``POST /{workspace}/workflows/{workflow_id}`` (and the legacy
+   ``/infer/workflows/{workspace}/{workflow_id}``), the body ``inference_sdk``'s ``run_workflow``
+   sends (``api_key``, ``inputs`` with the image as ``{"type": "base64", "value"}``,
+   ``use_cache``...). Validated as the real server does: 422 ``{"detail": [...]}`` for a body
+   FastAPI refuses (echoing the input, the whole body for a missing ``inputs``), 401 for a missing
+   or wrong key, 404 for an unknown Workflow, 400 ``RuntimeInputError`` for a declared input the
+   request lacks. Answers ``{"outputs": [{OUTPUT: VALUE}], "profiler_trace": []}``, detections as
+   a Workflow serialises them (:func:`workflow_answer`). Counted as route ``workflow``; what each
+   request carried is kept (:meth:`FakeRoboflow.workflow_calls`).
 
 Test-only additions
 ===================
@@ -124,6 +149,7 @@ import copy
 import hashlib
 import io
 import json
+import math
 import random
 import secrets
 import signal
@@ -145,11 +171,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_API_KEY = "rf_test_key"
 DEFAULT_CLASSES: tuple[str, ...] = ("car", "person", "bicycle")
-ROUTES: tuple[str, ...] = ("infer", "upload", "annotate", "root", "workspace", "project")
+ROUTES: tuple[str, ...] = ("infer", "upload", "annotate", "root", "workspace", "project", "workflow")
 #: The routes answered on GET (the others on POST).
 GET_ROUTES = frozenset({"root", "workspace", "project"})
 FAULT_KINDS: tuple[str, ...] = ("down", "reset", "throttle", "error", "lose_response", "slow")
 SPLITS = frozenset({"train", "valid", "test"})
+#: The task types a model can have (Roboflow's project types; multi-label classification is a
+#: ``classification`` project with ``multilabel: true`` in the project metadata). A
+#: semantic-segmentation model answers only its metadata and a stub answer (alpolicy refuses it).
+TASKS: tuple[str, ...] = ("object-detection", "instance-segmentation", "keypoint-detection", "classification",
+                          "multi-label-classification", "semantic-segmentation")
+#: The keypoint names of a keypoint-detection model unless ``add_model(keypoints=...)`` says otherwise.
+DEFAULT_KEYPOINTS: tuple[str, ...] = ("nose", "left_eye", "right_eye")
 
 #: ``predict(image, image_bytes) -> detections``: ``image`` is the EXIF-oriented Pillow image,
 #: ``image_bytes`` the decoded request bytes. Each detection needs ``x``, ``y``, ``width``,
@@ -318,6 +351,33 @@ class Model:
     predict: PredictFn
     classes: tuple[str, ...]
     answer: "AnswerFn | None" = None
+    task: str = "object-detection"
+    keypoints: tuple[str, ...] = DEFAULT_KEYPOINTS
+
+    @property
+    def project_type(self) -> tuple[str, bool]:
+        """``(project.type, project.multilabel)`` as the REST API describes this model's project."""
+        if self.task == "multi-label-classification":
+            return "classification", True
+        return self.task, False
+
+
+#: ``run(image, image_bytes, inputs) -> outputs``: a fake Workflow. ``image`` is the EXIF-oriented
+#: Pillow image of the input named by the Workflow's first image input, ``inputs`` every input as
+#: the request gave it (defaults filled in). The outputs dict is answered as ``{"outputs": [outputs]}``.
+WorkflowFn = Callable[[Image.Image, bytes, dict], dict]
+
+
+@dataclass
+class Workflow:
+    """A saved Workflow: its id, declared inputs (``parameters``: name -> default, ``None`` for a
+    required one; ``image_inputs``: the names of its image inputs) and what it computes."""
+
+    workspace: str
+    workflow_id: str
+    run: WorkflowFn
+    parameters: dict[str, Any] = field(default_factory=dict)
+    image_inputs: tuple[str, ...] = ("image",)
 
 
 @dataclass
@@ -401,7 +461,7 @@ def _inference_error(status: int, message: str) -> HttpError:
 
 def _route_error(route: str, status: int, message: str, type_: str) -> Response:
     """An injected-fault answer in the shape of the route's host."""
-    if route == "infer":
+    if route in ("infer", "workflow"):
         return Response(status, {"message": message})
     return Response(status, {"error": {"message": message, "type": type_}})
 
@@ -630,6 +690,98 @@ def _normalise_detection(
     }
 
 
+def seeded_class_scores(classes: Sequence[str], multilabel: bool = False) -> PredictFn:
+    """The default classifier: a score per class from a RNG seeded by sha256(image bytes).
+
+    Single-label scores sum to 1 (a softmax's); multi-label ones are independent (sigmoids).
+    Returns ``[{"class", "confidence"}, ...]`` in class order; ``class_id`` is the index.
+    """
+    names = tuple(classes)
+
+    def predict(image: Image.Image, image_bytes: bytes) -> list[dict[str, Any]]:
+        rng = random.Random(hashlib.sha256(image_bytes).digest())
+        raw = [rng.random() ** (1 if multilabel else 3) for _ in names]
+        total = sum(raw) if not multilabel and sum(raw) > 0 else 1.0
+        return [{"class": name, "class_id": i, "confidence": value / total} for i, (name, value) in enumerate(zip(names, raw))]
+
+    return predict
+
+
+def _polygon(detection: Mapping[str, Any]) -> list[dict[str, float]]:
+    """A hexagon inside the detection's box, in image pixels: a segmentation model's ``points``."""
+    rng = random.Random(detection["detection_id"])
+    x, y, w, h = detection["x"], detection["y"], detection["width"], detection["height"]
+    points = []
+    for k in range(6):
+        angle, reach = 2 * math.pi * k / 6, 0.5 + 0.5 * rng.random()
+        points.append({"x": round(x + math.cos(angle) * w / 2 * reach, 1), "y": round(y + math.sin(angle) * h / 2 * reach, 1)})
+    return points
+
+
+def _keypoints(detection: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
+    """One keypoint per name inside the detection's box, as a pose model answers them."""
+    rng = random.Random(detection["detection_id"])
+    left, top = detection["x"] - detection["width"] / 2, detection["y"] - detection["height"] / 2
+    return [
+        {"x": round(left + detection["width"] * (i + 1) / (len(names) + 1), 1),
+         "y": round(top + detection["height"] * rng.uniform(0.1, 0.9), 1),
+         "confidence": round(rng.uniform(0.05, 1.0), 3), "class_id": i, "class": name}
+        for i, name in enumerate(names)
+    ]
+
+
+def workflow_answer(answer: Mapping[str, Any], *, rle: bool = False) -> dict[str, Any]:
+    """A legacy-route answer (:meth:`FakeRoboflow.infer`) as a Workflow's output serialises it.
+
+    Detections as ``serialise_sv_detections`` writes them (inference
+    ``core_steps/common/serializers.py``): keys ``width, height, x, y, confidence, class_id,
+    [points], class, detection_id, parent_id, [keypoints]``, and an ``image`` of ``{"width":
+    null, "height": null}`` when there is no detection (the size travels with each detection
+    there). ``rle``: masks as ``rle_mask`` ``{"size": [h, w], "counts": "..."}`` instead of
+    ``points`` (``serialise_rle_sv_detections``). A classification answer keeps its shape, with
+    the ``prediction_type``/``parent_id`` fields the model blocks add.
+    """
+    predictions = answer["predictions"]
+    image = dict(answer["image"])
+    if isinstance(predictions, dict) or "top" in answer:  # a classifier's answer
+        kind = "classification"
+        return {**{k: v for k, v in answer.items() if k not in ("time",)}, "prediction_type": kind,
+                "parent_id": "image", "root_parent_id": "image"}
+    detections = []
+    for detection in predictions:
+        item: dict[str, Any] = {key: detection[key] for key in ("width", "height", "x", "y", "confidence", "class_id")}
+        if "points" in detection:
+            if rle:
+                item["rle_mask"] = {"size": [image["height"], image["width"]], "counts": "fake" + detection["detection_id"][:8]}
+            else:
+                item["points"] = detection["points"]
+        item["class"], item["detection_id"], item["parent_id"] = detection["class"], detection["detection_id"], "image"
+        if "keypoints" in detection:
+            item["keypoints"] = detection["keypoints"]
+        detections.append(item)
+    if not detections:
+        image = {"width": None, "height": None}
+    return {"image": image, "predictions": detections}
+
+
+def _classification(raw: list[dict[str, Any]], model: Model, confidence: float) -> dict[str, Any]:
+    """A classifier's answer fields: single-label ``predictions`` best first with ``top`` and
+    ``confidence``; multi-label ``predictions`` by class with ``predicted_classes`` (the classes
+    at or above the confidence threshold), as ``ClassificationInferenceResponse`` and
+    ``MultiLabelClassificationInferenceResponse`` are."""
+    scores = []
+    for entry in raw:
+        name = str(entry["class"])
+        class_id = entry.get("class_id", model.classes.index(name) if name in model.classes else -1)
+        scores.append({"class": name, "class_id": int(class_id), "confidence": round(float(entry["confidence"]), 4)})
+    if model.task == "multi-label-classification":
+        return {"predictions": {s["class"]: {"confidence": s["confidence"], "class_id": s["class_id"]} for s in scores},
+                "predicted_classes": [s["class"] for s in scores if s["confidence"] >= confidence]}
+    scores.sort(key=lambda s: s["confidence"], reverse=True)
+    top = scores[0] if scores else {"class": "", "confidence": 0.0}
+    return {"predictions": scores, "top": top["class"], "confidence": top["confidence"]}
+
+
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
@@ -675,12 +827,16 @@ class FakeRoboflow:
             "root": 0.0,
             "workspace": 0.0,
             "project": 0.0,
+            "workflow": 0.0,
         }
         self.auto_create_projects = auto_create_projects
         self.reject_reannotation = reject_reannotation
         #: Raw 200 bodies instead of the real answers (see :meth:`answer_uploads`).
         self._upload_answer: AnswerFn | None = None
         self._annotate_answer: AnswerFn | None = None
+        self._project_answer: AnswerFn | None = None
+        self._workflows: dict[tuple[str, str], Workflow] = {}
+        self._workflow_calls: list[dict[str, Any]] = []
         self._host, self._port = host, port
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -770,16 +926,26 @@ class FakeRoboflow:
         predict: PredictFn | None = None,
         classes: Sequence[str] | None = None,
         answer: AnswerFn | None = None,
+        task: str = "object-detection",
+        keypoints: Sequence[str] = DEFAULT_KEYPOINTS,
     ) -> None:
         """Serve ``POST /{project}/{version}``; replaces an existing model of that id.
 
         ``predict`` defaults to :func:`seeded_predictor` over ``classes`` (default: the
-        server's). Its raw detections then get the server's confidence filter, class filter and
-        NMS, as a real model's would. ``answer`` (see :data:`AnswerFn`) replaces the whole
-        answer for the images it chooses: what a broken or hostile server sends.
+        server's), or :func:`seeded_class_scores` for a classifier. Its raw detections then get
+        the server's confidence filter, class filter and NMS, as a real model's would. ``answer``
+        (see :data:`AnswerFn`) replaces the whole answer for the images it chooses: what a
+        broken or hostile server sends. ``task`` (one of :data:`TASKS`) shapes the answer and is
+        the project's type in its metadata (``GET /{workspace}/{project}``); ``keypoints`` names
+        a keypoint model's points.
         """
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
         names = tuple(classes) if classes is not None else self.classes
-        model = Model(project, str(version), predict or seeded_predictor(names), names, answer)
+        if predict is None:
+            classifier = task in ("classification", "multi-label-classification")
+            predict = seeded_class_scores(names, task == "multi-label-classification") if classifier else seeded_predictor(names)
+        model = Model(project, str(version), predict, names, answer, task, tuple(keypoints))
         with self._lock:
             self._models[(model.project, model.version)] = model
 
@@ -795,6 +961,52 @@ class FakeRoboflow:
         and the annotation is not stored."""
         with self._lock:
             self._annotate_answer = answer
+
+    def answer_projects(self, answer: AnswerFn | None) -> None:
+        """Like :meth:`answer_uploads` for the project route: ``answer(project_name.encode())``
+        chooses (a malformed description: no ``type``, a type alpolicy does not know)."""
+        with self._lock:
+            self._project_answer = answer
+
+    def add_workflow(self, workflow_id: str, run: WorkflowFn | None = None, *, workspace: str | None = None,
+                     parameters: Mapping[str, Any] | None = None, image_inputs: Sequence[str] = ("image",)) -> None:
+        """Serve the saved Workflow ``POST /{workspace}/workflows/{workflow_id}`` (and the legacy
+        ``/infer/workflows/{workspace}/{workflow_id}``); ``workspace`` defaults to the server's.
+
+        ``run`` (see :data:`WorkflowFn`) makes its outputs; by default one output ``predictions``
+        holding the server's default detector's answer as a Workflow serialises it
+        (:func:`workflow_answer`). ``parameters``: the declared inputs besides the images, name
+        -> default (``None``: required); ``image_inputs``: the image inputs' names (each required).
+        """
+        if run is None:
+            detector = Model("", "", seeded_predictor(self.classes), self.classes)
+            run = self.model_workflow(detector)
+        flow = Workflow(workspace or self.workspace, workflow_id, run, dict(parameters or {}), tuple(image_inputs))
+        with self._lock:
+            self._workflows[(flow.workspace, flow.workflow_id)] = flow
+
+    def model_workflow(self, model: "Model | tuple[str, int | str]", output: str = "predictions", *,
+                       rle: bool = False) -> WorkflowFn:
+        """A Workflow running one model (a served ``(project, version)`` or a :class:`Model`) on its
+        image, at the ``confidence`` input (a fraction, default 0.4), into the output ``output``."""
+
+        def run(image: Image.Image, image_bytes: bytes, inputs: dict) -> dict:
+            if isinstance(model, Model):
+                chosen = model
+            else:
+                with self._lock:
+                    chosen = self._models[(model[0], str(model[1]))]
+            confidence = float(inputs.get("confidence", 0.4))
+            return {output: workflow_answer(self._answer(chosen, image_bytes, confidence=confidence), rle=rle)}
+
+        return run
+
+    def workflow_calls(self) -> list[dict[str, Any]]:
+        """Every Workflow request that reached a known Workflow, in order: ``workspace``,
+        ``workflow_id``, ``body`` (the JSON body as sent, each base64 image value replaced by
+        ``{"type", "sha256"}`` of the decoded bytes, ``api_key`` replaced by ``"<given>"``)."""
+        with self._lock:
+            return copy.deepcopy(self._workflow_calls)
 
     def add_project(self, name: str) -> None:
         """Create an upload project (needed when ``auto_create_projects`` is false)."""
@@ -831,6 +1043,7 @@ class FakeRoboflow:
             }
             self._faults = {route: _RouteFaults() for route in ROUTES}
             self._stats = {route: RouteStats() for route in ROUTES}
+            self._workflow_calls = []
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -848,7 +1061,8 @@ class FakeRoboflow:
             return self._projects[project].images[image_id].data
 
     def annotations(self, project: str) -> dict[str, list[dict[str, Any]]]:
-        """Stored annotation calls per image id, in order. Each: ``name``, ``prediction``,
+        """Stored annotation calls per image id, in order. Each: ``kind``, ``classes`` (see
+        :func:`_annotation_kind`), ``name``, ``prediction``,
         ``job_name``, ``overwrite``, ``add_to_dataset``, ``content_type``, ``annotation_file``
         (text as sent), ``annotation`` (it parsed as JSON, or ``None``), ``labelmap``, ``body``
         (the parsed JSON request body, or ``None`` for a text body). Calls answered 409 are not
@@ -876,6 +1090,7 @@ class FakeRoboflow:
                 "requests": {route: asdict(stats) for route, stats in self._stats.items()},
                 "faults": {route: asdict(f.config) for route, f in self._faults.items()},
                 "models": [f"{m.project}/{m.version}" for m in self._models.values()],
+                "workflows": [f"{w.workspace}/{w.workflow_id}" for w in self._workflows.values()],
                 "latency": dict(self.latency),
                 "connections_accepted": self._connections_accepted,
             }
@@ -894,25 +1109,41 @@ class FakeRoboflow:
         max_detections: int = 300,
     ) -> dict[str, Any]:
         """What ``POST /{project}/{version}`` answers for these image bytes (no auth, latency or
-        faults; thresholds as fractions). ``KeyError`` for an unknown model, ``ImageDecodeError``
-        for bytes that are not an image."""
+        faults; thresholds as fractions), in the shape of the model's task (see the module
+        docstring). ``KeyError`` for an unknown model, ``ImageDecodeError`` for bytes that are
+        not an image."""
         with self._lock:
             model = self._models[(project, str(version))]
+        return self._answer(model, image_bytes, confidence=confidence, overlap=overlap, classes=classes,
+                            max_detections=max_detections)
+
+    @staticmethod
+    def _answer(model: Model, image_bytes: bytes, *, confidence: float = 0.4, overlap: float = 0.3,
+                classes: Sequence[str] | None = None, max_detections: int = 300) -> dict[str, Any]:
         started = time.perf_counter()
         image = _open_image(image_bytes)
         image_sha = hashlib.sha256(image_bytes).hexdigest()
         raw = model.predict(image, image_bytes)
-        detections = [_normalise_detection(d, model.classes, image_sha, i) for i, d in enumerate(raw)]
-        detections = [d for d in detections if d["confidence"] >= confidence]
-        if classes:
-            detections = [d for d in detections if d["class"] in classes]
-        detections = _class_nms(detections, overlap)[:max_detections]
-        return {
-            "inference_id": str(uuid.uuid4()),
-            "time": round(time.perf_counter() - started, 6),
-            "image": {"width": image.width, "height": image.height},
-            "predictions": detections,
-        }
+        head = {"inference_id": str(uuid.uuid4()), "time": 0.0, "image": {"width": image.width, "height": image.height}}
+        if model.task in ("classification", "multi-label-classification"):
+            body = {**head, **_classification(raw, model, confidence)}
+        elif model.task == "semantic-segmentation":
+            body = {**head, "predictions": {"segmentation_mask": "", "class_map": dict(enumerate(model.classes))}}
+        else:
+            detections = [_normalise_detection(d, model.classes, image_sha, i) for i, d in enumerate(raw)]
+            detections = [d for d in detections if d["confidence"] >= confidence]
+            if classes:
+                detections = [d for d in detections if d["class"] in classes]
+            detections = _class_nms(detections, overlap)[:max_detections]
+            for detection in detections:
+                if model.task == "instance-segmentation":
+                    detection["points"] = _polygon(detection)
+                    detection["mask_format"] = "polygon"  # as InstanceSegmentationPrediction dumps it
+                elif model.task == "keypoint-detection":
+                    detection["keypoints"] = _keypoints(detection, model.keypoints)
+            body = {**head, "predictions": detections}
+        body["time"] = round(time.perf_counter() - started, 6)
+        return body
 
     # ---- request dispatch (called from handler threads) ------------------------------------
 
@@ -992,6 +1223,8 @@ class FakeRoboflow:
             return "annotate", self._handle_annotate
         if seg[0].startswith("__"):
             return None
+        if (len(seg) == 3 and seg[1] == "workflows") or (len(seg) == 4 and seg[:2] == ["infer", "workflows"]):
+            return "workflow", self._handle_workflow
         # /{a}/{b} is inference on the inference host (POST) and a project on the API host (GET).
         if len(seg) == 2 and request.method != "GET":
             return "infer", self._handle_infer
@@ -1150,6 +1383,71 @@ class FakeRoboflow:
             raise _inference_error(400, f"Could not load input image. Cause: {error}") from None
         return Response(200, answer)
 
+    def _handle_workflow(self, request: Request) -> Response:
+        """``POST /{workspace}/workflows/{workflow_id}``: run a saved Workflow, as the inference
+        server's ``infer_from_predefined_workflow`` does. The body is validated first, as FastAPI
+        does (422, ``{"detail": [...]}`` echoing the offending input: a missing ``inputs`` echoes
+        the whole body, api key included, as the real server does), then the key (401), the
+        Workflow (404), its declared inputs (400 ``RuntimeInputError``) and the image (400)."""
+        seg = request.segments
+        workspace, workflow_id = (seg[0], seg[2]) if seg[1] == "workflows" else (seg[2], seg[3])
+        try:
+            body = json.loads(request.body.decode("utf-8") or "null")
+        except (ValueError, UnicodeDecodeError):
+            raise HttpError(422, {"detail": [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error",
+                                              "input": {}}]}) from None
+        if not isinstance(body, dict):
+            raise HttpError(422, {"detail": [{"type": "model_attributes_type", "loc": ["body"],
+                                              "msg": "Input should be a valid dictionary or object to extract fields from",
+                                              "input": body}]})
+        if "inputs" not in body:
+            raise HttpError(422, {"detail": [{"type": "missing", "loc": ["body", "inputs"], "msg": "Field required",
+                                              "input": body}]})
+        inputs = body["inputs"]
+        if not isinstance(inputs, dict):
+            raise HttpError(422, {"detail": [{"type": "dict_type", "loc": ["body", "inputs"],
+                                              "msg": "Input should be a valid dictionary", "input": inputs}]})
+        if body.get("api_key") != self.api_key:
+            raise _inference_error(401, _UNAUTHORIZED_INFERENCE)
+        with self._lock:
+            flow = self._workflows.get((workspace, workflow_id))
+        if flow is None:
+            raise _inference_error(404, _MODEL_NOT_FOUND)
+        images: dict[str, bytes] = {}
+        recorded_inputs = dict(inputs)
+        for name in flow.image_inputs:
+            if name not in inputs:
+                raise self._runtime_input_error(name, "WorkflowImage", "['image']")
+            value = inputs[name]
+            data = _decode_base64(str(value.get("value", "")).encode()) if isinstance(value, dict) else None
+            if not isinstance(value, dict) or value.get("type") != "base64" or data is None:
+                raise _inference_error(400, f"Could not load input image `{name}`: expected {{\"type\": \"base64\", \"value\": ...}}")
+            images[name] = data
+            recorded_inputs[name] = {"type": value["type"], "sha256": hashlib.sha256(data).hexdigest()}
+        for name, default in flow.parameters.items():
+            if default is None and name not in inputs:
+                raise self._runtime_input_error(name, "WorkflowParameter", "['*']")
+        with self._lock:
+            self._workflow_calls.append({"workspace": workspace, "workflow_id": workflow_id,
+                                         "body": {**body, "api_key": "<given>", "inputs": recorded_inputs}})
+        first = images[flow.image_inputs[0]] if flow.image_inputs else b""
+        try:
+            image = _open_image(first) if flow.image_inputs else Image.new("RGB", (1, 1))
+        except ImageDecodeError as error:
+            raise _inference_error(400, f"Could not load input image. Cause: {error}") from None
+        outputs = flow.run(image, first, {**{k: v for k, v in flow.parameters.items() if v is not None}, **inputs})
+        return Response(200, {"outputs": [outputs], "profiler_trace": []})
+
+    @staticmethod
+    def _runtime_input_error(name: str, kind: str, kinds: str) -> HttpError:
+        """The execution engine's answer to a declared input the request lacks."""
+        return HttpError(400, {
+            "message": f"Detected runtime parameter `{name}` defined as `{kind}` (of kind `{kinds}`), but value is not "
+                       "provided.",
+            "error_type": "RuntimeInputError", "context": "workflow_execution | runtime_input_validation",
+            "inner_error_type": "RuntimeInputError", "inner_error_message": None,
+        })
+
     def _handle_root(self, request: Request) -> Response:
         """``GET /?api_key=…``: the API root the SDK calls to check a key (``Roboflow.__init__``)."""
         self._check_api_key(request)
@@ -1169,18 +1467,26 @@ class FakeRoboflow:
         """``GET /{workspace}/{project}?api_key=…`` (``rfapi.get_project``, ``Workspace.project``).
 
         With ``auto_create_projects`` every project name exists (empty until its first upload, as
-        that upload would create it); otherwise only projects added or uploaded to."""
+        that upload would create it); otherwise only projects added or uploaded to, and those of
+        the models served (``project.type`` is then the model's task, see :attr:`Model.project_type`,
+        and ``versions`` lists the model versions). :meth:`answer_projects` may replace the answer."""
         workspace, name = request.segments
         self._check_api_key(request)
         self._check_workspace(workspace, request)
+        raw = self._raw_answer(self._project_answer, name.encode())
+        if raw is not None:
+            return raw
         with self._lock:
-            project = self._projects.get(name) or (Project(name, explicit=False) if self.auto_create_projects else None)
+            models = [model for model in self._models.values() if model.project == name]
+            project = self._projects.get(name) or (
+                Project(name, explicit=False) if self.auto_create_projects or models else None)
             if project is None:
                 raise _api_error(404, _missing_route_message(request), "GraphMethodException")
             return Response(200, {
                 "workspace": {"name": "Test Workspace", "url": self.workspace, "members": 1},
                 "project": self._project_json(project),
-                "versions": [],
+                "versions": [{"id": f"{self.workspace}/{name}/{model.version}", "name": name, "version": model.version,
+                              "model": {"id": f"{name}/{model.version}"}} for model in models],
             })
 
     def _check_workspace(self, workspace: str, request: Request) -> None:
@@ -1193,12 +1499,17 @@ class FakeRoboflow:
         for image in project.images.values():
             splits[image.split] = splits.get(image.split, 0) + 1
         annotated = sum(1 for image_id in project.images if project.annotations.get(image_id))
-        return {
-            "id": f"{self.workspace}/{project.name}", "name": project.name, "type": "object-detection",
+        model = next((m for m in self._models.values() if m.project == project.name), None)
+        kind, multilabel = model.project_type if model is not None else ("object-detection", False)
+        described = {
+            "id": f"{self.workspace}/{project.name}", "name": project.name, "type": kind,
             "created": 1764201600, "updated": 1764201600, "images": len(project.images),
             "unannotated": len(project.images) - annotated, "annotation": project.name, "public": False,
             "splits": splits, "colors": {}, "classes": {},
         }
+        if kind == "classification":  # roboflow.core.project.Project reads project.get("multilabel", False)
+            described["multilabel"] = multilabel
+        return described
 
     def _check_api_key(self, request: Request) -> None:
         if request.param("api_key") != self.api_key:
@@ -1368,8 +1679,11 @@ class FakeRoboflow:
                 raise _api_error(
                     400, f"Could not parse {name} as JSON.", "InvalidAnnotationException"
                 ) from None
+        kind, classes = _annotation_kind(name, annotation_file, parsed)
         add_to_dataset = request.param("addToDataset")
         return {
+            "kind": kind,
+            "classes": classes,
             "name": name,
             "prediction": request.flag("prediction"),
             "job_name": request.param("jobName"),
@@ -1381,6 +1695,78 @@ class FakeRoboflow:
             "labelmap": labelmap,
             "body": body,
         }
+
+
+def _annotation_kind(name: str, text: str, parsed: Any) -> tuple[str, list[str]]:
+    """What an annotation file is, read as the API reads it by its name and content, and the
+    classes it labels; a malformed one is a 400, as the API refuses a file it cannot read.
+
+    * ``*.json`` holding ``predictions`` (a list): Roboflow inference JSON, the kind Roboflow
+      Inference's active learning registers for every box task: ``roboflow-json``. Each entry
+      needs a box (``x``, ``y``, ``width``, ``height`` numbers) and a ``class``; ``points`` (a
+      polygon) at least three ``{x, y}``; ``keypoints`` each ``{x, y}`` and a ``class`` name.
+      Any other JSON document is ``json`` (COCO, CreateML...: not read further here).
+    * ``*.txt``: rows of numbers are a Darknet/YOLO file (``yolo``); one line of text is a
+      classification's class name (``class``), what Inference registers for a classifier.
+    * a name that is no file name (the SDK names a classification label by its text): a JSON
+      list of class names is a multi-label label (``classes``, the SDK's ``_classes.csv``
+      upload); the text itself a single class (``class``).
+    """
+    def refuse(message: str) -> HttpError:
+        return _api_error(400, f"{name}: {message}", "InvalidAnnotationException")
+
+    lowered = name.lower()
+    if lowered.endswith(".json"):
+        predictions = parsed.get("predictions") if isinstance(parsed, dict) else None
+        if not isinstance(predictions, list):
+            return "json", []
+        for index, entry in enumerate(predictions):
+            where = f"predictions[{index}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("class"), str):
+                raise refuse(f"{where} needs a class")
+            if not all(_is_number(entry.get(key)) for key in ("x", "y", "width", "height")):
+                raise refuse(f"{where} needs a box: x, y, width, height")
+            points = entry.get("points")
+            if points is not None and (not isinstance(points, list) or len(points) < 3
+                                       or not all(_is_point(point) for point in points)):
+                raise refuse(f"{where}.points must be a polygon of at least 3 {{x, y}}")
+            keypoints = entry.get("keypoints")
+            if keypoints is not None and (not isinstance(keypoints, list) or not all(
+                    _is_point(point) and isinstance(point.get("class", ""), str) for point in keypoints)):
+                raise refuse(f"{where}.keypoints must be a list of {{x, y, class}}")
+        return "roboflow-json", list(dict.fromkeys(entry["class"] for entry in predictions))
+    if lowered.endswith(".txt"):
+        lines = [line for line in text.splitlines() if line.strip()]
+        if lines and all(_is_number_row(line) for line in lines):
+            return "yolo", []
+        if len(lines) != 1:
+            raise refuse("a classification label is one class name")
+        return "class", [lines[0].strip()]
+    if isinstance(parsed, list):
+        if not all(isinstance(label, str) and label for label in parsed):
+            raise refuse("a multi-label label is a JSON list of class names")
+        return "classes", list(parsed)
+    if name == text:
+        return "class", [text]
+    return "other", []
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _is_number_row(line: str) -> bool:
+    """``0 0.5 0.5 0.2 0.2``: a Darknet/YOLO label row (a class index, then numbers)."""
+    parts = line.split()
+    try:
+        int(parts[0]), [float(part) for part in parts[1:]]
+    except (ValueError, IndexError):
+        return False
+    return len(parts) >= 3
+
+
+def _is_point(point: Any) -> bool:
+    return isinstance(point, dict) and _is_number(point.get("x")) and _is_number(point.get("y"))
 
 
 class _Server(ThreadingHTTPServer):

@@ -47,5 +47,7 @@ def alpolicy_rules(register: Callable[[alpolicy.RuleSpec], None]) -> None:
             schema=alpolicy.load_schema("alpolicy_example_rule", "aspect_ratio.schema.json"),
             factory=make_aspect_ratio,
             summary="Detections whose box width/height lies within [min, max].",
+            # It reads boxes: a classifier's answer has none, so the rule does not judge one.
+            tasks={"object-detection", "instance-segmentation", "keypoint-detection"},
         )
     )

@@ -7,7 +7,8 @@ the fixtures of ``alpolicy.testing.pytest_plugin`` (enabled in ``conftest.py``).
 import pytest
 
 import alpolicy
-from alpolicy.testing import CollectingDestination, StaticBackend, evaluate, make_detection, make_prediction, run_one
+from alpolicy.testing import (CollectingDestination, StaticBackend, evaluate, make_classification, make_detection,
+                              make_prediction, run_one)
 
 from alpolicy_example_rule import plugin
 
@@ -28,6 +29,12 @@ def test_aspect_ratio_bounds(width, height, qualifies):
     decision = evaluate(POLICY, prediction(width, height))
     assert decision.qualifies is qualifies
     assert any("aspect ratio" in reason for reason in decision.reasons) or not decision.qualifies
+
+
+def test_a_classifier_s_answer_has_no_box_to_judge():
+    decision = evaluate(POLICY, make_classification({"pole": 0.9, "tree": 0.1}))
+    assert not decision.qualifies and decision.rejected_by == "aspect_ratio"
+    assert decision.reasons[0].startswith("aspect_ratio does not apply to classification predictions")
 
 
 def test_min_above_max_is_a_policy_error_at_the_parameter():
