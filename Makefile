@@ -34,6 +34,24 @@ $(LS_STAMP):
 
 labelstudio: $(LS_STAMP)
 
+# Ultralytics' own predictor, for benchmarks/bench_ultralytics.py only (alpolicy vs the tool a
+# user would otherwise pick), in its own virtualenv: torch, ultralytics, onnx, onnxruntime. Not
+# needed by `make test`; `make bench` runs that benchmark only when this environment exists.
+ULTRALYTICS_VERSION := 8.4.190
+ULTRALYTICS_PINS := 'ultralytics==$(ULTRALYTICS_VERSION)' 'torch==2.14.1' 'torchvision==0.29.1' \
+	'onnx==1.23.2' 'onnxslim==0.1.98' 'onnxruntime==1.32.0'
+UL_VENV := .venv-ultralytics
+UL_STAMP := $(UL_VENV)/.installed-$(ULTRALYTICS_VERSION)
+
+.PHONY: ultralytics
+$(UL_STAMP):
+	test -x $(UL_VENV)/bin/python || $(PYTHON) -m venv $(UL_VENV)
+	$(UL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(UL_VENV)/bin/python -m pip install --quiet $(ULTRALYTICS_PINS)
+	touch $(UL_STAMP)
+
+ultralytics: $(UL_STAMP)
+
 test: install labelstudio
 	$(BIN)/python -m pytest
 
@@ -59,6 +77,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_onnx.py
 	$(BIN)/python benchmarks/bench_dedupe.py
 	$(BIN)/python benchmarks/bench_test_speeds.py
+	@if test -x $(UL_VENV)/bin/python; then $(BIN)/python benchmarks/bench_ultralytics.py --ultralytics-python $(UL_VENV)/bin/python; \
+	else echo "bench_ultralytics: skipped, no $(UL_VENV) (run 'make ultralytics' to compare with Ultralytics' predictor)"; fi
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) build *.egg-info $(DEMO) .alpolicy test-artifacts
+	rm -rf $(VENV) $(LS_VENV) $(UL_VENV) build *.egg-info $(DEMO) .alpolicy test-artifacts

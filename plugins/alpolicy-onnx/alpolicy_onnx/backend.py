@@ -2,10 +2,13 @@
 
 ``onnx:PATH`` loads a YOLOv8 / YOLO11 / YOLOv5 export of any Ultralytics task (detect, segment,
 pose, classify: :mod:`alpolicy_onnx.tasks` tells which and decodes it); ``onnx:demo`` loads the
-small shape detector shipped with this plugin. Images are decoded (EXIF orientation applied) and
-letterboxed in the pipeline's threads, while one worker feeds ONNX Runtime: when the model has a
-dynamic batch axis, the requests waiting at that moment are stacked into one batch. Decoding
-thus overlaps inference, and ``session.run`` (which releases the GIL) keeps the cores busy.
+small shape detector shipped with this plugin. Images are decoded (EXIF orientation applied, JPEG
+draft mode when the model needs fewer pixels) and letterboxed in the pipeline's threads
+(:mod:`alpolicy_onnx.preprocess`), while one worker feeds ONNX Runtime: when the model has a
+dynamic batch axis, the requests waiting at that moment are stacked into one batch (those of one
+input shape: a model with dynamic spatial axes gets each image padded only to a stride multiple,
+as Ultralytics does). Decoding thus overlaps inference, and ``session.run`` (which releases the
+GIL) keeps the cores busy.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from alpolicy.policy.prediction import PredictionFormatError
 from alpolicy.backends import ImageError, ModelOptions, fingerprint
 from alpolicy.io.images import ImageDecodeError, ImageFile, sha256_file
 
-from .decode import class_names_from_metadata, letterbox
+from .decode import class_names_from_metadata
+from .preprocess import Prepared, prepare
 from .plugin import DEFAULT_MAX_BATCH
 from .tasks import (TaskDecoder, answers_logits, classify_input, keypoint_names_from_metadata, multi_label_from,
                     tell_task)
@@ -63,6 +67,9 @@ class OnnxBackend(InferenceBackend):
         self.input_name = model_input.name
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.input_size = _input_size(model_input.shape, metadata)
+        #: Pad only to a multiple of the model's stride when its spatial axes are dynamic (fewer
+        #: pixels to infer, as Ultralytics' predictor does); ``None``: the full fixed input size.
+        self.stride = _stride(metadata) if _dynamic_spatial(model_input.shape) else None
         self.dynamic_batch = not isinstance(model_input.shape[0], int)
         self.max_batch = int(options.extra.get("batch", DEFAULT_MAX_BATCH)) if self.dynamic_batch else 1
         self.confidence = options.confidence / 100.0
@@ -86,6 +93,12 @@ class OnnxBackend(InferenceBackend):
             "labels": list(self.names), "input_size": list(self.input_size), "layout": self.layout,
             **self.decoder.settings(),
         }
+        if self.decoder.model.kind not in ("detect", "pose"):
+            # Classifiers take a centre crop of the input size; segmentation masks are decoded
+            # against the full input's prototypes: both keep the fixed input size.
+            self.stride = None
+        if self.stride is not None:  # what the model sees changed: other predictions (dynamic models only)
+            self.fingerprint_settings["letterbox_stride"] = self.stride
         self.fingerprint = fingerprint("onnx", self.model_id, self.fingerprint_settings)
         #: Diagnostics: ``session.run`` calls and the largest batch stacked so far.
         self.batches_run = 0
@@ -96,17 +109,17 @@ class OnnxBackend(InferenceBackend):
 
     def predict(self, image: ImageFile) -> Prediction:
         try:
-            picture = image.load()
+            if self.decoder.model.is_classification:  # a centre crop of the whole picture, no letterbox
+                picture = image.load()
+                prepared = Prepared(classify_input(picture, self.input_size), 1.0, (0.0, 0.0), picture.size)
+            else:
+                prepared = prepare(image, self.input_size, stride=self.stride)
         except ImageDecodeError as error:
             raise ImageError(str(error)) from None
-        if self.decoder.model.is_classification:
-            tensor, ratio, pad = classify_input(picture, self.input_size), 1.0, (0.0, 0.0)
-        else:
-            tensor, ratio, pad = letterbox(picture, self.input_size)
         future: Future = Future()
-        self._queue.put(_Request(tensor, future))
+        self._queue.put(_Request(prepared.tensor, future))
         outputs = future.result()
-        document = self.decoder.decode(outputs, ratio, pad, picture.size)
+        document = self.decoder.decode(outputs, prepared.ratio, prepared.pad, prepared.size)
         document["model_id"] = self.model_id
         try:
             # A broken or mis-exported model (infinite scores, logits instead of probabilities)
@@ -116,9 +129,15 @@ class OnnxBackend(InferenceBackend):
             raise ImageError(f"the model produced an invalid detection: {error}") from None
 
     def _serve(self) -> None:
-        """Run batches: everything queued right now, up to ``max_batch``."""
+        """Run batches: everything queued right now, up to ``max_batch``, of one input shape.
+
+        A request of another shape (minimal padding, frames of another aspect) ends the batch and
+        starts the next one, so requests are still answered in the order they came.
+        """
+        held: _Request | None = None
         while True:
-            first = self._queue.get()
+            first = held if held is not None else self._queue.get()
+            held = None
             if first is None:
                 return
             batch = [first]
@@ -130,9 +149,13 @@ class OnnxBackend(InferenceBackend):
                 if more is None:
                     self._queue.put(None)
                     break
+                if more.tensor.shape != first.tensor.shape:
+                    held = more
+                    break
                 batch.append(more)
             try:
-                stacked = np.stack([request.tensor for request in batch])
+                tensors = [request.tensor for request in batch]
+                stacked = tensors[0][None] if len(tensors) == 1 else np.stack(tensors)  # a view, or one copy
                 outputs = self.session.run(None, {self.input_name: stacked})
             except Exception as error:  # every waiting caller learns why
                 for request in batch:
@@ -201,6 +224,20 @@ def _input_size(shape: list[Any], metadata: dict[str, str]) -> tuple[int, int]:
     if len(parts) == 2:
         return parts[0], parts[1]
     return 640, 640
+
+
+def _dynamic_spatial(shape: list[Any]) -> bool:
+    """The model takes any input height and width (an Ultralytics ``dynamic=True`` export)."""
+    return not (isinstance(shape[2], int) and isinstance(shape[3], int))
+
+
+def _stride(metadata: dict[str, str]) -> int:
+    """The model's largest stride (Ultralytics' ``stride`` metadata), 32 (YOLO's) when absent or odd."""
+    try:
+        stride = int(str(metadata.get("stride", "32")).strip())
+    except ValueError:
+        return 32
+    return stride if 0 < stride <= 1024 else 32
 
 
 def _read_labels(labels: Any) -> list[str]:

@@ -40,7 +40,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
+
+# The letterbox lives with the rest of the pre-processing; it is re-exported here because
+# training scripts and tests import it from this module.
+from .preprocess import LETTERBOX_FILL, letterbox
 
 __all__ = [
     "LETTERBOX_FILL",
@@ -59,49 +62,12 @@ __all__ = [
 
 Layout = Literal["yolov8", "yolov5"]
 
-#: Grey used for the letterbox padding, as Ultralytics does.
-LETTERBOX_FILL = (114, 114, 114)
-
 #: At most this many candidates (best scores first) enter non-maximum suppression per image.
 MAX_NMS_CANDIDATES = 30000
 
 _EXPECTED_LAYOUTS = (
     "expected YOLOv8/YOLO11 [batch, 4 + classes, anchors] or YOLOv5 [batch, anchors, 5 + classes]"
 )
-
-
-def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """Resize ``image`` into ``size`` = ``(height, width)`` keeping its aspect ratio, pad with grey.
-
-    Returns ``(tensor, ratio, pad)``: ``tensor`` is float32 ``[3, height, width]`` RGB in 0..1
-    (add the batch axis with ``tensor[None]``), ``ratio`` the scale applied (input pixels per
-    original pixel), ``pad`` the ``(left, top)`` padding in input pixels. The image is centred as in
-    Ultralytics' ``LetterBox`` (the odd pixel of padding goes right/bottom) and the padding is
-    grey 114. Resizing is Pillow's bilinear filter, antialiased when shrinking (Ultralytics uses
-    OpenCV's, which is not; scores of real YOLO exports barely differ). Any image mode is
-    converted to RGB; EXIF orientation is not applied here (that is the caller's job).
-    """
-    out_h, out_w = int(size[0]), int(size[1])
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"letterbox size must be positive (height, width), got {tuple(size)}")
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ValueError(f"cannot letterbox an empty image of size {image.size}")
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    ratio = min(out_h / height, out_w / width)
-    new_w = max(1, min(out_w, int(round(width * ratio))))
-    new_h = max(1, min(out_h, int(round(height * ratio))))
-    dw, dh = (out_w - new_w) / 2, (out_h - new_h) / 2
-    left, top = int(round(dw - 0.1)), int(round(dh - 0.1))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.BILINEAR)
-    canvas = Image.new("RGB", (out_w, out_h), LETTERBOX_FILL)
-    canvas.paste(image, (left, top))
-    array = np.asarray(canvas, dtype=np.float32)
-    tensor = np.ascontiguousarray(array.transpose(2, 0, 1))
-    tensor *= np.float32(1.0 / 255.0)
-    return tensor, float(ratio), (float(left), float(top))
 
 
 def _dim(value: Any) -> int | None:
