@@ -490,6 +490,7 @@ def test_a_detector_is_still_an_object_detector_with_its_task_in_the_fingerprint
     finally:
         model.close()
     assert model.task == "object-detection" and model.fingerprint_settings["task"] == "object-detection"
+    assert model.fingerprint_settings["jpeg_draft"] is True, "draft decoding changes answers: it keys them"
     roundtrip(prediction, "object-detection")
     (detection,) = prediction.detections
     assert detection["class"] == "dog" and (detection["x"], detection["width"]) == pytest.approx((32, 16))
