@@ -758,7 +758,7 @@ def _record(delivery: Delivery, name: str) -> dict[str, Any]:
         "metadata": delivery.metadata,
         "score": delivery.decision.score,
         "reasons": list(delivery.decision.reasons),
-        "source": display_path(os.path.abspath(delivery.image.path)),
+        "source": delivery.image.source,
     }
 
 

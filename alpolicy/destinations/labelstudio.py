@@ -537,7 +537,7 @@ class LabelStudioDestination(Destination):
             prediction, "", config.from_name, config.to_name,
             box_name=config.box_name, with_boxes=config.box_name is not None, id_seed=f"{delivery.key}/{display_path(delivery.image.name)}", score=decision.score,
             reasons=list(decision.reasons), tags=list(delivery.tags),
-            source=display_path(os.path.abspath(delivery.image.path)),
+            source=delivery.image.source,
         )
         built = task["data"]
         data: dict[str, Any] = {config.image_key: image_url}

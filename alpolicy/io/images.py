@@ -16,7 +16,7 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -81,7 +81,16 @@ class ImageDecodeError(AlpolicyError):
 
 @dataclass
 class ImageFile:
-    """One image on disk. ``key`` identifies this version of the file for the journal."""
+    """One image on disk. ``key`` identifies this version of the file for the journal.
+
+    An image that is not a local file (an object in a bucket, a frame of a video) has an
+    ``origin``: what records, messages and the key show, while ``path`` is a local copy that
+    :meth:`materialize` makes on demand with the source's ``fetcher`` (a download, a frame's
+    encoding). The methods below materialize first; the pipeline materializes before it hands
+    an image to a backend, a pixel measurement or a destination, in their worker threads. A
+    fetcher is a picklable callable (a module-level function or a dataclass), so that an image
+    can travel to another process or machine and be fetched there.
+    """
 
     path: str
     size: int
@@ -89,6 +98,14 @@ class ImageFile:
     _sha256: str | None = field(default=None, repr=False, compare=False)
     #: Values derived from the pixels (perceptual hash, quality), computed once, in a worker thread.
     derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: Where the image lives when ``path`` is only a local copy (``s3://bucket/a.jpg``,
+    #: ``clip.mp4/clip_t000012.345.jpg``); ``None``: ``path`` is the image.
+    origin: str | None = field(default=None, compare=False)
+    #: The origin's version, in the key (an object's ETag and size; a video's content key and the
+    #: frame's timestamp): a changed object is a new image, an unchanged one is recognised.
+    version: str = field(default="", compare=False)
+    #: Makes the local copy at ``path``: ``fetcher(image)``, called by :meth:`materialize`.
+    fetcher: Callable[["ImageFile"], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> "ImageFile":
@@ -97,12 +114,36 @@ class ImageFile:
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path)
+        """The file name destinations give the image (of its origin, for a local copy)."""
+        return os.path.basename(self.origin.rstrip("/")) if self.origin is not None else os.path.basename(self.path)
 
     @property
     def display_path(self) -> str:
-        """The path as storable text (see :func:`display_path`): what records and messages show."""
-        return display_path(self.path)
+        """The path (or origin) as storable text (see :func:`display_path`): what records and messages show."""
+        return display_path(self.origin if self.origin is not None else self.path)
+
+    @property
+    def source(self) -> str:
+        """Where the image came from, for reviewers: its origin, else its absolute path (as text)."""
+        return display_path(self.origin if self.origin is not None else os.path.abspath(self.path))
+
+    def materialize(self) -> "ImageFile":
+        """This image, its local copy made if it has a ``fetcher`` and the copy is missing (never
+        made, or evicted by its source's cache); ``size`` is then the copy's. A local file: nothing
+        to do. A fetcher raises :class:`~alpolicy.errors.ServiceError` for what may work later (the
+        image is fetched again in a deferred round); anything else fails the image in one line
+        (:class:`ImageDecodeError`)."""
+        if self.fetcher is not None and not os.path.exists(self.path):
+            try:
+                self.fetcher(self)
+                self.size = os.stat(self.path).st_size
+            except AlpolicyError:
+                raise
+            except OSError as error:
+                raise ImageDecodeError(f"cannot fetch {self.display_path}: {error.strerror or error}") from None
+            except Exception as error:  # a fetcher's bug: this image fails, in one line
+                raise ImageDecodeError(f"cannot fetch {self.display_path}: {type(error).__name__}: {error}") from None
+        return self
 
     @property
     def key(self) -> str:
@@ -113,6 +154,8 @@ class ImageFile:
         (``|fs:…``), so ``bad\\xff.jpg`` and a file really named with a backslash are two images.
         A valid UTF-8 path keeps the key it always had: existing journals still resume.
         """
+        if self.origin is not None:
+            return f"{display_path(self.origin)}|{self.version}"
         shown = display_path(self.path)
         key = f"{shown}|{self.size}|{self.mtime_ns}"
         if shown != self.path:
@@ -120,6 +163,7 @@ class ImageFile:
         return key
 
     def read_bytes(self) -> bytes:
+        self.materialize()
         try:
             with open(self.path, "rb") as handle:
                 return handle.read()
@@ -129,6 +173,7 @@ class ImageFile:
     def sha256(self) -> str:
         """Content hash: the idempotency key destinations use (same bytes, same remote item)."""
         if self._sha256 is None:
+            self.materialize()
             try:
                 self._sha256 = sha256_file(self.path)
             except OSError as error:
@@ -137,6 +182,7 @@ class ImageFile:
 
     def check(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
         """Parse the header only: the stored (unrotated) size. Refuses non-images and bombs."""
+        self.materialize()
         if self.size == 0:
             raise ImageDecodeError("the file is empty")
         with open_image(self.path, max_pixels=max_pixels) as image:
@@ -154,6 +200,7 @@ class ImageFile:
         says nothing (another format, or data after the end: a motion photo's video) is the image
         decoded, to be sure. Raises :class:`ImageDecodeError` with one line.
         """
+        self.materialize()
         try:
             with open(self.path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
@@ -184,6 +231,7 @@ class ImageFile:
 
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode fully, EXIF orientation applied, as RGB: what a local model or a thumbnail needs."""
+        self.materialize()
         if self.size == 0:
             raise ImageDecodeError("the file is empty")
         with open_image(self.path, max_pixels=max_pixels) as image:

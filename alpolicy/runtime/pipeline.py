@@ -496,6 +496,12 @@ def _as_images(items: Iterable[ImageFile | str], skipped: Counter[str], componen
         yield image
 
 
+def _prepare(sampler: Sampler, image: ImageFile) -> None:
+    """Worker thread: the pixel measurements of the sampling rules, on the fetched image."""
+    image.materialize()
+    sampler.prepare(image)
+
+
 def delivery_tags(decision: Decision, more: Iterable[str], model: str | None) -> list[str]:
     """What a delivery is tagged with: the decision's tags, ``more`` (sampling rules', the run's),
     then ``model:<id>``, each once (also :func:`alpolicy.testing.make_delivery`'s)."""
@@ -815,7 +821,8 @@ class _Run:
         return item
 
     def _predict(self, image: ImageFile) -> Prediction:
-        """Worker thread: the model, its answer checked by the one validator."""
+        """Worker thread: the image fetched (a remote one), the model, its answer checked by the one validator."""
+        image.materialize()
         try:
             prediction = self.backend.predict(image)  # type: ignore[union-attr]
         except AlpolicyError:  # the documented failures (ImageError, ServiceError, AuthError...)
@@ -834,7 +841,7 @@ class _Run:
         from the model's: a sampling rule that crashes there fails the image at its decision,
         and the prediction the model made is kept all the same."""
         if self.needs_pixels and item.skip_reason is None:
-            item.prepared = self.infer_pool.submit(self.sampler.prepare, item.image)
+            item.prepared = self.infer_pool.submit(_prepare, self.sampler, item.image)
         return item
 
     def _finish(self, item: _Item) -> None:
