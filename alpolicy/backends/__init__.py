@@ -100,6 +100,7 @@ class InferenceBackend(Component, ABC):
     * ``fingerprint`` keys the stored predictions (see the module docstring): set it with
       :func:`fingerprint`; by default the ``model_id``. ``fingerprint_settings`` (what went into
       it, shown to people) defaults to ``None``: "settings not recorded".
+    * ``task`` names the model's task when the backend knows it (``None`` by default).
     * ``check()`` (called before the first image) and ``close()`` (after the last) do nothing.
 
     Subclassing is the documented way; an object that only has the members (see
@@ -108,6 +109,11 @@ class InferenceBackend(Component, ABC):
 
     #: What went into the fingerprint (``{"confidence": 15.0}``), for people; ``None``: not recorded.
     fingerprint_settings: Mapping[str, Any] | None = None
+    #: The model's task (one of :data:`alpolicy.policy.prediction.TASKS`) when the backend knows it
+    #: from the model's metadata (a project's type, an export's ``task``); ``None``: unknown, each
+    #: prediction's shape tells. Policy validation refuses rules that cannot apply to it, and
+    #: destinations build their labeling setup for it.
+    task: str | None = None
 
     @abstractmethod
     def predict(self, image: ImageFile) -> Prediction:

@@ -19,6 +19,11 @@ defaults; the pipeline does not require the base class (:class:`SupportsSend` is
 * ``send`` is called from several threads at once.
 * Optional ``prepare_run(policy, model)`` is called first with the policy's name and the model
   id, for a destination whose identity (its ``name`` in the journal) depends on them.
+* Optional ``prepare_task(task)`` is called next, before ``check()``, when the backend knows its
+  model's task (``backend.task``, one of :data:`alpolicy.policy.prediction.TASKS`): for a
+  destination that sets up its labeling interface per task (a Label Studio config). Without a
+  known task (stored predictions, a backend that does not say) each delivery's
+  ``prediction.task`` tells.
 * ``check()`` runs before any image is inferred and raises :class:`~alpolicy.errors.UsageError`
   (or ``AuthError``) for what would fail every send: a refused key, a project that does not
   exist, a folder that cannot be written. A dry run calls the optional ``check_read_only()``

@@ -7,6 +7,17 @@ A detection is a plain ``dict`` in the Roboflow inference JSON shape (centre ``x
 (2) the policy hot loop then reads fields without converting anything: wrapping every detection
 in a dataclass cost ~10x the whole decision in ``benchmarks/bench_policy.py``.
 ``Detection`` is a ``TypedDict`` so type checkers still see the fields.
+
+Every task type Roboflow trains has its own shape, all Roboflow Inference's own (see
+:data:`TASKS`): detections gain ``points`` (instance segmentation, a polygon) or ``keypoints``
+(pose); a classifier answers class entries without boxes, single-label as a ``predictions`` list
+plus ``top``/``confidence``, multi-label as a ``predictions`` object plus ``predicted_classes``.
+A :class:`Prediction` knows its :attr:`~Prediction.task` (told from the shape, or by the backend
+for an empty answer). For a classifier, :attr:`Prediction.detections` holds the *predicted*
+classes as box-less entries (the top class; each predicted class of a multi-label model), so the
+detection rules that only read ``class`` and ``confidence`` (``confidence``, ``classes``) and
+witnesses work unchanged -- the same classes Roboflow Inference's samplers look at by default
+(``only_top_classes``); :attr:`Prediction.class_scores` holds every class, best first.
 """
 
 from __future__ import annotations
@@ -17,6 +28,24 @@ from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 from ..io.jsonsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, JsonError, check_tree, is_finite_number, loads
 from ..io.secrets import redact_value, secret_finder
+
+#: Roboflow's names of the task types (its project types), as :attr:`Prediction.task` spells them.
+OBJECT_DETECTION = "object-detection"
+INSTANCE_SEGMENTATION = "instance-segmentation"
+KEYPOINT_DETECTION = "keypoint-detection"
+CLASSIFICATION = "classification"
+MULTI_LABEL_CLASSIFICATION = "multi-label-classification"
+TASKS = (OBJECT_DETECTION, INSTANCE_SEGMENTATION, KEYPOINT_DETECTION, CLASSIFICATION, MULTI_LABEL_CLASSIFICATION)
+#: Tasks whose detections are boxes (with a polygon or keypoints for the last two).
+BOX_TASKS = frozenset({OBJECT_DETECTION, INSTANCE_SEGMENTATION, KEYPOINT_DETECTION})
+CLASSIFICATION_TASKS = frozenset({CLASSIFICATION, MULTI_LABEL_CLASSIFICATION})
+
+Point = TypedDict("Point", {"x": float, "y": float})
+Keypoint = TypedDict(
+    "Keypoint", {"x": float, "y": float, "confidence": float, "class_id": int, "class": str}, total=False
+)
+#: A classifier's verdict on one class (no box): what :attr:`Prediction.class_scores` holds.
+ClassScore = TypedDict("ClassScore", {"class": str, "class_id": int, "confidence": float}, total=False)
 
 Detection = TypedDict(
     "Detection",
@@ -29,6 +58,8 @@ Detection = TypedDict(
         "class": str,
         "class_id": int,
         "detection_id": str,
+        "points": list[Point],
+        "keypoints": list[Keypoint],
     },
     total=False,
 )
@@ -36,7 +67,9 @@ Detection = TypedDict(
 _REQUIRED_DETECTION_KEYS = ("x", "y", "width", "height", "confidence", "class")
 _NUMBER_KEYS = ("x", "y", "width", "height", "confidence")
 _KNOWN_DETECTION_KEYS = frozenset({*_REQUIRED_DETECTION_KEYS, "class_id", "detection_id"})
-_OWN_KEYS = frozenset({"image", "predictions", "model_id"})
+_OWN_KEYS = frozenset({"image", "predictions", "model_id", "task"})
+#: A classifier's own top-level keys (single-label ``top``/``confidence``, multi-label ``predicted_classes``).
+_CLASSIFICATION_KEYS = frozenset({"top", "confidence", "predicted_classes"})
 _INT_LIMIT = 1 << 64  # the integers JSON tools can hold (as :func:`alpolicy.io.jsonsafe.check_tree`)
 #: Number types taken without a closer look (the fast path of the type check).
 _PLAIN_NUMBERS = frozenset({int, float})
@@ -54,7 +87,8 @@ class PredictionFormatError(ValueError):
 
 @dataclass(slots=True)
 class Prediction:
-    """One image's model output: its size, the model that produced it and its detections."""
+    """One image's model output: its size, the model that produced it, its task and its
+    detections (for a classifier, its predicted classes; see the module docstring)."""
 
     width: int
     height: int
@@ -64,16 +98,25 @@ class Prediction:
     extra: dict[str, Any] = field(default_factory=dict)
     #: True once :meth:`validated` (or ``from_json(check=True)``) has checked every value.
     checked: bool = field(default=False, repr=False, compare=False)
+    #: One of :data:`TASKS`: told from the shape by :meth:`from_json`, or set by the backend.
+    task: str = OBJECT_DETECTION
+    #: A classifier's every class, best first (empty for the box tasks).
+    class_scores: list[ClassScore] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any], *, check: bool = True,
-                  max_detections: int | None = MAX_DETECTIONS) -> "Prediction":
-        """Read the Roboflow inference JSON (``{"image": {...}, "predictions": [...]}``).
+                  max_detections: int | None = MAX_DETECTIONS, task: str | None = None) -> "Prediction":
+        """Read the Roboflow inference JSON (``{"image": {...}, "predictions": [...]}``) of any task.
 
         ``check`` validates everything once, where a prediction enters (see :meth:`validated`),
         so that rules can index and compare detections without guarding; it is for what comes
         from outside (a model's response, a file). ``check=False`` is for what alpolicy checked
         itself before (the policy engine's input, tests' dicts): only the shape is read.
+
+        The task is told from the shape (:func:`task_of`); ``task`` is what the backend knows of
+        its model: it names the task of an answer whose shape cannot tell (an empty list, boxes
+        without their polygons), and an answer of the other family (classes where boxes are due,
+        or the reverse) is refused.
         """
         if type(document) is not dict:  # a parsed JSON object skips both checks (this runs once per image)
             if isinstance(document, Prediction):
@@ -91,13 +134,20 @@ class Prediction:
             except (TypeError, KeyError, ValueError, OverflowError):
                 raise PredictionFormatError('a prediction needs "image": {"width": W, "height": H}') from None
         detections = document.get("predictions", [])
-        if type(detections) is not list:
-            raise PredictionFormatError('"predictions" must be a list of detections')
+        shape_task = task_of(document)
+        found = _resolve_task(shape_task, task if task is not None else document.get("task"),
+                              not detections and shape_task == OBJECT_DETECTION)
         # Only the common two keys? Skip building `extra` (this runs once per image).
-        extra = (
-            {k: v for k, v in document.items() if k not in _OWN_KEYS} if len(document) > 2 else {}
-        )
-        prediction = cls(width, height, detections, document.get("model_id"), extra)
+        own = _OWN_KEYS if found in BOX_TASKS else _OWN_KEYS | _CLASSIFICATION_KEYS
+        extra = {k: v for k, v in document.items() if k not in own} if len(document) > 2 else {}
+        if found in BOX_TASKS:
+            if type(detections) is not list:
+                raise PredictionFormatError('"predictions" must be a list of detections')
+            prediction = cls(width, height, detections, document.get("model_id"), extra, task=found)
+        else:
+            scores, predicted = _read_classes(document, detections, found, check)
+            prediction = cls(width, height, predicted, document.get("model_id"), extra, task=found,
+                             class_scores=scores)
         return prediction._checked(max_detections) if check else prediction
 
     def validated(self, *, max_detections: int | None = MAX_DETECTIONS) -> "Prediction":
@@ -137,7 +187,15 @@ class Prediction:
         """:meth:`validated` once the image size is known to be good."""
         if self.model_id is not None and type(self.model_id) is not str:
             raise PredictionFormatError(f"model_id must be a string, not {_show(self.model_id)}")
-        self.detections = _checked_detections(self.detections, self.width, self.height, max_detections)
+        if self.task not in TASKS:
+            raise PredictionFormatError(f"task must be one of {', '.join(TASKS)}, not {_show(self.task)}")
+        if self.task in BOX_TASKS:
+            self.detections = _checked_detections(self.detections, self.width, self.height, max_detections)
+        else:
+            if not self.class_scores and self.detections:  # built in code with the predicted classes only
+                self.class_scores = sorted(self.detections, key=_by_confidence)
+            self.class_scores = _checked_class_scores(self.class_scores, "class_scores", max_detections)
+            self.detections = _checked_class_scores(self.detections, "predicted", max_detections)
         if self.extra:
             try:
                 if check_tree(self.extra, "extra", max_depth=DEFAULT_MAX_DEPTH, find=secret_finder()):
@@ -148,13 +206,49 @@ class Prediction:
         return self
 
     def to_json(self) -> dict[str, Any]:
-        """The Roboflow inference JSON for this prediction (what destinations store as pre-labels)."""
+        """The Roboflow inference JSON for this prediction (what destinations store as pre-labels),
+        in its task's shape; ``"task"`` is added only where the shape alone cannot tell it (an
+        empty answer of a segmentation model), so that a stored prediction reads back the same."""
         document: dict[str, Any] = dict(self.extra)
         document["image"] = {"width": self.width, "height": self.height}
-        document["predictions"] = list(self.detections)
+        task = self.task
+        if task in BOX_TASKS:
+            document["predictions"] = list(self.detections)
+            if task != OBJECT_DETECTION and task_of(document) != task:
+                document["task"] = task
+        elif task == CLASSIFICATION:
+            document["predictions"] = list(self.class_scores)
+            top = self.detections[0] if self.detections else None
+            if top is not None:
+                document["top"] = top["class"]
+                document["confidence"] = top["confidence"]
+            elif not self.class_scores:
+                document["task"] = task
+        else:
+            document["predictions"] = {
+                entry["class"]: {k: v for k, v in entry.items() if k != "class"} for entry in self.class_scores
+            }
+            document["predicted_classes"] = [entry["class"] for entry in self.detections]
         if self.model_id is not None:
             document["model_id"] = self.model_id
         return document
+
+    @property
+    def is_classification(self) -> bool:
+        """A classifier's answer: class entries, no boxes."""
+        return self.task in CLASSIFICATION_TASKS
+
+    @property
+    def has_boxes(self) -> bool:
+        """Detections with boxes (detection, segmentation, keypoints)."""
+        return self.task in BOX_TASKS
+
+    @property
+    def top(self) -> str | None:
+        """A single-label classifier's top class (``None`` for every other task, or no class)."""
+        if self.task != CLASSIFICATION or not self.detections:
+            return None
+        return self.detections[0]["class"]
 
     @property
     def classes(self) -> list[str]:
@@ -174,6 +268,139 @@ def parse_prediction(data: bytes | str, *, max_bytes: int | None = DEFAULT_MAX_B
     except JsonError as error:
         raise PredictionFormatError(str(error)) from None
     return Prediction.from_json(document, check=True, max_detections=max_detections)
+
+
+def task_of(document: Mapping[str, Any]) -> str:
+    """The task a Roboflow inference document's shape shows (:data:`OBJECT_DETECTION` when it
+    cannot tell: an empty list, boxes only). Reads the first entry only: a model answers one shape."""
+    predictions = document.get("predictions")
+    if type(predictions) is dict or isinstance(predictions, Mapping):
+        return MULTI_LABEL_CLASSIFICATION
+    if "top" in document:
+        return CLASSIFICATION
+    if "predicted_classes" in document:
+        return MULTI_LABEL_CLASSIFICATION
+    if type(predictions) is list and predictions:
+        first = predictions[0]
+        if isinstance(first, Mapping):
+            if "points" in first or "rle" in first:
+                return INSTANCE_SEGMENTATION
+            if "keypoints" in first:
+                return KEYPOINT_DETECTION
+            if "x" not in first and "class" in first and "width" not in first:
+                return CLASSIFICATION
+    return OBJECT_DETECTION
+
+
+def _resolve_task(shape: str, hint: Any, empty: bool) -> str:
+    """The task of a document whose shape shows ``shape``, its backend (or its ``"task"`` key)
+    saying ``hint``: the hint names what the shape cannot tell (an ``empty`` answer; boxes
+    without the polygons of a segmentation model); a richer shape than a detector's hint tells
+    for itself; anything else that disagrees is refused."""
+    if hint is None or hint == shape:
+        return shape
+    if hint not in TASKS:
+        raise PredictionFormatError(f"task must be one of {', '.join(TASKS)}, not {_show(hint)}")
+    if empty or (shape == OBJECT_DETECTION and hint in BOX_TASKS):
+        return hint
+    if hint == OBJECT_DETECTION and shape in BOX_TASKS:
+        return shape
+    raise PredictionFormatError(f"the model's task is {hint}, but the prediction has the shape of {shape}")
+
+
+def _read_classes(document: Mapping[str, Any], predictions: Any, task: str,
+                  check: bool) -> tuple[list[ClassScore], list[ClassScore]]:
+    """``(class_scores, predicted)`` of a classifier's answer (see the module docstring)."""
+    if task == MULTI_LABEL_CLASSIFICATION:
+        if type(predictions) is not dict and not isinstance(predictions, Mapping):
+            raise PredictionFormatError('a multi-label "predictions" must be an object {CLASS: {"confidence": C}}')
+        scores = []
+        for name, entry in predictions.items():
+            if type(entry) is not dict and not isinstance(entry, Mapping):
+                raise PredictionFormatError(f"predictions.{_key(name)} must be an object, not {_show(entry)}")
+            if check and "confidence" not in entry:
+                raise PredictionFormatError(f"predictions.{_key(name)} lacks confidence")
+            scores.append({"class": name, **{k: v for k, v in entry.items() if k != "class"}})
+        if check:
+            scores = _checked_class_scores(scores, "predictions", None, by_name=True)
+        scores.sort(key=_by_confidence)
+        by_name = {entry["class"]: entry for entry in scores}
+        named = document.get("predicted_classes")
+        if named is None:  # Roboflow always answers it; without, what the model scored 0.5 or more
+            return scores, [entry for entry in scores if entry.get("confidence", 0) >= 0.5]
+        if type(named) is not list:
+            raise PredictionFormatError(f"predicted_classes must be a list of class names, not {_show(named)}")
+        predicted = []
+        for index, name in enumerate(named):
+            entry = by_name.get(name) if type(name) is str else None
+            if entry is None:
+                raise PredictionFormatError(f"predicted_classes[{index}]: {_show(name)} is not in predictions")
+            predicted.append(entry)
+        return scores, predicted
+    if type(predictions) is not list:
+        raise PredictionFormatError('a classification\'s "predictions" must be a list of {class, confidence}')
+    scores = _checked_class_scores(predictions, "predictions", None) if check else list(predictions)
+    scores.sort(key=_by_confidence)
+    top = document.get("top")
+    if top is None:
+        return scores, scores[:1]
+    if type(top) is not str:
+        raise PredictionFormatError(f"top must be a class name, not {_show(top)}")
+    for entry in scores:
+        if entry.get("class") == top:
+            return scores, [entry]
+    if not scores:  # a top class and its confidence without the list: take them as the list
+        confidence = document.get("confidence", 1.0)
+        entry = {"class": top, "confidence": confidence}
+        if check:
+            entry = _checked_class_scores([entry], "top", None)[0]
+        return [entry], [entry]
+    raise PredictionFormatError(f"top: {_show(top)} is not among the predictions' classes")
+
+
+def _by_confidence(entry: Mapping[str, Any]) -> float:
+    value = entry.get("confidence", 0.0)
+    return -value if type(value) in _PLAIN_NUMBERS else 0.0
+
+
+def _key(name: Any) -> str:
+    return name if type(name) is str and name.isidentifier() else _show(name)
+
+
+def _checked_class_scores(entries: Any, where: str, limit: int | None, *, by_name: bool = False) -> list[ClassScore]:
+    """A classifier's class entries, validated: ``class`` a string, ``confidence`` a number in
+    0..1, ``class_id`` an integer when present; other fields JSON-safe. A new list only when a
+    string had to be redacted (as :func:`_checked_detections`)."""
+    if type(entries) is not list:
+        raise PredictionFormatError(f"{where} must be a list of classes")
+    if limit is not None and len(entries) > limit:
+        raise PredictionFormatError(f"{len(entries):,} classes, above the limit of {limit:,} (max_detections)")
+    find = secret_finder()
+    result = entries
+    for index, entry in enumerate(entries):
+        place = f"{where}.{_key(entry.get('class'))}" if by_name and isinstance(entry, Mapping) else f"{where}[{index}]"
+        if type(entry) is not dict and not isinstance(entry, Mapping):
+            raise PredictionFormatError(f"{place} must be an object, not {_show(entry)}")
+        name, confidence = entry.get("class"), entry.get("confidence")
+        if type(name) is not str:
+            raise PredictionFormatError(f"{place}.class must be a string, not {_show(name)}")
+        if type(confidence) is bool or not isinstance(confidence, (int, float)):
+            raise PredictionFormatError(f"{place}.confidence must be a number, not {_show(confidence)}")
+        if not 0.0 <= confidence <= 1.0:
+            why = "is not a finite number" if not is_finite_number(confidence) else "is outside 0..1"
+            raise PredictionFormatError(f"{place}.confidence: {_show(confidence)} {why}")
+        class_id = entry.get("class_id", 0)
+        if type(class_id) is not int or not -_INT_LIMIT < class_id < _INT_LIMIT:
+            raise PredictionFormatError(f"{place}.class_id must be a 64-bit integer, not {_show(class_id)}")
+        try:
+            secret = check_tree(entry, place, max_depth=DEFAULT_MAX_DEPTH - 2, find=find)
+        except JsonError as error:
+            raise PredictionFormatError(str(error)) from None
+        if secret:
+            if result is entries:
+                result = list(entries)
+            result[index] = redact_value(dict(entry))
+    return result
 
 
 def _image_size(image: Any) -> tuple[int, int]:
@@ -246,7 +473,7 @@ def _checked_detections(detections: Any, width: int, height: int, limit: int | N
         if type(detection_id) is not str and (type(detection_id) is not int or not -_INT_LIMIT < detection_id < _INT_LIMIT):
             raise PredictionFormatError(f"predictions[{index}].detection_id must be a string, not {_show(detection_id)}")
         if len(detection) > 6 and not detection.keys() <= _KNOWN_DETECTION_KEYS:
-            secret = _check_detection_extras(index, detection, find)
+            secret = _check_detection_extras(index, detection, find, width, height)
         else:
             secret = find is not None and (find(name) or type(detection_id) is str and find(detection_id))
         if secret:
@@ -264,22 +491,77 @@ def _check_number_types(index: int, detection: Mapping[str, Any]) -> None:
             raise PredictionFormatError(f"predictions[{index}].{key} must be a number, not {_show(value)}")
 
 
-def _check_detection_extras(index: int, detection: Mapping[str, Any], find: Callable[[str], object] | None) -> bool:
-    """Fields beyond the eight known ones (segmentation ``points``, pose ``keypoints``, a
-    tracker id...): JSON-safe, and ``points``/``keypoints`` lists. True when a string of the
-    detection holds a registered secret."""
+def _check_detection_extras(index: int, detection: Mapping[str, Any], find: Callable[[str], object] | None,
+                            width: int, height: int) -> bool:
+    """Fields beyond the eight known ones (segmentation ``points`` or ``rle``, pose ``keypoints``,
+    a tracker id...): each point within the bounds a box has, keypoint confidences in 0..1, an
+    RLE's size and counts, everything JSON-safe. True when a string of the detection holds a
+    registered secret."""
     secret = False
     for key, value in detection.items():
         if key in _KNOWN_DETECTION_KEYS:
             secret = secret or (find is not None and type(value) is str and bool(find(value)))
             continue
-        if key in ("points", "keypoints") and type(value) is not list:
-            raise PredictionFormatError(f"predictions[{index}].{key} must be a list, not {_show(value)}")
+        where = f"predictions[{index}].{key}"
+        if key in ("points", "keypoints"):
+            if type(value) is not list:
+                raise PredictionFormatError(f"{where} must be a list, not {_show(value)}")
+            _check_points(value, where, width, height, keypoints=key == "keypoints")
+        elif key == "rle":
+            _check_rle(value, where)
         try:
             secret = check_tree({key: value}, f"predictions[{index}]", max_depth=DEFAULT_MAX_DEPTH - 2, find=find) or secret
         except JsonError as error:
             raise PredictionFormatError(str(error)) from None
     return secret
+
+
+def _check_points(points: list[Any], where: str, width: int, height: int, *, keypoints: bool) -> None:
+    """A polygon's or a pose's points: ``x``/``y`` numbers within one image size beyond each edge
+    (as boxes); a keypoint's ``confidence`` in 0..1 and ``class`` a string when present."""
+    low_x, high_x, low_y, high_y = -width, 2 * width, -height, 2 * height
+    for number, point in enumerate(points):
+        place = f"{where}[{number}]"
+        if type(point) is not dict and not isinstance(point, Mapping):
+            raise PredictionFormatError(f"{place} must be an object {{x, y}}, not {_show(point)}")
+        for key, low, high in (("x", low_x, high_x), ("y", low_y, high_y)):
+            value = point.get(key)
+            if type(value) is bool or not isinstance(value, (int, float)):
+                raise PredictionFormatError(f"{place}.{key} must be a number, not {_show(value)}")
+            try:
+                inside = low <= value <= high
+            except OverflowError:
+                inside = False
+            if not inside:
+                why = "is not a finite number" if not is_finite_number(value) else "is too far outside the image"
+                raise PredictionFormatError(f"{place}.{key}: {_show(value)} {why}")
+        if not keypoints:
+            continue
+        confidence = point.get("confidence", 1.0)
+        if type(confidence) is bool or not isinstance(confidence, (int, float)) or not 0.0 <= confidence <= 1.0:
+            raise PredictionFormatError(f"{place}.confidence: {_show(confidence)} is not a number in 0..1")
+        name = point.get("class", "")
+        if type(name) is not str:
+            raise PredictionFormatError(f"{place}.class must be a string, not {_show(name)}")
+        class_id = point.get("class_id", 0)
+        if type(class_id) is not int or not -_INT_LIMIT < class_id < _INT_LIMIT:
+            raise PredictionFormatError(f"{place}.class_id must be a 64-bit integer, not {_show(class_id)}")
+
+
+def _check_rle(rle: Any, where: str) -> None:
+    """A COCO run-length mask: ``size`` ``[height, width]`` and ``counts`` (a string, or a list of
+    run lengths)."""
+    if type(rle) is not dict and not isinstance(rle, Mapping):
+        raise PredictionFormatError(f"{where} must be an object {{size, counts}}, not {_show(rle)}")
+    size, counts = rle.get("size"), rle.get("counts")
+    if (type(size) is not list or len(size) != 2
+            or not all(type(side) is int and 0 < side <= MAX_IMAGE_SIDE for side in size)):
+        raise PredictionFormatError(f"{where}.size must be [height, width] in pixels, not {_show(size)}")
+    if type(counts) is list:
+        if not all(type(run) is int and 0 <= run < _INT_LIMIT for run in counts):
+            raise PredictionFormatError(f"{where}.counts must hold run lengths (whole numbers >= 0)")
+    elif type(counts) is not str:
+        raise PredictionFormatError(f"{where}.counts must be a string or a list of run lengths, not {_show(counts)}")
 
 
 def _number_problem(index: int, x: float, y: float, w: float, h: float, c: float, width: int, height: int) -> str:

@@ -412,6 +412,9 @@ def run(
         if sink is not None and callable(getattr(sink, "prepare_run", None)):
             model_id = backend.model_id if backend is not None else None
             _guarded(components["sending"], lambda: sink.prepare_run(policy.name, model_id))
+        task = getattr(backend, "task", None) if backend is not None else None
+        if task is not None and sink is not None and callable(getattr(sink, "prepare_task", None)):
+            _guarded(components["sending"], lambda: sink.prepare_task(task))
         if sink is not None:
             _guarded(components["sending"], lambda: _check_destination(sink, options.dry_run))
         # One writer at a time (a second would send everything again); taken only once the

@@ -23,7 +23,7 @@ Fixtures for pytest (``alpolicy_images``, ``alpolicy_registry_with``) are in
 a ``conftest.py``. This module does not import pytest.
 
 Stable API (kept compatible within a major version): :func:`make_detection`,
-:func:`make_prediction`, :func:`make_delivery`, :func:`image_folder`, :func:`evaluate`,
+:func:`make_prediction`, :func:`make_classification`, :func:`make_delivery`, :func:`image_folder`, :func:`evaluate`,
 :func:`run_one`, :func:`registry_with`, :class:`StaticBackend`, :class:`CollectingDestination`,
 :data:`SEND_EVERYTHING`.
 """
@@ -45,7 +45,7 @@ from ..io.images import ImageFile
 from ..plugins import build_registry, get_registry, make_plugin_manager
 from ..policy.decision import Decision
 from ..policy.engine import Policy
-from ..policy.prediction import Detection, Prediction
+from ..policy.prediction import CLASSIFICATION, Detection, Prediction, task_of
 from ..registry import Registry
 from ..runtime.pipeline import RunOptions, delivery_metadata, delivery_tags, run
 from ..runtime.run_report import RunReport
@@ -56,7 +56,7 @@ SEND_EVERYTHING: Mapping[str, Any] = {"version": 1, "image": {"rule": "detection
 
 __all__ = [
     "CollectingDestination", "SEND_EVERYTHING", "StaticBackend", "evaluate", "image_folder", "make_delivery",
-    "make_detection", "make_prediction", "registry_with", "run_one",
+    "make_classification", "make_detection", "make_prediction", "registry_with", "run_one",
 ]
 
 
@@ -75,16 +75,49 @@ def make_detection(cls: str = "car", confidence: float = 0.5, x: float = 50, y: 
 
 
 def make_prediction(*detections: Mapping[str, Any], width: int = 640, height: int = 480, model_id: str | None = None,
-                    validate: bool = True, **extra: Any) -> Prediction:
+                    validate: bool = True, task: str | None = None, **extra: Any) -> Prediction:
     """A :class:`~alpolicy.Prediction` of ``detections`` for a ``width`` x ``height`` image.
+
+    ``task`` is told from the detections (``points``: instance segmentation, ``keypoints``:
+    pose) unless given; for a classifier see :func:`make_classification`.
 
     ``validate`` runs the one validator every prediction from a model passes
     (:meth:`Prediction.validated`): a detection a real backend could not return is a
     :class:`~alpolicy.PredictionFormatError` here too. ``validate=False`` keeps any value, for a
     test of what a rule does with input that was not checked. ``extra`` are extra response fields.
     """
-    prediction = Prediction(width, height, [dict(detection) for detection in detections], model_id, dict(extra))  # type: ignore[misc]
+    listed = [dict(detection) for detection in detections]
+    found = task or task_of({"predictions": listed})
+    prediction = Prediction(width, height, listed, model_id, dict(extra), task=found)  # type: ignore[arg-type]
     return prediction.validated() if validate else prediction
+
+
+def make_classification(scores: Mapping[str, float], *, multi_label: bool = False,
+                        predicted: Iterable[str] | None = None, width: int = 640, height: int = 480,
+                        model_id: str | None = None) -> Prediction:
+    """A classifier's :class:`~alpolicy.Prediction`, read from the JSON Roboflow Inference answers:
+    ``scores`` maps each class to its confidence (class ids in the given order). Single-label: the
+    top class is the best score; ``multi_label``: the ``predicted`` classes (default: those
+    scoring 0.5 or more)."""
+    entries = [{"class": name, "class_id": index, "confidence": value} for index, (name, value) in enumerate(scores.items())]
+    image = {"width": width, "height": height}
+    if multi_label:
+        chosen = list(predicted) if predicted is not None else [e["class"] for e in entries if e["confidence"] >= 0.5]
+        document: dict[str, Any] = {
+            "image": image,
+            "predictions": {e["class"]: {"confidence": e["confidence"], "class_id": e["class_id"]} for e in entries},
+            "predicted_classes": chosen,
+        }
+    else:
+        ranked = sorted(entries, key=lambda e: -e["confidence"])
+        document = {"image": image, "predictions": ranked}
+        if ranked:
+            document.update(top=ranked[0]["class"], confidence=ranked[0]["confidence"])
+        else:
+            document["task"] = CLASSIFICATION
+    if model_id is not None:
+        document["model_id"] = model_id
+    return Prediction.from_json(document, check=True)
 
 
 def _policy(policy: Policy | Mapping[str, Any] | str | os.PathLike[str] | None, registry: Registry | None) -> Policy:
