@@ -26,8 +26,10 @@ from alpolicy.policy.prediction import PredictionFormatError
 from alpolicy.backends import ImageError, ModelOptions, fingerprint
 from alpolicy.io.images import ImageDecodeError, ImageFile, sha256_file
 
-from .decode import class_names_from_metadata, decode, detect_layout, letterbox
+from .decode import class_names_from_metadata, letterbox
 from .plugin import DEFAULT_MAX_BATCH
+from .tasks import (TaskDecoder, answers_logits, classify_input, keypoint_names_from_metadata, multi_label_from,
+                    tell_task)
 
 DEMO_MODEL = "demo"
 
@@ -65,19 +67,23 @@ class OnnxBackend(InferenceBackend):
         self.confidence = options.confidence / 100.0
         self.max_detections = options.max_detections
         self.iou = options.overlap / 100.0
-        output = self.session.run(None, {self.input_name: np.zeros((1, 3, *self.input_size), np.float32)})[0]
-        try:
-            self.layout = detect_layout(output.shape)
-        except ValueError as error:
-            raise UsageError(f"{path.name}: {error}") from None
-        classes = output.shape[1] - 4 if self.layout == "yolov8" else output.shape[2] - 5
-        self.names = _class_names(names_from_file, labels, metadata, classes, path.name)
+        # A letterbox-grey probe: its outputs' shapes tell the task, and a classifier answering
+        # values outside 0..1 for it answers logits.
+        probe = np.full((1, 3, *self.input_size), 114 / 255, np.float32)
+        outputs = self.session.run(None, {self.input_name: probe})
+        self.decoder = _decoder(path.name, metadata, outputs, names_from_file, labels, options, self.input_size)
+        self.layout = self.decoder.model.layout
+        self.names = self.decoder.names
+        #: The Roboflow task of the model (alpolicy.policy.prediction.TASKS), from its metadata or outputs.
+        self.task = self.decoder.task
         #: Everything that changes a prediction: the weights (by content, so a copied or moved file
-        #: keeps its stored predictions), the thresholds, the class names, the input size and the
-        #: output layout. Batching and threads do not change answers and are left out.
+        #: keeps its stored predictions), the thresholds, the class names, the input size, the
+        #: output layout and the task's decoding settings. Batching and threads do not change
+        #: answers and are left out.
         self.fingerprint_settings = {
             "sha256": _model_hash(path), "confidence": float(options.confidence), "overlap": float(options.overlap),
             "labels": list(self.names), "input_size": list(self.input_size), "layout": self.layout,
+            **self.decoder.settings(),
         }
         self.fingerprint = fingerprint("onnx", self.model_id, self.fingerprint_settings)
         #: Diagnostics: ``session.run`` calls and the largest batch stacked so far.
@@ -92,17 +98,19 @@ class OnnxBackend(InferenceBackend):
             picture = image.load()
         except ImageDecodeError as error:
             raise ImageError(str(error)) from None
-        tensor, ratio, pad = letterbox(picture, self.input_size)
+        if self.decoder.model.is_classification:
+            tensor, ratio, pad = classify_input(picture, self.input_size), 1.0, (0.0, 0.0)
+        else:
+            tensor, ratio, pad = letterbox(picture, self.input_size)
         future: Future = Future()
         self._queue.put(_Request(tensor, future))
-        output = future.result()
-        (detections,) = decode(output, self.layout, self.confidence, self.iou, ratio, pad, picture.size, names=self.names)
+        outputs = future.result()
+        document = self.decoder.decode(outputs, ratio, pad, picture.size)
+        document["model_id"] = self.model_id
         try:
             # A broken or mis-exported model (infinite scores, logits instead of probabilities)
             # fails this image with the place of the bad value, instead of reaching the rules.
-            return Prediction(picture.width, picture.height, detections, self.model_id).validated(
-                max_detections=self.max_detections
-            )
+            return Prediction.from_json(document, check=True, max_detections=self.max_detections, task=self.task)
         except PredictionFormatError as error:
             raise ImageError(f"the model produced an invalid detection: {error}") from None
 
@@ -124,7 +132,7 @@ class OnnxBackend(InferenceBackend):
                 batch.append(more)
             try:
                 stacked = np.stack([request.tensor for request in batch])
-                output = self.session.run(None, {self.input_name: stacked})[0]
+                outputs = self.session.run(None, {self.input_name: stacked})
             except Exception as error:  # every waiting caller learns why
                 for request in batch:
                     request.future.set_exception(ImageError(f"ONNX Runtime failed: {error}"))
@@ -132,11 +140,32 @@ class OnnxBackend(InferenceBackend):
             self.batches_run += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             for index, request in enumerate(batch):
-                request.future.set_result(output[index : index + 1])
+                request.future.set_result([output[index : index + 1] for output in outputs])
 
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join(timeout=10)
+
+
+def _decoder(model: str, metadata: dict[str, str], outputs: list[np.ndarray], names_from_file: list[str] | None,
+             labels: Any, options: ModelOptions, input_size: tuple[int, int]) -> TaskDecoder:
+    """The model's task (metadata and output shapes must agree) and the decoder of its outputs;
+    every inconsistency is one line naming the model file."""
+    try:
+        found = tell_task(metadata, [output.shape for output in outputs])
+        multi_label = multi_label_from(metadata, options.extra.get("multi_label"))
+        if multi_label and not found.is_classification:
+            raise ValueError(f"multi_label applies to classifiers; this is a {found.kind} model")
+        names = _class_names(names_from_file, labels, metadata, found.num_classes, model)
+        keypoint_names = (keypoint_names_from_metadata(metadata, found.kpt_shape, found.num_classes)
+                          if found.kpt_shape else [])
+    except ValueError as error:
+        raise UsageError(f"{model}: {error}") from None
+    return TaskDecoder(
+        found, names, options.confidence / 100.0, options.overlap / 100.0, input_size, multi_label=multi_label,
+        keypoint_names=keypoint_names, keypoint_confidence=float(options.extra.get("keypoint_confidence", 0.0)),
+        logits=found.is_classification and answers_logits(outputs[0]),
+    )
 
 
 def _session(path: Path, options: ModelOptions) -> ort.InferenceSession:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
@@ -219,52 +220,107 @@ def decode(
         )
     if names is not None and len(names) != num_classes:
         raise ValueError(f"the model outputs {num_classes} classes but {len(names)} class names were given")
-    batch = output.shape[0]
+    ratios, pads, sizes = per_item_geometry(output.shape[0], ratio, pad, original_size)
+    results: list[list[dict[str, Any]]] = []
+    for item in range(output.shape[0]):
+        rows = output[item].T if layout == "yolov8" else output[item]
+        found = select_candidates(rows, layout, num_classes, conf_threshold, iou_threshold, max_detections)
+        mapped = scale_boxes(found.boxes, ratios[item], pads[item], sizes[item])
+        results.append(make_detections(mapped, found.confidences, found.class_ids, names))
+    return results
+
+
+def per_item_geometry(batch: int, ratio: Any, pad: Any, original_size: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """``ratio``, ``pad`` and ``original_size`` as one value per batch item (each may be given once for all)."""
     ratios = _per_item(ratio, batch, lambda v: isinstance(v, (int, float, np.number)), "ratio")
     pads = _per_item(pad, batch, lambda v: len(v) == 2 and isinstance(v[0], (int, float, np.number)), "pad")
     sizes = _per_item(original_size, batch, lambda v: len(v) == 2 and isinstance(v[0], (int, float, np.number)),
                       "original_size")
-    results: list[list[dict[str, Any]]] = []
-    for item in range(batch):
-        rows = output[item].T if layout == "yolov8" else output[item]
-        if layout == "yolov8":
-            class_scores = rows[:, 4:]
-        else:
-            class_scores = rows[:, 5:] * rows[:, 4:5]
-        class_ids = np.argmax(class_scores, axis=1) if rows.shape[0] else np.zeros(0, dtype=np.int64)
-        confidences = class_scores[np.arange(rows.shape[0]), class_ids]
-        selected = np.flatnonzero((confidences >= conf_threshold) & np.isfinite(rows[:, :4]).all(axis=1))
-        if selected.size > MAX_NMS_CANDIDATES:
-            selected = selected[np.argsort(-confidences[selected], kind="stable")[:MAX_NMS_CANDIDATES]]
-        xywh = rows[selected, :4].astype(np.float64)
-        confidences = confidences[selected].astype(np.float64)
-        class_ids = class_ids[selected]
-        boxes = np.empty_like(xywh)
-        boxes[:, 0] = xywh[:, 0] - xywh[:, 2] / 2
-        boxes[:, 1] = xywh[:, 1] - xywh[:, 3] / 2
-        boxes[:, 2] = xywh[:, 0] + xywh[:, 2] / 2
-        boxes[:, 3] = xywh[:, 1] + xywh[:, 3] / 2
-        keep = nms(boxes, confidences, iou_threshold, class_ids)[: max(0, int(max_detections))]
-        results.append(_to_detections(boxes[keep], confidences[keep], class_ids[keep], ratios[item], pads[item],
-                                      sizes[item], names))
-    return results
+    return ratios, pads, sizes
 
 
-def _to_detections(boxes: np.ndarray, confidences: np.ndarray, class_ids: np.ndarray, ratio: float,
-                   pad: tuple[float, float], original_size: tuple[int, int],
-                   names: Sequence[str] | None) -> list[dict[str, Any]]:
+@dataclass
+class Candidates:
+    """The boxes that survive the confidence threshold and NMS, best first.
+
+    ``anchors`` are their row indices in the output, so that a task decoder reads the rest of the
+    row (mask coefficients, keypoints) for exactly the boxes kept."""
+
+    boxes: np.ndarray  # [n, 4] x1, y1, x2, y2 in input pixels (float64)
+    confidences: np.ndarray  # [n] float64
+    class_ids: np.ndarray  # [n] int
+    anchors: np.ndarray  # [n] int: row index in ``rows``
+
+
+def select_candidates(rows: np.ndarray, layout: Layout, num_classes: int, conf_threshold: float,
+                      iou_threshold: float, max_detections: int) -> Candidates:
+    """Threshold, NMS and ``max_detections`` over one image's ``rows`` ``[anchors, channels]``.
+
+    The class scores are the ``num_classes`` channels after the box (YOLOv5: after the objectness,
+    multiplied by it); channels after them (mask coefficients, keypoints) are left to the caller."""
+    if layout == "yolov8":
+        class_scores = rows[:, 4:4 + num_classes]
+    else:
+        class_scores = rows[:, 5:5 + num_classes] * rows[:, 4:5]
+    class_ids = np.argmax(class_scores, axis=1) if rows.shape[0] else np.zeros(0, dtype=np.int64)
+    confidences = class_scores[np.arange(rows.shape[0]), class_ids]
+    selected = np.flatnonzero((confidences >= conf_threshold) & np.isfinite(rows[:, :4]).all(axis=1))
+    if selected.size > MAX_NMS_CANDIDATES:
+        selected = selected[np.argsort(-confidences[selected], kind="stable")[:MAX_NMS_CANDIDATES]]
+    xywh = rows[selected, :4].astype(np.float64)
+    confidences = confidences[selected].astype(np.float64)
+    class_ids = class_ids[selected]
+    boxes = np.empty_like(xywh)
+    boxes[:, 0] = xywh[:, 0] - xywh[:, 2] / 2
+    boxes[:, 1] = xywh[:, 1] - xywh[:, 3] / 2
+    boxes[:, 2] = xywh[:, 0] + xywh[:, 2] / 2
+    boxes[:, 3] = xywh[:, 1] + xywh[:, 3] / 2
+    keep = nms(boxes, confidences, iou_threshold, class_ids)[: max(0, int(max_detections))]
+    return Candidates(boxes[keep], confidences[keep], class_ids[keep], selected[keep])
+
+
+def _check_ratio(ratio: float) -> None:
     if ratio <= 0 or not math.isfinite(ratio):
         raise ValueError(f"ratio must be a positive number, got {ratio!r}")
+
+
+def scale_boxes(boxes: np.ndarray, ratio: float, pad: tuple[float, float], original_size: tuple[int, int]) -> np.ndarray:
+    """Boxes ``[n, 4]`` x1, y1, x2, y2 from input pixels to the original image's, clipped to it."""
+    _check_ratio(ratio)
     width, height = float(original_size[0]), float(original_size[1])
-    mapped = boxes.copy()
+    mapped = np.array(boxes, dtype=np.float64).reshape(-1, 4)
     mapped[:, [0, 2]] = np.clip((mapped[:, [0, 2]] - float(pad[0])) / ratio, 0.0, width)
     mapped[:, [1, 3]] = np.clip((mapped[:, [1, 3]] - float(pad[1])) / ratio, 0.0, height)
+    return mapped
+
+
+def scale_points(xy: np.ndarray, ratio: float, pad: tuple[float, float], original_size: tuple[int, int]) -> np.ndarray:
+    """Points ``[..., 2]`` from input pixels to the original image's, clipped to it (as boxes are)."""
+    _check_ratio(ratio)
+    mapped = np.array(xy, dtype=np.float64)
+    mapped[..., 0] = np.clip((mapped[..., 0] - float(pad[0])) / ratio, 0.0, float(original_size[0]))
+    mapped[..., 1] = np.clip((mapped[..., 1] - float(pad[1])) / ratio, 0.0, float(original_size[1]))
+    return mapped
+
+
+def has_area(mapped: np.ndarray) -> np.ndarray:
+    """Which mapped boxes keep an area after clipping (a box wholly in the padding has none)."""
+    mapped = np.asarray(mapped).reshape(-1, 4)
+    return (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
+
+
+def make_detections(mapped: np.ndarray, confidences: np.ndarray, class_ids: np.ndarray,
+                    names: Sequence[str] | None,
+                    extras: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Detections in the Roboflow shape from boxes already in original pixels; boxes without area
+    are dropped. ``extras[i]`` (a polygon's ``points``, a pose's ``keypoints``) joins detection ``i``."""
     detections: list[dict[str, Any]] = []
-    for (x1, y1, x2, y2), confidence, class_id in zip(mapped.tolist(), confidences.tolist(), class_ids.tolist()):
+    rows = zip(mapped.tolist(), confidences.tolist(), class_ids.tolist())
+    for index, ((x1, y1, x2, y2), confidence, class_id) in enumerate(rows):
         if x2 <= x1 or y2 <= y1:
             continue
         class_id = int(class_id)
-        detections.append({
+        detection = {
             "x": (x1 + x2) / 2,
             "y": (y1 + y2) / 2,
             "width": x2 - x1,
@@ -273,7 +329,10 @@ def _to_detections(boxes: np.ndarray, confidences: np.ndarray, class_ids: np.nda
             "class": names[class_id] if names is not None else str(class_id),
             "class_id": class_id,
             "detection_id": str(uuid.uuid4()),
-        })
+        }
+        if extras is not None:
+            detection.update(extras[index])
+        detections.append(detection)
     return detections
 
 

@@ -23,6 +23,10 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                   "description": "the largest batch stacked for one ONNX Runtime call (models with a dynamic batch axis)"},
         "threads": {"type": "integer", "minimum": 1,
                     "description": "ONNX Runtime intra-op threads (default: the number of cores)"},
+        "multi_label": {"type": "boolean",
+                        "description": "a classifier is multi-label (sigmoid per class): predicted_classes are those at or above the confidence"},
+        "keypoint_confidence": {"type": "number", "minimum": 0, "maximum": 1, "default": 0,
+                                "description": "pose models: keypoints whose visibility is below this are left out (default 0: all)"},
     },
 }
 
@@ -38,7 +42,7 @@ def alpolicy_inference_backends(register: Callable[[InferenceBackendSpec], None]
     register(
         InferenceBackendSpec(
             "onnx", make_backend,
-            "YOLOv8/YOLO11/YOLOv5 ONNX exports on ONNX Runtime (CPU): onnx:MODEL.onnx, or onnx:demo",
+            "YOLOv8/YOLO11/YOLOv5 ONNX exports (detect, segment, pose, classify) on ONNX Runtime (CPU): onnx:MODEL.onnx, or onnx:demo",
             options_schema=OPTIONS_SCHEMA,
         )
     )

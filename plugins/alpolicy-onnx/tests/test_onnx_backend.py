@@ -122,9 +122,11 @@ def test_clear_errors_for_wrong_models_and_labels(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(UsageError, match="cannot load junk.onnx with ONNX Runtime"):
         backend(str(tmp_path / "junk.onnx"))
-    flat = save(_constant_detector(np.zeros((1, 16), np.float32), (32, 32)), tmp_path / "flat.onnx")
-    with pytest.raises(UsageError, match=r"flat.onnx: .*expected YOLOv8/YOLO11 \[batch, 4 \+ classes, anchors\]"):
-        backend(flat)
+    # ([1, 16] is a classifier's output now: see test_onnx_tasks.py)
+    grid = save(_constant_detector(np.zeros((1, 3, 4, 4), np.float32), (32, 32)), tmp_path / "grid.onnx")
+    with pytest.raises(UsageError, match=r"^grid.onnx: cannot tell the task from outputs \[1, 3, 4, 4\]; expected "
+                                         r"detect: \[batch, 4 \+ classes, anchors\] \(YOLOv8/YOLO11\)"):
+        backend(grid)
     good = save(_constant_detector(_v8([], num_classes=3, anchors=16), (32, 32)), tmp_path / "good.onnx")
     (tmp_path / "two.txt").write_text("a\nb\n")
     with pytest.raises(UsageError, match="names 2 classes but the model outputs 3"):
