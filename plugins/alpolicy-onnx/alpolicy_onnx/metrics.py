@@ -81,29 +81,38 @@ def _boxes_iou(predictions: Sequence[Box], truths: Sequence[Box]) -> np.ndarray:
 def polygon_iou(predictions: Sequence[Box], truths: Sequence[Box]) -> np.ndarray:
     """Pairwise IoU of the ``points`` polygons (``[{"x", "y"}, ...]``, pixels) of two lists of instances.
 
-    The polygons are filled on one pixel grid (Pillow, pixel centres at integer coordinates +
-    0.5) spanning them all; a missing or degenerate polygon has an empty mask and IoU 0.
+    Each polygon is filled (Pillow; pixel centres at integer coordinates + 0.5) over its own
+    extent, and only pairs whose extents meet are intersected, so the cost follows the shapes'
+    areas, not the image's. A missing or degenerate polygon has an empty mask and IoU 0.
     """
-    items = list(predictions) + list(truths)
-    if not predictions or not truths:
-        return np.zeros((len(predictions), len(truths)), dtype=np.float64)
-    polygons = [[(float(p["x"]), float(p["y"])) for p in item.get("points") or ()] for item in items]
-    coords = np.array([xy for polygon in polygons for xy in polygon], dtype=np.float64).reshape(-1, 2)
-    if not len(coords):
-        return np.zeros((len(predictions), len(truths)), dtype=np.float64)
-    x0, y0 = np.floor(coords.min(0)).astype(int) - 1
-    x1, y1 = np.ceil(coords.max(0)).astype(int) + 2
-    masks = np.zeros((len(items), (y1 - y0) * (x1 - x0)), dtype=np.float32)
-    for k, polygon in enumerate(polygons):
-        if len(polygon) >= 3:
-            canvas = Image.new("1", (int(x1 - x0), int(y1 - y0)))
-            ImageDraw.Draw(canvas).polygon([(x - x0, y - y0) for x, y in polygon], fill=1)
-            masks[k] = np.asarray(canvas, dtype=np.float32).reshape(-1)
-    a, b = masks[: len(predictions)], masks[len(predictions):]
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0).astype(np.float64)
+    result = np.zeros((len(predictions), len(truths)), dtype=np.float64)
+    if not len(predictions) or not len(truths):
+        return result
+    a = [_fill(item) for item in predictions]
+    b = [_fill(item) for item in truths]
+    for i, (ax, ay, am) in enumerate(a):
+        for j, (bx, by, bm) in enumerate(b):
+            x0, y0 = max(ax, bx), max(ay, by)
+            x1, y1 = min(ax + am.shape[1], bx + bm.shape[1]), min(ay + am.shape[0], by + bm.shape[0])
+            union = int(am.sum()) + int(bm.sum())
+            if x1 <= x0 or y1 <= y0 or union == 0:
+                continue
+            inter = int(np.count_nonzero(am[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & bm[y0 - by:y1 - by, x0 - bx:x1 - bx]))
+            result[i, j] = inter / (union - inter)
+    return result
+
+
+def _fill(item: Box) -> tuple[int, int, np.ndarray]:
+    """``(left, top, boolean mask)`` of an instance's ``points`` polygon over its own extent."""
+    polygon = [(float(p["x"]), float(p["y"])) for p in item.get("points") or ()]
+    if len(polygon) < 3:
+        return 0, 0, np.zeros((0, 0), dtype=bool)
+    xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
+    left, top = math.floor(min(xs)) - 1, math.floor(min(ys)) - 1
+    width, height = math.ceil(max(xs)) + 2 - left, math.ceil(max(ys)) + 2 - top
+    canvas = Image.new("1", (width, height))
+    ImageDraw.Draw(canvas).polygon([(x - left, y - top) for x, y in polygon], fill=1)
+    return left, top, np.asarray(canvas, dtype=bool)
 
 
 def precision_recall(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
