@@ -79,8 +79,8 @@ from train_demo_detector import (  # noqa: E402
     VAL_SEED,
     Batcher,
     TinyDetector,
+    assign,
     conv,
-    detection_loss,
     export,
     flip,
     make_val,
@@ -97,27 +97,90 @@ PROTO_STRIDE = 4
 PROTO = IMGSZ // PROTO_STRIDE  # 80
 
 
+DETECTOR = HERE.parent / "alpolicy_onnx" / "models" / "demo-shapes.onnx"
+DETECTOR_PARTS = ("stem", "p3", "p4", "fuse", "cls_head", "box_head")
+
+
 class TinySegmenter(TinyDetector):
-    """The demo detector plus YOLOv8-seg mask coefficients and prototypes."""
+    """The demo detector (frozen) plus YOLOv8-seg mask coefficients and prototypes (trained)."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, width: int = 48, n_masks: int = N_MASKS):
         super().__init__(num_classes, width)
-        self.coef_head = nn.Sequential(conv(64, 32), nn.Conv2d(32, n_masks, 1))
-        self.proto_lateral = conv(64, 32, 1)
-        self.proto = nn.Sequential(conv(32 + 32, 32), nn.Conv2d(32, n_masks, 1))
+        self.coef_head = nn.Sequential(conv(64, 48), nn.Conv2d(48, n_masks, 1))
+        self.proto_lateral = conv(64, 32)  # at stride 8, then upsampled
+        self.proto = nn.Sequential(
+            conv(32 + 32, 32, 1),
+            nn.Conv2d(32, 32, 3, 1, 1, groups=32, bias=False), nn.BatchNorm2d(32), nn.SiLU(inplace=True),
+            conv(32, 32, 1),
+            nn.Conv2d(32, n_masks, 1),
+        )
+        for part in DETECTOR_PARTS:
+            getattr(self, part).requires_grad_(False)
 
-    def raw_seg(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Class logits ``[B, C, A]``, ltrb ``[B, 4, A]``, mask coefficients ``[B, 32, A]``, prototypes ``[B, 32, 80, 80]``."""
-        s4, f = self.features(x)
-        logits, ltrb = self.heads(f)
+    def train(self, mode: bool = True) -> "TinySegmenter":
+        super().train(mode)
+        for part in DETECTOR_PARTS:  # the detector's batch norms keep its statistics
+            getattr(self, part).eval()
+        return self
+
+    def masks(self, s4: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask coefficients ``[B, 32, A]`` and prototypes ``[B, 32, 80, 80]`` from the detector's feature maps."""
         coeffs = self.coef_head(f).flatten(2)
         up = F.interpolate(self.proto_lateral(f), scale_factor=2.0, mode="nearest")
-        protos = self.proto(torch.cat([s4, up], 1))
-        return logits, ltrb, coeffs, protos
+        return coeffs, self.proto(torch.cat([s4, up], 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, ltrb, coeffs, protos = self.raw_seg(x)
-        return torch.cat([self.boxes(logits, ltrb), coeffs], 1), protos
+        s4, f = self.features(x)
+        coeffs, protos = self.masks(s4, f)
+        return torch.cat([self.boxes(*self.heads(f)), coeffs], 1), protos
+
+
+def load_detector(model: TinyDetector, path: Path = DETECTOR) -> int:
+    """Give ``model``'s detector part the shipped detector's weights; returns the number of convolutions set.
+
+    The export folded each batch norm into its convolution (weight and bias): the convolution
+    gets the folded weight and its batch norm becomes the identity plus the folded bias. ONNX
+    node names carry the module paths (``/stem/stem.0/stem.0.0/Conv`` is ``stem.0.0``).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    modules = dict(model.named_modules())
+    count = 0
+    with torch.no_grad():
+        for node in graph.node:
+            if node.op_type != "Conv":
+                continue
+            name = node.name.rsplit("/", 2)[-2]
+            weight, bias = (torch.from_numpy(values[x].copy()) for x in node.input[1:3])
+            module = modules[name]
+            module.weight.copy_(weight)
+            if module.bias is not None:
+                module.bias.copy_(bias)
+            else:
+                norm = modules[name[:-1] + "1"]  # conv() is Sequential(Conv2d, BatchNorm2d, SiLU)
+                norm.running_mean.zero_()
+                norm.running_var.fill_(1.0 - norm.eps)
+                norm.weight.fill_(1.0)
+                norm.bias.copy_(bias)
+            count += 1
+    return count
+
+
+def check_detector(model: TinySegmenter, path: Path = DETECTOR) -> float:
+    """The largest difference between ``model``'s boxes and scores and the shipped detector's, on a few frames."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.from_numpy(np.stack([f[0] for f in make_val(4, seed=VAL_SEED + 2)]))
+    model.eval()
+    with torch.no_grad():
+        ours = model(x)[0][:, :4 + NUM_CLASSES].numpy()
+    model.train()
+    theirs = session.run(None, {"images": x.numpy()})[0]
+    return float(np.abs(ours - theirs).max())
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -182,13 +245,15 @@ def mask_loss(coeffs: torch.Tensor, protos: torch.Tensor, assignment, masks: lis
     return total / bi.numel()
 
 
-def compute_loss(model: TinySegmenter, x: torch.Tensor, boxes: list[np.ndarray], masks: list[np.ndarray],
-                 mask_weight: float) -> tuple[torch.Tensor, dict]:
-    logits, ltrb, coeffs, protos = model.raw_seg(x)
-    loss, parts, assignment = detection_loss(model.anchors, logits, ltrb, boxes)
-    loss_mask = mask_loss(coeffs, protos, assignment, masks)
-    parts["mask"] = float(loss_mask.detach())
-    return loss + mask_weight * loss_mask, parts
+def compute_loss(model: TinySegmenter, x: torch.Tensor, boxes: list[np.ndarray],
+                 masks: list[np.ndarray]) -> tuple[torch.Tensor, dict]:
+    """The mask loss on the detector's positive cells (the detector is frozen: no box or class loss)."""
+    with torch.no_grad():
+        s4, f = model.features(x)
+    coeffs, protos = model.masks(s4, f)
+    assignment = assign(model.anchors, boxes)
+    loss = mask_loss(coeffs, protos, assignment, masks)
+    return loss, {"mask": float(loss.detach()), "pos": max(int(assignment[0].numel()), 1)}
 
 
 # ------------------------------------------------------------------------------------------ eval
@@ -295,12 +360,12 @@ def _summary(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=HERE.parent / "alpolicy_onnx" / "models" / "demo-shapes-seg.onnx")
-    parser.add_argument("--steps", type=int, default=2800)
+    parser.add_argument("--detector", type=Path, default=DETECTOR, help="the trained detector to build on")
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--mask-weight", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=1400)
+    parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--val-frames", type=int, default=200)
     parser.add_argument("--checkpoint", type=Path, default=None, help="save the torch weights here too")
     args = parser.parse_args(argv)
@@ -308,11 +373,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = TinySegmenter().to(memory_format=torch.channels_last)
+    model = TinySegmenter()
+    loaded = load_detector(model, args.detector)
+    difference = check_detector(model, args.detector)
+    if difference > 1e-3:
+        raise SystemExit(f"the rebuilt detector differs from {args.detector.name} by {difference}")
+    model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params} parameters; torch {torch.__version__}", flush=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
-    warmup = 300
+    trained = [p for p in model.parameters() if p.requires_grad]
+    print(f"model: {n_params} parameters, {sum(p.numel() for p in trained)} trained; {loaded} convolutions "
+          f"from {args.detector.name} (outputs within {difference:.1e} of it); torch {torch.__version__}", flush=True)
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=5e-4)
+    warmup = 100
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -329,17 +401,16 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = lr_at(step)
         x, boxes, masks = batcher.next()
         x = x.contiguous(memory_format=torch.channels_last)
-        loss, parts = compute_loss(model, x, boxes, masks, args.mask_weight)
+        loss, parts = compute_loss(model, x, boxes, masks)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(trained, 10.0)
         optimizer.step()
         for key, value in parts.items():
             running[key] = running.get(key, value) * 0.98 + value * 0.02
         if (step + 1) % 100 == 0:
             elapsed = time.perf_counter() - started
-            print(f"step {step + 1}/{args.steps} loss cls {running['cls']:.4f} box {running['box']:.4f} "
-                  f"mask {running['mask']:.4f} pos {running['pos']:.0f} lr {lr_at(step):.2e} "
+            print(f"step {step + 1}/{args.steps} loss mask {running['mask']:.4f} pos {running['pos']:.0f} lr {lr_at(step):.2e} "
                   f"elapsed {elapsed / 60:.1f} min (rendering {batcher.render_seconds / 60:.1f} min)", flush=True)
         if (step + 1) % args.eval_every == 0 and step + 1 != args.steps:
             print(f"  val clean {_summary(evaluate(model, val))}", flush=True)
@@ -351,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     clean = evaluate(model, val)
     hard = evaluate(model, make_val(100, seed=VAL_SEED + 1, hard=True, polygons=True))
     description = (f"alpolicy demo instance segmentation: circles, squares, triangles on synthetic frames; "
-                   f"{n_params} parameters, {args.steps} steps x batch {args.batch}, seed {args.seed}")
+                   f"{n_params} parameters, the demo detector plus a mask head trained {args.steps} steps x batch "
+                   f"{args.batch}, seed {args.seed}")
     export(model, args.out, description, task="segment",
            outputs={"output0": [4 + NUM_CLASSES + N_MASKS, GRID * GRID], "output1": [N_MASKS, PROTO, PROTO]},
            producer="train_demo_segmenter.py")
