@@ -55,16 +55,20 @@ ultralytics: $(UL_STAMP)
 test: install labelstudio
 	$(BIN)/python -m pytest
 
-# Synthetic footage -> the shipped demo detector -> a policy -> a labeling queue in $(DEMO)/queue.
+# Synthetic footage -> the shipped demo detector -> a policy -> a labeling queue in $(DEMO)/queue;
+# the same footage -> the shipped demo segmentation model -> its policy -> $(DEMO)/queue-seg.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/python -m alpolicy_onnx.synthetic $(DEMO)/frames --frames 300 --seed 7
 	$(BIN)/alpolicy run $(DEMO)/frames --model onnx:demo --confidence 20 \
 		--policy examples/demo-policy.json --to folder:$(DEMO)/queue --journal $(DEMO)/journal.sqlite \
 		--report $(DEMO)/report
+	$(BIN)/alpolicy run $(DEMO)/frames --model onnx:demo-seg --confidence 20 \
+		--policy examples/demo-seg-policy.json --to folder:$(DEMO)/queue-seg --journal $(DEMO)/journal-seg.sqlite
 	@echo
 	@echo "Results:"
 	@echo "  labeling queue:     $(DEMO)/queue/images/  (what a labeler would see)"
+	@echo "  segmentation queue: $(DEMO)/queue-seg/images/  (onnx:demo-seg, examples/demo-seg-policy.json; polygons in $(DEMO)/queue-seg/predictions/)"
 	@echo "  pre-labels:         $(DEMO)/queue/annotations.coco.json, $(DEMO)/queue/labelstudio-tasks.json"
 	@echo "  every decision:     $(DEMO)/decisions/journal-run-1.jsonl"
 	@echo "  run report:         $(DEMO)/report/index.html  (funnel, charts, chosen and rejected images; open in a browser)"

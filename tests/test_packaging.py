@@ -115,6 +115,10 @@ def test_sdist_and_wheel_build_without_warnings_and_ship_every_file(project, tmp
     assert warnings_in(wheel_output) == []
     shipped = set(zipfile.ZipFile(wheel).namelist())
     assert sorted(expected_files(project) - shipped) == []
+    if project.name == "alpolicy-onnx":  # every onnx:demo* model the backend names is in the wheel
+        from alpolicy_onnx.backend import DEMO_MODELS
+
+        assert {f"alpolicy_onnx/models/{file}" for file, _ in DEMO_MODELS.values()} <= shipped
 
 
 @pytest.mark.slow

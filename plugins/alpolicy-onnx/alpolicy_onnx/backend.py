@@ -1,8 +1,8 @@
 """The ``onnx:`` inference backend: YOLO-style ONNX models on ONNX Runtime, on the CPU.
 
 ``onnx:PATH`` loads a YOLOv8 / YOLO11 / YOLOv5 export of any Ultralytics task (detect, segment,
-pose, classify: :mod:`alpolicy_onnx.tasks` tells which and decodes it); ``onnx:demo`` loads the
-small shape detector shipped with this plugin. Images are decoded (EXIF orientation applied, JPEG
+pose, classify: :mod:`alpolicy_onnx.tasks` tells which and decodes it); ``onnx:demo`` (``onnx:demo-seg``)
+loads the small shape detector (segmenter) shipped with this plugin. Images are decoded (EXIF orientation applied, JPEG
 draft mode when the model needs fewer pixels) and letterboxed in the pipeline's threads
 (:mod:`alpolicy_onnx.preprocess`), while one worker feeds ONNX Runtime: when the model has a
 dynamic batch axis, the requests waiting at that moment are stacked into one batch (those of one
@@ -37,11 +37,15 @@ from .tasks import (TaskDecoder, answers_logits, classify_input, keypoint_names_
                     tell_task)
 
 DEMO_MODEL = "demo"
+#: ``onnx:NAME`` of each shipped demo model -> (its file in ``models/``, its model id). Trained by
+#: training/train_demo_detector.py (detect) and training/train_demo_segmenter.py (segment).
+DEMO_MODELS = {"demo": ("demo-shapes.onnx", "onnx:demo-shapes"),
+               "demo-seg": ("demo-shapes-seg.onnx", "onnx:demo-shapes-seg")}
 
 
-def demo_model_path() -> Path:
-    """The shipped demo detector (circle / square / triangle), trained by training/train_demo_detector.py."""
-    return Path(str(resources.files("alpolicy_onnx").joinpath("models/demo-shapes.onnx")))
+def demo_model_path(name: str = DEMO_MODEL) -> Path:
+    """A shipped demo model (circle / square / triangle): ``demo`` detects, ``demo-seg`` segments."""
+    return Path(str(resources.files("alpolicy_onnx").joinpath("models", DEMO_MODELS[name][0])))
 
 
 @dataclass
@@ -54,10 +58,10 @@ class OnnxBackend(InferenceBackend):
     """Thread-safe: many callers, one inference worker."""
 
     def __init__(self, target: str, options: ModelOptions) -> None:
-        path = demo_model_path() if target == DEMO_MODEL else Path(target).expanduser()
+        path = demo_model_path(target) if target in DEMO_MODELS else Path(target).expanduser()
         if not path.is_file():
-            raise UsageError(f"no ONNX model at {str(path)!r} (onnx:PATH, or onnx:demo for the shipped detector)")
-        self.model_id = f"onnx:{path.name}" if target != DEMO_MODEL else "onnx:demo-shapes"
+            raise UsageError(f"no ONNX model at {str(path)!r} (onnx:PATH, or onnx:demo / onnx:demo-seg for the shipped ones)")
+        self.model_id = DEMO_MODELS[target][1] if target in DEMO_MODELS else f"onnx:{path.name}"
         labels = options.extra.get("labels")
         names_from_file = _read_labels(labels) if labels else None  # before the (slow) model load
         self.session = _session(path, options)

@@ -18,18 +18,26 @@ Interpolation (``interpolation=``):
 
 The mAP is the mean AP over the classes that have at least one ground-truth box (as COCO and
 VOC do); a class with ground truth but no prediction has AP 0.
+
+Masks: every function takes ``overlap=``, the IoU of one image's predictions and ground truths
+of one class as an ``[n, m]`` array (default: :func:`box_iou` of their boxes). ``overlap=polygon_iou``
+scores instance segmentation: the IoU of the ``points`` polygons (the Roboflow segmentation
+shape, as :func:`alpolicy_onnx.synthetic.random_scene` ``(polygons=True)`` gives the ground truth),
+so the mask mAP is the same matching with another overlap.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 __all__ = [
     "Interpolation",
     "box_iou",
+    "polygon_iou",
     "precision_recall",
     "interpolated_ap",
     "average_precision",
@@ -40,6 +48,8 @@ __all__ = [
 Interpolation = Literal["all-point", "101-point"]
 
 Box = Mapping[str, Any]
+#: ``overlap(predictions, truths)`` -> ``[len(predictions), len(truths)]`` IoUs (one image, one class).
+Overlap = Callable[[Sequence[Box], Sequence[Box]], np.ndarray]
 
 
 def _xyxy(boxes: Sequence[Box]) -> np.ndarray:
@@ -64,29 +74,71 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
+def _boxes_iou(predictions: Sequence[Box], truths: Sequence[Box]) -> np.ndarray:
+    return box_iou(_xyxy(predictions), _xyxy(truths))
+
+
+def polygon_iou(predictions: Sequence[Box], truths: Sequence[Box]) -> np.ndarray:
+    """Pairwise IoU of the ``points`` polygons (``[{"x", "y"}, ...]``, pixels) of two lists of instances.
+
+    Each polygon is filled (Pillow; pixel centres at integer coordinates + 0.5) over its own
+    extent, and only pairs whose extents meet are intersected, so the cost follows the shapes'
+    areas, not the image's. A missing or degenerate polygon has an empty mask and IoU 0.
+    """
+    result = np.zeros((len(predictions), len(truths)), dtype=np.float64)
+    if not len(predictions) or not len(truths):
+        return result
+    a = [_fill(item) for item in predictions]
+    b = [_fill(item) for item in truths]
+    for i, (ax, ay, am) in enumerate(a):
+        for j, (bx, by, bm) in enumerate(b):
+            x0, y0 = max(ax, bx), max(ay, by)
+            x1, y1 = min(ax + am.shape[1], bx + bm.shape[1]), min(ay + am.shape[0], by + bm.shape[0])
+            union = int(am.sum()) + int(bm.sum())
+            if x1 <= x0 or y1 <= y0 or union == 0:
+                continue
+            inter = int(np.count_nonzero(am[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & bm[y0 - by:y1 - by, x0 - bx:x1 - bx]))
+            result[i, j] = inter / (union - inter)
+    return result
+
+
+def _fill(item: Box) -> tuple[int, int, np.ndarray]:
+    """``(left, top, boolean mask)`` of an instance's ``points`` polygon over its own extent."""
+    polygon = [(float(p["x"]), float(p["y"])) for p in item.get("points") or ()]
+    if len(polygon) < 3:
+        return 0, 0, np.zeros((0, 0), dtype=bool)
+    xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
+    left, top = math.floor(min(xs)) - 1, math.floor(min(ys)) - 1
+    width, height = math.ceil(max(xs)) + 2 - left, math.ceil(max(ys)) + 2 - top
+    canvas = Image.new("1", (width, height))
+    ImageDraw.Draw(canvas).polygon([(x - left, y - top) for x, y in polygon], fill=1)
+    return left, top, np.asarray(canvas, dtype=bool)
+
+
 def precision_recall(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
-                     class_name: str, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+                     class_name: str, iou: float = 0.5,
+                     overlap: Overlap | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Precision and recall after each prediction of ``class_name`` (by decreasing confidence).
 
     Returns ``(precision, recall, number_of_ground_truth_boxes)``.
     """
+    overlap = overlap or _boxes_iou
     if len(predictions) != len(ground_truths):
         raise ValueError(f"{len(predictions)} images of predictions but {len(ground_truths)} of ground truth")
     scored: list[tuple[float, int, int]] = []  # (confidence, image, index in that image's class predictions)
-    class_preds: list[np.ndarray] = []
-    class_truths: list[np.ndarray] = []
+    class_truths: list[list[Box]] = []
+    ious: list[np.ndarray] = []
     n_truth = 0
     for image, (preds, truths) in enumerate(zip(predictions, ground_truths)):
         mine = [p for p in preds if p["class"] == class_name]
         theirs = [t for t in truths if t["class"] == class_name]
-        class_preds.append(_xyxy(mine))
-        class_truths.append(_xyxy(theirs))
+        class_truths.append(theirs)
+        ious.append(np.asarray(overlap(mine, theirs), dtype=np.float64).reshape(len(mine), len(theirs)))
         n_truth += len(theirs)
         scored.extend((float(p["confidence"]), image, k) for k, p in enumerate(mine))
     # stable order: by confidence, ties by image then index
     scored.sort(key=lambda s: (-s[0], s[1], s[2]))
     matched = [np.zeros(len(t), dtype=bool) for t in class_truths]
-    ious = [box_iou(p, t) for p, t in zip(class_preds, class_truths)]
     tp = np.zeros(len(scored), dtype=np.float64)
     for rank, (_, image, k) in enumerate(scored):
         if not len(class_truths[image]):
@@ -125,9 +177,10 @@ def interpolated_ap(precision: np.ndarray, recall: np.ndarray, interpolation: In
 
 
 def average_precision(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
-                      class_name: str, iou: float = 0.5, interpolation: Interpolation = "all-point") -> float:
+                      class_name: str, iou: float = 0.5, interpolation: Interpolation = "all-point",
+                      overlap: Overlap | None = None) -> float:
     """AP of one class at IoU ``iou``; ``nan`` when the class has no ground-truth box."""
-    precision, recall, n_truth = precision_recall(predictions, ground_truths, class_name, iou)
+    precision, recall, n_truth = precision_recall(predictions, ground_truths, class_name, iou, overlap)
     if n_truth == 0:
         return math.nan
     return interpolated_ap(precision, recall, interpolation)
@@ -143,20 +196,22 @@ def _classes(*groups: Iterable[Sequence[Box]]) -> list[str]:
 
 
 def per_class_average_precision(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
-                                iou: float = 0.5, interpolation: Interpolation = "all-point") -> dict[str, float]:
+                                iou: float = 0.5, interpolation: Interpolation = "all-point",
+                                overlap: Overlap | None = None) -> dict[str, float]:
     """AP per class that has at least one ground-truth box."""
     if len(predictions) != len(ground_truths):
         raise ValueError(f"{len(predictions)} images of predictions but {len(ground_truths)} of ground truth")
     return {
-        name: average_precision(predictions, ground_truths, name, iou, interpolation)
+        name: average_precision(predictions, ground_truths, name, iou, interpolation, overlap)
         for name in _classes(ground_truths)
     }
 
 
 def mean_average_precision(predictions: Sequence[Sequence[Box]], ground_truths: Sequence[Sequence[Box]],
-                           iou: float = 0.5, interpolation: Interpolation = "all-point") -> float:
+                           iou: float = 0.5, interpolation: Interpolation = "all-point",
+                           overlap: Overlap | None = None) -> float:
     """mAP at IoU ``iou``: the mean AP over classes with ground truth (``nan`` when there is none)."""
-    aps = per_class_average_precision(predictions, ground_truths, iou, interpolation)
+    aps = per_class_average_precision(predictions, ground_truths, iou, interpolation, overlap)
     if not aps:
         return math.nan
     return float(np.mean(list(aps.values())))

@@ -20,6 +20,10 @@ Ground-truth boxes use the same keys as detections (the Roboflow inference shape
 ``confidence``): ``{"x": cx, "y": cy, "width": w, "height": h, "class": name, "class_id": id}``,
 in pixels of the frame, clipped to it. A shape whose box is mostly (over 60 %) outside the frame
 is left out of the ground truth. Occluded shapes keep their full (amodal) box.
+With ``random_scene(..., polygons=True)`` each entry also carries ``points``, the shape's exact
+outline as in a segmentation prediction (``[{"x": .., "y": ..}, ...]``; a circle as a
+48-gon), clipped to the frame and amodal like the box: the ground truth of the demo
+segmentation model. Asking for it draws no extra random numbers, so the frames are the same.
 
 Clutter (lines, long bars, jagged blobs, scribbles, small dots) is drawn so that it never looks
 like one of the three classes: bars are at least 3.5 times longer than wide, blobs have many
@@ -96,6 +100,13 @@ class _Shape:
                 for k in range(3)
             ]
         raise ValueError("circles have no polygon")
+
+    def outline_polygon(self, circle_points: int = 48) -> list[tuple[float, float]]:
+        """The shape's outline as a polygon, a circle as a regular ``circle_points``-gon."""
+        if self.class_id != 0:
+            return self.polygon()
+        return [(self.cx + self.radius * math.cos(2 * math.pi * k / circle_points),
+                 self.cy + self.radius * math.sin(2 * math.pi * k / circle_points)) for k in range(circle_points)]
 
     def box(self) -> tuple[float, float, float, float]:
         """Tight axis-aligned box (x1, y1, x2, y2) of the full shape, unclipped."""
@@ -250,7 +261,28 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _ground_truth(shapes: list[_Shape], width: int, height: int) -> list[GroundTruth]:
+def _clip_polygon(points: list[tuple[float, float]], width: float, height: float) -> list[tuple[float, float]]:
+    """``points`` clipped to the frame ``[0, width] x [0, height]`` (Sutherland-Hodgman; shapes are convex)."""
+    edges = ((0, 0.0, 1), (0, width, -1), (1, 0.0, 1), (1, height, -1))  # (axis, bound, inside direction)
+    for axis, bound, direction in edges:
+        if not points:
+            break
+        inside = [(p[axis] - bound) * direction >= 0 for p in points]
+        clipped: list[tuple[float, float]] = []
+        for k, p in enumerate(points):
+            q, q_inside = points[k - 1], inside[k - 1]
+            if inside[k] != q_inside:  # the edge q -> p crosses the bound
+                t = (bound - q[axis]) / (p[axis] - q[axis])
+                crossing = [q[0] + t * (p[0] - q[0]), q[1] + t * (p[1] - q[1])]
+                crossing[axis] = bound
+                clipped.append((crossing[0], crossing[1]))
+            if inside[k]:
+                clipped.append(p)
+        points = clipped
+    return points
+
+
+def _ground_truth(shapes: list[_Shape], width: int, height: int, polygons: bool = False) -> list[GroundTruth]:
     truths: list[GroundTruth] = []
     for shape in shapes:
         x1, y1, x2, y2 = shape.box()
@@ -266,6 +298,9 @@ def _ground_truth(shapes: list[_Shape], width: int, height: int) -> list[GroundT
             "class": CLASS_NAMES[shape.class_id],
             "class_id": shape.class_id,
         })
+        if polygons:
+            truths[-1]["points"] = [{"x": round(x, 2), "y": round(y, 2)}
+                                    for x, y in _clip_polygon(shape.outline_polygon(), float(width), float(height))]
     return truths
 
 
@@ -336,13 +371,14 @@ def _occlude(rng: np.random.Generator, draw: ImageDraw.ImageDraw, shape: _Shape,
 
 
 def random_scene(rng: np.random.Generator | int, size: tuple[int, int] = (640, 480),
-                 hard: bool = False) -> tuple[Image.Image, list[GroundTruth]]:
+                 hard: bool = False, polygons: bool = False) -> tuple[Image.Image, list[GroundTruth]]:
     """Render one random frame of ``size`` = (width, height) and return ``(image, ground_truth)``.
 
     ``rng`` is a ``numpy.random.Generator`` (or an int seed). Clean frames hold 0-6 shapes that
     overlap little, in colours that stand out from the background, plus 4-20 clutter items and
     mild sensor noise. ``hard=True`` adds at least one of: occluded shapes, low-contrast shapes,
-    small shapes, Gaussian blur, a washed-out frame, a dark frame.
+    small shapes, Gaussian blur, a washed-out frame, a dark frame. ``polygons=True`` adds each
+    shape's outline (``points``, see the module docstring) to its ground truth.
     """
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
@@ -382,7 +418,7 @@ def random_scene(rng: np.random.Generator | int, size: tuple[int, int] = (640, 4
         arr = arr * rng.uniform(0.12, 0.3)
     sigma = rng.uniform(1.0, 6.0) + (6.0 if "dark" in effects else 0.0)
     arr = _add_noise(arr, rng, sigma)
-    return Image.fromarray(arr), _ground_truth(shapes, width, height)
+    return Image.fromarray(arr), _ground_truth(shapes, width, height, polygons)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ import math
 import pytest
 
 from alpolicy_onnx.metrics import (
+    _xyxy,
     average_precision,
     box_iou,
     interpolated_ap,
     mean_average_precision,
     per_class_average_precision,
+    polygon_iou,
 )
 
 
@@ -80,3 +82,39 @@ def test_no_ground_truth():
 def test_box_iou():
     ious = box_iou([[0, 0, 10, 10]], [[0, 0, 10, 5], [20, 20, 30, 30], [0, 0, 0, 0]])
     assert ious.tolist() == [[0.5, 0.0, 0.0]]
+
+
+def shape(points, cls="a", conf=None):
+    """An instance with a ``points`` polygon, its box around it."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    d = box(min(xs), min(ys), max(xs), max(ys), cls, conf)
+    d["points"] = [{"x": x, "y": y} for x, y in points]
+    return d
+
+
+def test_polygon_iou_of_squares_and_triangles():
+    square = shape([(0, 0), (20, 0), (20, 20), (0, 20)])
+    half = shape([(10, 0), (20, 0), (20, 20), (10, 20)])
+    triangle = shape([(0, 0), (20, 0), (0, 20)])  # half the square, the same box
+    far = shape([(100, 100), (110, 100), (110, 110)])
+    ious = polygon_iou([square, half, triangle], [square, far])
+    assert ious.shape == (3, 2)
+    assert ious[0, 0] == pytest.approx(1.0)
+    assert ious[1, 0] == pytest.approx(0.5, abs=0.04)  # Pillow fills edge pixels: a little over 1/2
+    assert ious[2, 0] == pytest.approx(0.5, abs=0.06)
+    assert ious[:, 1].tolist() == [0.0, 0.0, 0.0]
+    assert box_iou(_xyxy([triangle]), _xyxy([square]))[0, 0] == pytest.approx(1.0)  # boxes cannot tell
+    assert polygon_iou([], [square]).shape == (0, 1)
+    assert polygon_iou([{**square, "points": []}], [square]).tolist() == [[0.0]]
+
+
+def test_mask_average_precision_matches_by_polygon_not_by_box():
+    square = [(0, 0), (20, 0), (20, 20), (0, 20)]
+    triangle = [(0, 0), (20, 10), (10, 20)]  # the square's box, 3/8 of its area
+    truths = [[shape(square)]]
+    right = [[shape(square, conf=0.9)]]
+    same_box_wrong_mask = [[shape(triangle, conf=0.9)]]
+    assert mean_average_precision(same_box_wrong_mask, truths) == pytest.approx(1.0)
+    assert mean_average_precision(same_box_wrong_mask, truths, overlap=polygon_iou) == 0.0
+    assert mean_average_precision(right, truths, overlap=polygon_iou) == pytest.approx(1.0)
+    assert per_class_average_precision(same_box_wrong_mask, truths, iou=0.35, overlap=polygon_iou) == {"a": 1.0}

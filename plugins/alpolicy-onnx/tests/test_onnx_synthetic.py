@@ -38,6 +38,30 @@ def test_random_scene_ground_truth_is_inside_the_frame_and_well_formed():
     assert all(n > 10 for n in counts.values()), counts
 
 
+def test_random_scene_polygons_outline_each_box_without_changing_the_frame():
+    """``polygons=True`` (the segmentation ground truth) draws the same frame; each outline fits its box."""
+    rng_plain, rng_poly = np.random.default_rng(11), np.random.default_rng(11)
+    n_points = dict.fromkeys(CLASS_NAMES, 0)
+    cut_by_the_border = 0
+    for k in range(30):
+        size = (640, 480) if k % 2 else (300, 400)
+        plain_image, plain = random_scene(rng_plain, size, hard=k % 3 == 0)
+        image, truths = random_scene(rng_poly, size, hard=k % 3 == 0, polygons=True)
+        assert np.array_equal(np.asarray(plain_image), np.asarray(image))
+        assert [{key: v for key, v in t.items() if key != "points"} for t in truths] == plain
+        for t in truths:
+            xs = [p["x"] for p in t["points"]]
+            ys = [p["y"] for p in t["points"]]
+            assert min(xs) >= 0 and max(xs) <= size[0] and min(ys) >= 0 and max(ys) <= size[1]
+            # the box is the outline's extent (rounded to 0.01 px both ways)
+            assert abs((min(xs) + max(xs)) / 2 - t["x"]) <= 0.02 and abs(max(xs) - min(xs) - t["width"]) <= 0.02
+            assert abs((min(ys) + max(ys)) / 2 - t["y"]) <= 0.02 and abs(max(ys) - min(ys) - t["height"]) <= 0.02
+            n_points[t["class"]] = max(n_points[t["class"]], len(t["points"]))
+            cut_by_the_border += int(min(xs) == 0 or min(ys) == 0 or max(xs) == size[0] or max(ys) == size[1])
+    assert n_points["circle"] >= 48 and n_points["square"] >= 4 and n_points["triangle"] >= 3, n_points
+    assert cut_by_the_border > 0  # clipping was exercised
+
+
 def test_write_footage_frames_and_ground_truth(tmp_path):
     path = write_footage(tmp_path, n_frames=60, seed=5, size=(320, 240))
     frames = sorted(p.name for p in tmp_path.glob("*.jpg"))

@@ -113,42 +113,63 @@ class TinyDetector(nn.Module):
         anchors = torch.stack([xs.reshape(-1), ys.reshape(-1)], 0) * STRIDE + STRIDE / 2  # [2, A]
         self.register_buffer("anchors", anchors, persistent=False)
 
-    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits ``[B, C, A]`` and ltrb distances in input pixels ``[B, 4, A]``."""
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-4 stem map ``[B, 32, 80, 80]`` and the fused stride-8 map ``[B, 64, 40, 40]``."""
         x = self.stem(x)
         p3 = self.p3(x)
         p4 = self.p4(p3)
-        f = self.fuse(torch.cat([p3, F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
+        return x, self.fuse(torch.cat([p3, F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
+
+    def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``[B, C, A]`` and ltrb distances in input pixels ``[B, 4, A]`` from the fused map."""
         logits = self.cls_head(f).flatten(2)
         ltrb = F.softplus(self.box_head(f).flatten(2)) * STRIDE
         return logits, ltrb
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits, ltrb = self.raw(x)
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``[B, C, A]`` and ltrb distances in input pixels ``[B, 4, A]``."""
+        return self.heads(self.features(x)[1])
+
+    def boxes(self, logits: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:
+        """``[B, 4 + C, A]``: cx, cy, w, h in input pixels, class scores (the YOLOv8 layout)."""
         lt, rb = ltrb[:, :2], ltrb[:, 2:]
         x1y1 = self.anchors - lt
         x2y2 = self.anchors + rb
         return torch.cat([(x1y1 + x2y2) / 2, x2y2 - x1y1, logits.sigmoid()], 1)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.boxes(*self.raw(x))
+
 
 # ------------------------------------------------------------------------------------------ data
 
 
-def render_sample(rng: np.random.Generator, hard_p: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
-    """One letterboxed frame (uint8 ``[3, 320, 320]``) and its boxes ``[n, 5]`` (x1, y1, x2, y2, class) in input pixels."""
+def render_frame(rng: np.random.Generator, hard_p: float = 0.35, polygons: bool = False):
+    """One random training frame, letterboxed: ``(uint8 [3, 320, 320], ground truth, ratio, (pad x, pad y))``."""
     sizes, weights = zip(*SIZES)
     size = sizes[int(rng.choice(len(sizes), p=np.array(weights) / sum(weights)))]
-    image, truths = random_scene(rng, size, hard=bool(rng.random() < hard_p))
+    image, truths = random_scene(rng, size, hard=bool(rng.random() < hard_p), polygons=polygons)
     if rng.random() < 0.5:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=int(rng.integers(60, 96)))
         buffer.seek(0)
         image = Image.open(buffer).convert("RGB")
-    tensor, ratio, (px, py) = letterbox(image, (IMGSZ, IMGSZ))
-    boxes = np.array([[(t["x"] - t["width"] / 2) * ratio + px, (t["y"] - t["height"] / 2) * ratio + py,
-                       (t["x"] + t["width"] / 2) * ratio + px, (t["y"] + t["height"] / 2) * ratio + py,
-                       t["class_id"]] for t in truths], dtype=np.float32).reshape(-1, 5)
-    return (tensor * 255.0 + 0.5).astype(np.uint8), boxes
+    tensor, ratio, pad = letterbox(image, (IMGSZ, IMGSZ))
+    return (tensor * 255.0 + 0.5).astype(np.uint8), truths, ratio, pad
+
+
+def truth_boxes(truths: list[dict], ratio: float, pad: tuple[float, float]) -> np.ndarray:
+    """Ground-truth boxes ``[n, 5]`` (x1, y1, x2, y2, class) in input pixels."""
+    px, py = pad
+    return np.array([[(t["x"] - t["width"] / 2) * ratio + px, (t["y"] - t["height"] / 2) * ratio + py,
+                      (t["x"] + t["width"] / 2) * ratio + px, (t["y"] + t["height"] / 2) * ratio + py,
+                      t["class_id"]] for t in truths], dtype=np.float32).reshape(-1, 5)
+
+
+def render_sample(rng: np.random.Generator, hard_p: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
+    """One letterboxed frame (uint8 ``[3, 320, 320]``) and its boxes ``[n, 5]`` (x1, y1, x2, y2, class) in input pixels."""
+    image, truths, ratio, pad = render_frame(rng, hard_p)
+    return image, truth_boxes(truths, ratio, pad)
 
 
 def flip(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +184,17 @@ def flip(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tupl
 
 
 class Batcher:
-    def __init__(self, rng: np.random.Generator, batch: int, buffer_size: int = 2048):
+    """Batches of ``render(rng)`` samples (a tuple, the uint8 image first), half fresh, half from a buffer.
+
+    ``flip(*sample, rng)`` augments each sample of a batch; :meth:`next` returns the stacked
+    float images and, for every other part of the samples, the list of the batch's values.
+    """
+
+    def __init__(self, rng: np.random.Generator, batch: int, buffer_size: int = 2048,
+                 render=render_sample, flip=flip):
         self.rng = rng
+        self.render = render
+        self.flip = flip
         self.batch = batch
         self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
         self.buffer_size = buffer_size
@@ -173,7 +203,7 @@ class Batcher:
 
     def _fresh(self) -> tuple[np.ndarray, np.ndarray]:
         started = time.perf_counter()
-        sample = render_sample(self.rng)
+        sample = self.render(self.rng)
         self.render_seconds += time.perf_counter() - started
         if len(self.buffer) < self.buffer_size:
             self.buffer.append(sample)
@@ -182,14 +212,14 @@ class Batcher:
             self.cursor = (self.cursor + 1) % self.buffer_size
         return sample
 
-    def next(self) -> tuple[torch.Tensor, list[np.ndarray]]:
+    def next(self) -> tuple:
         n_new = self.batch if len(self.buffer) < 4 * self.batch else self.batch // 2
         samples = [self._fresh() for _ in range(n_new)]
         while len(samples) < self.batch:
             samples.append(self.buffer[int(self.rng.integers(0, len(self.buffer)))])
-        images, boxes = zip(*(flip(im, bx, self.rng) for im, bx in samples))
+        images, *rest = zip(*(self.flip(*sample, self.rng) for sample in samples))
         x = torch.from_numpy(np.stack(images)).float().div_(255.0)
-        return x, list(boxes)
+        return (x, *(list(part) for part in rest))
 
 
 # ------------------------------------------------------------------------------------------ loss
@@ -211,9 +241,9 @@ def box_iou_pairs(a: torch.Tensor, b: torch.Tensor, giou: bool = False) -> torch
 
 
 def assign(anchors: torch.Tensor, boxes: list[np.ndarray], radius: float = 2.5 * STRIDE):
-    """Positive cells: (batch index, anchor index, target box [4], class) tensors."""
+    """Positive cells: (batch index, anchor index, target box [4], class, ground-truth index in its image) tensors."""
     ax, ay = anchors[0], anchors[1]  # [A]
-    bi, ai, tb, tc = [], [], [], []
+    bi, ai, tb, tc, gi = [], [], [], [], []
     for b, gt in enumerate(boxes):
         if not len(gt):
             continue
@@ -234,17 +264,25 @@ def assign(anchors: torch.Tensor, boxes: list[np.ndarray], radius: float = 2.5 *
         ai.append(idx)
         tb.append(g[best[idx], :4])
         tc.append(g[best[idx], 4].long())
+        gi.append(best[idx])
     if not bi:
         empty = torch.zeros(0, dtype=torch.long)
-        return empty, empty, torch.zeros(0, 4), empty
-    return torch.cat(bi), torch.cat(ai), torch.cat(tb), torch.cat(tc)
+        return empty, empty, torch.zeros(0, 4), empty, empty
+    return torch.cat(bi), torch.cat(ai), torch.cat(tb), torch.cat(tc), torch.cat(gi)
 
 
 def compute_loss(model: TinyDetector, x: torch.Tensor, boxes: list[np.ndarray]) -> tuple[torch.Tensor, dict]:
     logits, ltrb = model.raw(x)  # [B, C, A], [B, 4, A]
-    bi, ai, tbox, tcls = assign(model.anchors, boxes)
+    loss, parts, _ = detection_loss(model.anchors, logits, ltrb, boxes)
+    return loss, parts
+
+
+def detection_loss(anchors: torch.Tensor, logits: torch.Tensor, ltrb: torch.Tensor, boxes: list[np.ndarray]):
+    """Quality focal + 2 x GIoU loss; returns ``(loss, parts, assignment)`` (the :func:`assign` tensors)."""
+    assignment = assign(anchors, boxes)
+    bi, ai, tbox, tcls, _ = assignment
     n_pos = max(int(bi.numel()), 1)
-    anchors = model.anchors.t()[ai]  # [P, 2]
+    anchors = anchors.t()[ai]  # [P, 2]
     d = ltrb[bi, :, ai]  # [P, 4]
     pbox = torch.cat([anchors - d[:, :2], anchors + d[:, 2:]], 1)
     target = torch.zeros_like(logits)
@@ -260,17 +298,17 @@ def compute_loss(model: TinyDetector, x: torch.Tensor, boxes: list[np.ndarray]) 
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     loss_cls = (bce * (prob - target).abs().pow(2.0)).sum() / n_pos
     loss = loss_cls + 2.0 * loss_box
-    return loss, {"cls": float(loss_cls.detach()), "box": float(loss_box.detach()), "pos": n_pos}
+    return loss, {"cls": float(loss_cls.detach()), "box": float(loss_box.detach()), "pos": n_pos}, assignment
 
 
 # ------------------------------------------------------------------------------------------ eval
 
 
-def make_val(n: int, seed: int = VAL_SEED, hard: bool = False):
+def make_val(n: int, seed: int = VAL_SEED, hard: bool = False, polygons: bool = False):
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(n):
-        image, truths = random_scene(rng, (640, 480), hard=hard)
+        image, truths = random_scene(rng, (640, 480), hard=hard, polygons=polygons)
         tensor, ratio, pad = letterbox(image, (IMGSZ, IMGSZ))
         frames.append((tensor, ratio, pad, image.size, truths))
     return frames
@@ -295,16 +333,19 @@ def evaluate(model: TinyDetector, frames, conf: float = 0.01) -> tuple[float, di
 # ------------------------------------------------------------------------------------------ export
 
 
-def export(model: TinyDetector, path: Path, description: str) -> None:
+def export(model: nn.Module, path: Path, description: str, task: str = "detect",
+           outputs: dict[str, list[int]] | None = None, producer: str = "train_demo_detector.py") -> None:
+    """Export to ONNX with Ultralytics-style metadata; ``outputs`` = name -> its dimensions after the batch."""
     import onnx
 
+    outputs = outputs or {"output0": [4 + NUM_CLASSES, GRID * GRID]}
     model = model.to(memory_format=torch.contiguous_format).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 3, IMGSZ, IMGSZ)
     tmp = path.with_suffix(".tmp.onnx")
     torch.onnx.export(
         model, (dummy,), str(tmp), dynamo=False, opset_version=17, input_names=["images"],
-        output_names=["output0"], dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
+        output_names=list(outputs), dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
         do_constant_folding=True,
     )
     proto = onnx.load(str(tmp))
@@ -313,23 +354,23 @@ def export(model: TinyDetector, path: Path, description: str) -> None:
         "description": description,
         "author": "alpolicy",
         "version": "0.1.0",
-        "task": "detect",
+        "task": task,
         "stride": str(STRIDE),
         "batch": "1",
         "imgsz": f"[{IMGSZ}, {IMGSZ}]",
         "names": repr({i: name for i, name in enumerate(CLASS_NAMES)}),
     }
     # the exporter leaves the channel dimension symbolic (it comes out of a Concat): pin it
-    dims = proto.graph.output[0].type.tensor_type.shape.dim
-    dims[1].Clear()
-    dims[1].dim_value = 4 + NUM_CLASSES
-    dims[2].Clear()
-    dims[2].dim_value = GRID * GRID
+    for output, sizes in zip(proto.graph.output, outputs.values()):
+        dims = output.type.tensor_type.shape.dim
+        for dim, size in zip(dims[1:], sizes):
+            dim.Clear()
+            dim.dim_value = size
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.producer_name = "alpolicy training/train_demo_detector.py"
+    proto.producer_name = f"alpolicy training/{producer}"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
