@@ -11,10 +11,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The core with its test extra, and the ONNX plugin (local model backend + the demo detector).
-$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml
+# The core with its test extra, the ONNX plugin (local model backend + the demo detector) and the
+# video source plugin (PyAV).
+$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml plugins/alpolicy-video/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-onnx[test]'
+	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-video[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

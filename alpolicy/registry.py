@@ -118,6 +118,10 @@ class SourceSpec:
     plugin: str = ""
     accepts_empty_target: bool = False
     claims: Callable[[str], bool] | None = None
+    #: The names of the source's own settings, read from :attr:`~alpolicy.SourceOptions.extra`
+    #: (``alpolicy run --every N`` -> ``every``): a setting given to a source that does not name
+    #: it is a one-line usage error, never silently ignored (the folder source names none).
+    options: tuple[str, ...] = ()
 
 
 @dataclass

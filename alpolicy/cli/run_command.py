@@ -22,7 +22,8 @@ from ..plugins import get_registry
 from ..policy.engine import Policy
 from ..policy.prediction import MAX_DETECTIONS
 from ..report.html import write_run_report
-from ..runtime.pipeline import DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, DEFAULT_RETRY_FOR, RunOptions, run
+from ..runtime.pipeline import (DEFAULT_CONCURRENCY, DEFAULT_JOURNAL, DEFAULT_RETRY_FOR, RunOptions,
+                                check_source_options, choose_source, run)
 from .policy_commands import load_policy_argument
 
 EPILOG = """\
@@ -118,6 +119,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     images.add_argument("--extension", action="append", metavar="EXT", help="only these extensions (repeatable; case-insensitive); default: .jpg .jpeg .png .bmp .webp .tif .tiff")
     images.add_argument("--recursive", action="store_true", help="include sub-folders")
     images.add_argument("--follow-symlinks", action="store_true", help="also follow symbolic links leaving SOURCE (default: skipped and counted in the summary)")
+    frames = images.add_mutually_exclusive_group()
+    frames.add_argument("--every", type=argument(whole_number, minimum=1), metavar="N",
+                        help="a video source (the alpolicy-video plugin): every N-th frame")
+    frames.add_argument("--fps", type=argument(number, above=0), metavar="F",
+                        help="a video source: F frames per second of video time, the first at or after each 1/F s "
+                        "(default: 1 per second)")
     behaviour = parser.add_argument_group("run")
     behaviour.add_argument("--concurrency", type=argument(whole_number, minimum=1), default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send (the destination is still checked, read-only: a typo'd project stops the run)")
@@ -186,6 +193,21 @@ def plugin_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str,
     return settings[0], settings[1]
 
 
+#: The flags that are settings of the source (``SourceOptions.extra``), by setting name.
+SOURCE_OPTION_FLAGS = {"every": "--every", "fps": "--fps"}
+
+
+def source_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The source's ``extra`` from its flags (only those given), refused in one line naming the
+    flag when the source SOURCE names does not take it (``--every`` on a folder of images)."""
+    extra = {key: getattr(args, key) for key in SOURCE_OPTION_FLAGS if getattr(args, key) is not None}
+    if extra:
+        registry = get_registry()
+        entry, _ = choose_source(args.source, registry)
+        check_source_options(entry, extra, registry, names=SOURCE_OPTION_FLAGS)
+    return extra
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     for attribute, flag, secret in SECRET_URL_FLAGS:
         url = getattr(args, attribute)
@@ -204,6 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_detections < 1 or not 0 < args.max_response_mb < 2**30:
         raise UsageError("--max-detections and --max-response-mb must be positive")
     model_extra, destination_extra = plugin_settings(args)
+    source_extra = source_settings(args)
     options = RunOptions(
         concurrency=args.concurrency,
         retry_for=args.retry_for,
@@ -232,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = run(
         args.source, policy, model=args.model, destination=args.destination, options=options,
         extensions=normalise_extensions(args.extension), recursive=args.recursive,
-        follow_symlinks=args.follow_symlinks,
+        follow_symlinks=args.follow_symlinks, source_extra=source_extra,
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))

@@ -106,6 +106,9 @@ class ImageFile:
     version: str = field(default="", compare=False)
     #: Makes the local copy at ``path``: ``fetcher(image)``, called by :meth:`materialize`.
     fetcher: Callable[["ImageFile"], None] | None = field(default=None, repr=False, compare=False)
+    #: What the source knows about the image that reviewers want with it (a video frame's
+    #: ``video`` and ``timestamp``): added to the metadata a destination sends with it.
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> "ImageFile":

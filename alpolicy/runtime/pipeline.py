@@ -249,6 +249,20 @@ def _claimed(path: str, registry: Registry) -> tuple[SourceSpec, str]:
                      f"source schemes: {_installed(registry.sources)}")
 
 
+def check_source_options(entry: SourceSpec, extra: Mapping[str, Any], registry: Registry,
+                         names: Mapping[str, str] | None = None) -> None:
+    """A setting of ``extra`` that the chosen source does not name (:attr:`SourceSpec.options`) is
+    a one-line usage error naming the installed sources that take it: ``--every`` given to a
+    folder of images must not be silently ignored. ``names``: how the user wrote each setting."""
+    for key, value in extra.items():
+        if value is None or key in entry.options:
+            continue
+        shown = (names or {}).get(key, f"source option {key}")
+        takers = [spec.scheme for spec in registry.sources.values() if key in spec.options]
+        hint = f" (sources taking it: {', '.join(takers)})" if takers else ""
+        raise UsageError(f"{shown}: the {entry.scheme} source does not take it{hint}")
+
+
 def _local_path(url: str) -> str:
     """``file:///abs/frames`` (or ``file:frames``) -> the local path it names."""
     parsed = urllib.parse.urlsplit(url)
@@ -310,6 +324,9 @@ class _Feed:
 def _open_source(source: Any, options: SourceOptions, registry: Registry) -> _Feed:
     """Build (from a spec), check and start listing the run's source."""
     entry, target = _source_entry(source, registry)
+    if entry is None and any(value is not None for value in options.extra.values()):
+        raise UsageError(f"source settings ({', '.join(options.extra)}) are for a source named by a path or "
+                         "SCHEME:TARGET; give a Source object its settings when you make it")
     if entry is None and not isinstance(source, Source):  # the caller's images or paths, as they are
         total = len(source) if isinstance(source, Sized) else None
         skipped: Counter[str] = Counter()
@@ -317,6 +334,7 @@ def _open_source(source: Any, options: SourceOptions, registry: Registry) -> _Fe
     if entry is None:
         built, component = source, f"source {type(source).__name__}"
     else:
+        check_source_options(entry, options.extra, registry)
         built = _construct(entry, target, options, os.fspath(source), "source")
         component = f"source {entry.scheme!r} (plugin {entry.plugin})"
     feed = _Feed(iter(()), None, _source_name(built, source), Counter(), closing=built)
@@ -368,6 +386,7 @@ def run(
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
     recursive: bool = False,
     follow_symlinks: bool = False,
+    source_extra: Mapping[str, Any] | None = None,
     **keywords: Any,
 ) -> RunReport:
     """Triage ``source`` with ``policy``; send what qualifies.
@@ -383,7 +402,8 @@ def run(
     ``decisions_log``, ``progress``, ``tags``, ``max_consecutive_failures``, ``retry_for``,
     ``confidence``, ``overlap``, ``inference_url``, ``split``, ``batch``, ``api_url``, ``api_key``,
     ``timeout``, ``attempts``, ``retry_backoff``.
-    ``extensions``, ``recursive`` and ``follow_symlinks`` go to the source (:class:`SourceOptions`).
+    ``extensions``, ``recursive`` and ``follow_symlinks`` go to the source (:class:`SourceOptions`),
+    and ``source_extra``, the source's own settings (a video's ``every`` or ``fps``), as its ``extra``.
     A folder's symbolic links leaving it are skipped unless ``follow_symlinks`` (see
     :func:`alpolicy.io.images.iter_folder`); the report counts them (``skipped``).
     Returns a :class:`RunReport`; raises :class:`UsageError` / :class:`AuthError` for what stops a
@@ -405,7 +425,8 @@ def run(
     try:
         if destination is not None:
             sink = make_destination(destination, options.destination_options, registry)
-        source_options = SourceOptions(tuple(extensions), recursive=recursive, follow_symlinks=follow_symlinks)
+        source_options = SourceOptions(tuple(extensions), recursive=recursive, follow_symlinks=follow_symlinks,
+                                       extra=dict(source_extra or {}))
         feed = _open_source(source, source_options, registry)  # checked: a folder without images stops here
         if backend is not None and callable(getattr(backend, "check", None)):
             _guarded(components["inference"], backend.check)
@@ -509,14 +530,18 @@ def delivery_tags(decision: Decision, more: Iterable[str], model: str | None) ->
 
 
 def delivery_metadata(decision: Decision, policy_name: str | None, model: str | None, image: ImageFile) -> dict[str, Any]:
-    """The context a delivery carries for reviewers: score, reasons, policy, model, source path."""
-    return {
+    """The context a delivery carries for reviewers: score, reasons, policy, model, source path,
+    then what the source knows of the image (:attr:`ImageFile.metadata`: a frame's timestamp),
+    which never replaces alpolicy's own keys."""
+    metadata = {
         "alpolicy_score": decision.score,
         "alpolicy_reasons": "; ".join(decision.reasons)[:1000],
         "alpolicy_policy": policy_name,
         "model": model,
         "source_path": image.display_path,
     }
+    metadata.update((key, value) for key, value in image.metadata.items() if key not in metadata)
+    return metadata
 
 
 def one_line(text: object) -> str:
