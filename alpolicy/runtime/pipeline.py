@@ -1,7 +1,8 @@
 """The triage pipeline: source -> inference -> policy -> sampler -> destination, journaled.
 
-A bounded, concurrent stream. Inference runs in a thread pool (I/O bound: HTTP or a native
-runtime that releases the GIL); results are consumed *in input order* by the coordinating thread,
+A bounded, concurrent stream. Inference runs on an executor (:mod:`.executors`): a thread
+pool by default (I/O bound: HTTP or a native runtime that releases the GIL), or a cluster's
+workers (``--executor dask-local:2``); results are consumed *in input order* by the coordinating thread,
 which alone evaluates the policy and the (stateful) sampling rules, so decisions are
 reproducible. Qualifying images go to a second pool for sending. At most ``window`` images are in
 flight and nothing is listed up front, so memory stays flat however large the folder.
