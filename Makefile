@@ -11,12 +11,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The core with its test extra, the ONNX plugin (local model backend + the demo detector) and the
-# video source plugin (PyAV).
-$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml plugins/alpolicy-video/pyproject.toml
+# The core with its test extra, the ONNX plugin (local model backend + the demo models), the
+# video source plugin (PyAV) and the Dask executor plugin (--executor dask-local:N / dask://HOST:PORT).
+$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml plugins/alpolicy-video/pyproject.toml \
+		plugins/alpolicy-dask/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-onnx[test]'
 	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-video[test]'
+	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-dask[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -82,6 +84,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_onnx.py
 	$(BIN)/python benchmarks/bench_dedupe.py
+	$(BIN)/python benchmarks/bench_cluster.py
 	$(BIN)/python benchmarks/bench_test_speeds.py
 	@if test -x $(UL_VENV)/bin/python; then $(BIN)/python benchmarks/bench_ultralytics.py --ultralytics-python $(UL_VENV)/bin/python; \
 	else echo "bench_ultralytics: skipped, no $(UL_VENV) (run 'make ultralytics' to compare with Ultralytics' predictor)"; fi

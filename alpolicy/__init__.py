@@ -33,8 +33,9 @@ from .policy.decision import Decision, Verdict
 from .policy.engine import Policy
 from .policy.prediction import TASKS, Detection, Prediction, PredictionFormatError
 from .policy.rule import DetectionRule, ImageRule, ParameterError, SamplingRule
-from .registry import DestinationSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
+from .registry import DestinationSpec, ExecutorSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
 from .rules.base import load_schema
+from .runtime.executors import Executor, StatelessWork, ThreadExecutor, make_executor
 from .runtime.pipeline import RunOptions, run
 from .runtime.run_report import RunReport
 from .sdk import active_learning
@@ -59,6 +60,8 @@ __all__ = [
     "DestinationSpec",
     "Detection",
     "DetectionRule",
+    "Executor",
+    "ExecutorSpec",
     "ImageDecodeError",
     "ImageError",
     "ImageFile",
@@ -87,10 +90,12 @@ __all__ = [
     "SourceOptions",
     "SourceSpec",
     "Stage",
+    "StatelessWork",
     "SupportsImages",
     "SupportsPredict",
     "SupportsSend",
     "TASKS",
+    "ThreadExecutor",
     "UsageError",
     "Verdict",
     "active_learning",
@@ -98,5 +103,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "load_schema",
+    "make_executor",
     "run",
 ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
-    from .registry import DestinationSpec, InferenceBackendSpec, RuleSpec, SourceSpec
+    from .registry import DestinationSpec, ExecutorSpec, InferenceBackendSpec, RuleSpec, SourceSpec
 
 PROJECT_NAME = "alpolicy"
 
@@ -57,4 +57,13 @@ def alpolicy_sources(register: "Callable[[SourceSpec], None]") -> None:
 
     A source is chosen by the scheme of ``SOURCE`` (``folder:frames/``, ``s3://bucket/frames``) or,
     for a plain path, by what the path is: the spec's ``claims(path)`` (a folder, ``video.mp4``).
+    """
+
+
+@hookspec
+def alpolicy_executors(register: "Callable[[ExecutorSpec], None]") -> None:
+    """Register executors of a run's stateless stage: call ``register(ExecutorSpec(...))`` once per scheme.
+
+    An executor is chosen by the scheme of ``--executor SPEC`` (``threads``, ``dask-local:2``);
+    it runs inference and the pixel measurements, the run decides at the driver in input order.
     """

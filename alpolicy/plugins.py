@@ -1,6 +1,6 @@
 """Build the registry from plugins: built-ins first, then entry points of the group ``alpolicy``.
 
-Built-in rules, backends, destinations and sources are registered through exactly the same hooks as
+Built-in rules, backends, destinations, sources and executors are registered through exactly the same hooks as
 third-party plugins (the modules in :data:`DEFAULT_PLUGINS`), so the built-ins are honest examples
 of the plugin contract. ``ALPOLICY_LOAD_PLUGINS`` restricts which installed plugins are loaded:
 unset means all, an empty string means none, otherwise a comma-separated list of entry point
@@ -31,8 +31,8 @@ from . import hookspecs
 from .errors import PluginError, exception_line
 from .plugin_options import schema_problem
 from .policy.prediction import TASKS
-from .registry import (DestinationSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec, did_you_mean,
-                       provide_default)
+from .registry import (DestinationSpec, ExecutorSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec,
+                       did_you_mean, provide_default)
 
 ENTRY_POINT_GROUP = "alpolicy"
 LOAD_PLUGINS_ENV = "ALPOLICY_LOAD_PLUGINS"
@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.destinations.folder",
     "alpolicy.destinations.labelstudio",
     "alpolicy.sources.folder",
+    "alpolicy.runtime.executors",
 )
 
 _RULE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -260,6 +261,7 @@ def build_registry(manager: pluggy.PluginManager) -> Registry:
         _collect(manager, "alpolicy_inference_backends", lambda spec, plugin: _add_backend(registry, spec, plugin))
         _collect(manager, "alpolicy_destinations", lambda spec, plugin: _add_destination(registry, spec, plugin))
         _collect(manager, "alpolicy_sources", lambda spec, plugin: _add_source(registry, spec, plugin))
+        _collect(manager, "alpolicy_executors", lambda spec, plugin: _add_executor(registry, spec, plugin))
     except _BrokenPlugin as error:
         raise _way_out(error, getattr(manager, "entry_points", ())) from None
     return registry
@@ -323,6 +325,10 @@ def _add_source(registry: Registry, spec: Any, plugin: str) -> None:
         raise _BrokenPlugin(f"plugin {plugin!r} registered source {spec.scheme!r} with claims={spec.claims!r}: "
                             "it should be a function of a path", plugin)
     _add_scheme(registry.sources, registry.plugins[plugin].sources, spec, plugin, SourceSpec, "source")
+
+
+def _add_executor(registry: Registry, spec: Any, plugin: str) -> None:
+    _add_scheme(registry.executors, registry.plugins[plugin].executors, spec, plugin, ExecutorSpec, "executor")
 
 
 def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: str, kind: type, noun: str) -> None:

@@ -124,6 +124,25 @@ class SourceSpec:
     options: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where the stateless stage of a run (fetch, decode, inference, pixel measurements) runs,
+    chosen by the scheme of ``--executor SPEC`` (``threads``, ``dask-local:2``, ``dask://host:8786``).
+
+    ``factory(target, options)`` gets the spec's target (for ``dask://host:8786`` that is
+    ``//host:8786``) and the run's :class:`~alpolicy.RunOptions`, and returns an
+    :class:`alpolicy.Executor`; it may connect or start workers, and raises
+    :class:`~alpolicy.UsageError` (one line) for what makes that impossible (an unreachable
+    scheduler, a missing dependency). ``accepts_empty_target``: the scheme alone is a valid spec.
+    """
+
+    scheme: str
+    factory: Callable[..., Any]
+    summary: str
+    plugin: str = ""
+    accepts_empty_target: bool = False
+
+
 @dataclass
 class PluginInfo:
     """One loaded plugin, for ``alpolicy plugins``."""
@@ -135,6 +154,7 @@ class PluginInfo:
     backends: list[str] = field(default_factory=list)
     destinations: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    executors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,19 +165,21 @@ class PluginInfo:
             "inference_backends": self.backends,
             "destinations": self.destinations,
             "sources": self.sources,
+            "executors": self.executors,
         }
 
 
 @dataclass
 class Registry:
     """Everything the loaded plugins provide, keyed by name (rules) or scheme (backends,
-    destinations, sources), in registration order (built-ins first)."""
+    destinations, sources, executors), in registration order (built-ins first)."""
 
     rules: dict[str, RuleSpec] = field(default_factory=dict)
     backends: dict[str, InferenceBackendSpec] = field(default_factory=dict)
     destinations: dict[str, DestinationSpec] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     sources: dict[str, SourceSpec] = field(default_factory=dict)
+    executors: dict[str, ExecutorSpec] = field(default_factory=dict)
     #: Things derived from the registry and built once (the composed policy validator).
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

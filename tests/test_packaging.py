@@ -50,6 +50,7 @@ PROJECTS = [
     Project("alpolicy", ROOT, {"alpolicy": "alpolicy", "schemas": "alpolicy/schemas"}),
     Project("alpolicy-onnx", ROOT / "plugins" / "alpolicy-onnx", {"alpolicy_onnx": "alpolicy_onnx"}),
     Project("alpolicy-video", ROOT / "plugins" / "alpolicy-video", {"alpolicy_video": "alpolicy_video"}),
+    Project("alpolicy-dask", ROOT / "plugins" / "alpolicy-dask", {"alpolicy_dask": "alpolicy_dask"}),
     Project("alpolicy-example-rule", ROOT / "plugins" / "alpolicy-example-rule", {"alpolicy_example_rule": "alpolicy_example_rule"}),
 ]
 

@@ -141,6 +141,7 @@ CONTRACT: dict[str, tuple[type, ...]] = {
     "alpolicy_destinations": (alpolicy.DestinationSpec, alpolicy.Destination, alpolicy.DestinationOptions,
                               alpolicy.Delivery, alpolicy.Receipt),
     "alpolicy_sources": (alpolicy.SourceSpec, alpolicy.Source, alpolicy.SourceOptions),
+    "alpolicy_executors": (alpolicy.ExecutorSpec, alpolicy.Executor, alpolicy.StatelessWork),
 }
 
 

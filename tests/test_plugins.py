@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import alpolicy
-from alpolicy import DestinationSpec, InferenceBackendSpec, PluginError, Policy, RuleSpec, SourceSpec, Stage, hookimpl
+from alpolicy import (DestinationSpec, ExecutorSpec, InferenceBackendSpec, PluginError, Policy, RuleSpec, SourceSpec, Stage,
+                      UsageError, hookimpl)
 from alpolicy.plugins import DEFAULT_PLUGINS, build_registry, make_plugin_manager
 from alpolicy.rules.image import make_witnesses
 from alpolicy.testing import registry_with  # the built-ins and the given (name, plugin) pairs
@@ -71,6 +72,22 @@ def test_hook_alpolicy_sources():
     assert registry.sources["folder"].plugin == "alpolicy.sources.folder"
 
 
+def test_hook_alpolicy_executors():
+    class Executors:
+        @hookimpl
+        def alpolicy_executors(self, register):
+            register(ExecutorSpec("inline", lambda target, options: alpolicy.ThreadExecutor(1), "a test executor",
+                                  accepts_empty_target=True))
+
+    registry = registry_with(("executors", Executors()))
+    assert registry.executors["inline"].plugin == "executors"
+    assert registry.plugins["executors"].executors == ["inline"]
+    assert registry.executors["threads"].plugin == "alpolicy.runtime.executors"
+    assert isinstance(alpolicy.make_executor("inline", None, registry), alpolicy.ThreadExecutor)
+    with pytest.raises(UsageError, match=r"^no executor for 'inlin' \(did you mean 'inline'\?\); installed: inline, threads$"):
+        alpolicy.make_executor("inlin:4", None, registry)
+
+
 def test_builtins_are_registered_through_the_same_hooks():
     registry = registry_with()
     assert set(DEFAULT_PLUGINS) <= set(registry.plugins)
@@ -110,7 +127,7 @@ def test_a_misspelt_hook_fails_loudly():
         registry_with(("other", Unrelated()))
     assert str(caught.value) == (
         "plugin 'other' implements unknown hook 'on_startup'; "
-        "known hooks: alpolicy_destinations, alpolicy_inference_backends, alpolicy_rules, alpolicy_sources"
+        "known hooks: alpolicy_destinations, alpolicy_executors, alpolicy_inference_backends, alpolicy_rules, alpolicy_sources"
     )
 
 

@@ -231,6 +231,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 ("inference backends", info["inference_backends"]),
                 ("destinations", info["destinations"]),
                 ("sources", info["sources"]),
+                ("executors", info["executors"]),
             )
             if items
         ]

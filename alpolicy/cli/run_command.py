@@ -63,7 +63,8 @@ def installed_schemes() -> str:
         return f"installed schemes: unknown, the plugins did not load: {error}\n"
     sections = [("installed sources (SOURCE: a path, or SCHEME:TARGET)", registry.sources),
                 ("installed models (--model SCHEME:TARGET)", registry.backends),
-                ("installed destinations (--to SCHEME:TARGET)", registry.destinations)]
+                ("installed destinations (--to SCHEME:TARGET)", registry.destinations),
+                ("installed executors (--executor SPEC)", registry.executors)]
     lines: list[str] = []
     for title, table in sections:
         width = max((len(scheme) for scheme in table), default=0)
@@ -127,6 +128,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                         "(default: 1 per second)")
     behaviour = parser.add_argument_group("run")
     behaviour.add_argument("--concurrency", type=argument(whole_number, minimum=1), default=DEFAULT_CONCURRENCY, metavar="N", help=f"requests in flight per stage (default {DEFAULT_CONCURRENCY})")
+    behaviour.add_argument("--executor", metavar="SPEC", help="where inference and pixel measurements run: threads "
+                           "(default, this process), dask-local:N (N local worker processes) or dask://HOST:PORT (a Dask "
+                           "scheduler; with the dask plugin); decisions, journal and sends stay here, the same on every executor")
     behaviour.add_argument("--dry-run", action="store_true", help="do everything but send (the destination is still checked, read-only: a typo'd project stops the run)")
     behaviour.add_argument("--reuse-predictions", action="store_true", help="decide from predictions stored in the journal: each image's latest, or with --model those of its fingerprint (model and settings); the summary names the fingerprints used")
     behaviour.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=f"SQLite journal for resume and exactly-once (default {DEFAULT_JOURNAL})")
@@ -230,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         concurrency=args.concurrency,
         retry_for=args.retry_for,
+        executor=args.executor,
         dry_run=args.dry_run,
         reuse_predictions=args.reuse_predictions,
         journal=args.journal,

@@ -1,7 +1,8 @@
 """The triage pipeline: source -> inference -> policy -> sampler -> destination, journaled.
 
-A bounded, concurrent stream. Inference runs in a thread pool (I/O bound: HTTP or a native
-runtime that releases the GIL); results are consumed *in input order* by the coordinating thread,
+A bounded, concurrent stream. Inference runs on an executor (:mod:`.executors`): a thread
+pool by default (I/O bound: HTTP or a native runtime that releases the GIL), or a cluster's
+workers (``--executor dask-local:2``); results are consumed *in input order* by the coordinating thread,
 which alone evaluates the policy and the (stateful) sampling rules, so decisions are
 reproducible. Qualifying images go to a second pool for sending. At most ``window`` images are in
 flight and nothing is listed up front, so memory stays flat however large the folder.
@@ -44,6 +45,7 @@ from ..registry import Registry, SourceSpec, did_you_mean
 from ..sources import Source, SourceOptions
 from ..sources.folder import FolderSource
 from .journal import UNKNOWN_SETTINGS, DeliveryRecord, Journal
+from .executors import Executor, StatelessWork, make_executor
 from .journal_lock import lock_journal
 from .progress import Progress
 from .run_report import RunReport
@@ -96,6 +98,10 @@ class RunOptions:
     retry_for: float = DEFAULT_RETRY_FOR
     #: First wait in seconds before a deferred round; doubled each round, at most 30 s.
     round_backoff: float = 1.0
+    #: Where the stateless stage (inference, pixel measurements) runs: ``None`` or ``"threads"``,
+    #: a thread pool here; ``"dask-local:2"``, ``"dask://HOST:PORT"`` with plugins/alpolicy-dask
+    #: (see :mod:`alpolicy.runtime.executors`). Decisions are the same on every executor.
+    executor: str | None = None
     model_options: ModelOptions = field(default_factory=ModelOptions)
     destination_options: DestinationOptions = field(default_factory=DestinationOptions)
 
@@ -110,6 +116,8 @@ class RunOptions:
         checks.number(self.retry_for, "retry_for", minimum=0)
         checks.number(self.wait_for_journal, "wait_for_journal", minimum=0)
         checks.number(self.round_backoff, "round_backoff", minimum=0)
+        if self.executor is not None and not isinstance(self.executor, str):
+            raise UsageError(f"executor should be a spec such as 'dask-local:2', not {type(self.executor).__name__}")
         self.model_options.validate()
         self.destination_options.validate()
 
@@ -117,7 +125,7 @@ class RunOptions:
 #: The keywords :func:`run` (and :func:`alpolicy.active_learning`) take in place of, or on top
 #: of, ``options``, and where each goes: the run, the model's options, the destination's.
 _RUN_KEYWORDS = ("concurrency", "dry_run", "reuse_predictions", "journal", "decisions_log", "progress", "tags",
-                 "max_consecutive_failures", "retry_for", "wait_for_journal")
+                 "max_consecutive_failures", "retry_for", "wait_for_journal", "executor")
 _MODEL_KEYWORDS = ("confidence", "overlap", "inference_url")
 _DESTINATION_KEYWORDS = ("split", "batch", "api_url")
 _SERVICE_KEYWORDS = ("api_key", "timeout", "attempts", "retry_backoff", "allow_insecure_http")
@@ -421,7 +429,7 @@ def run(
     backend = make_backend(model, options.model_options, registry) if model is not None else None
     components = {"inference": _component("backend", model, registry.backends),
                   "sending": _component("destination", destination, registry.destinations)}
-    sink = journal_lock = feed = None
+    sink = journal_lock = feed = executor = None
     try:
         if destination is not None:
             sink = make_destination(destination, options.destination_options, registry)
@@ -440,20 +448,24 @@ def run(
             _guarded(components["sending"], lambda: sink.prepare_task(task))
         if sink is not None:
             _guarded(components["sending"], lambda: _check_destination(sink, options.dry_run))
+        executor = make_executor(options.executor, options, registry)  # may start or reach workers: last
+        executor.check(model)
         # One writer at a time (a second would send everything again); taken only once the
         # arguments are known to be good, so that a mistyped command leaves no lock file behind.
         journal_lock = lock_journal(options.journal, options.wait_for_journal)
         journal = Journal(options.journal or ":memory:")
     except BaseException:
         _close(backend, sink, feed.closing if feed is not None else None)
+        _shut(executor)
         if journal_lock is not None:
             journal_lock.release()
         raise
     try:
         coordinator = _Run(feed.images, feed.total, feed.name, policy, backend, sink, journal, options, on_result,
-                           components)
+                           components, executor=executor, model=model)
         coordinator.report.skipped = feed.skipped  # filled as the source is listed; the report shows it
     except BaseException:
+        _shut(executor)
         journal.close()
         _close(backend, sink, feed.closing)
         if journal_lock is not None:
@@ -517,12 +529,6 @@ def _as_images(items: Iterable[ImageFile | str], skipped: Counter[str], componen
         yield image
 
 
-def _prepare(sampler: Sampler, image: ImageFile) -> None:
-    """Worker thread: the pixel measurements of the sampling rules, on the fetched image."""
-    image.materialize()
-    sampler.prepare(image)
-
-
 def delivery_tags(decision: Decision, more: Iterable[str], model: str | None) -> list[str]:
     """What a delivery is tagged with: the decision's tags, ``more`` (sampling rules', the run's),
     then ``model:<id>``, each once (also :func:`alpolicy.testing.make_delivery`'s)."""
@@ -557,6 +563,15 @@ def _retries(thing: Any) -> int:
     return int(getattr(stats, "retries", 0))
 
 
+def _shut(executor: Executor | None) -> None:
+    """Stop an executor (its workers, for a cluster it started); a failure to stop is a warning."""
+    if executor is not None:
+        try:
+            executor.shutdown()
+        except Exception as error:
+            log.warning("stopping the executor %s failed: %s", executor.spec, redact(error))
+
+
 def _close(*things: Any) -> None:
     for thing in things:
         if thing is not None:
@@ -572,7 +587,8 @@ class _Run:
     def __init__(self, images: Iterator[ImageFile], total: int | None, source_name: str, policy: Policy,
                  backend: InferenceBackend | None, destination: Destination | None, journal: Journal,
                  options: RunOptions, on_result: Callable[[ImageFile, Prediction], None] | None,
-                 components: Mapping[str, str] | None = None) -> None:
+                 components: Mapping[str, str] | None = None, *, executor: Executor | None = None,
+                 model: str | InferenceBackend | None = None) -> None:
         self.images, self.policy, self.backend, self.destination = images, policy, backend, destination
         #: How a crash names the backend ("inference") and the destination ("sending").
         self.components = {"inference": "the backend", "sending": "the destination", **(components or {})}
@@ -587,7 +603,8 @@ class _Run:
         self.sending_enabled = destination is not None and not options.dry_run
         self.run_id = journal.start_run(
             source=source_name, model=self.model_id, destination=self.destination_name,
-            policy=policy.to_json(indent=None), options={"dry_run": options.dry_run, "concurrency": options.concurrency},
+            policy=policy.to_json(indent=None), options={"dry_run": options.dry_run, "concurrency": options.concurrency,
+                                                         **({"executor": options.executor} if options.executor else {})},
             fingerprint=self.fingerprint,
         )
         self.report = RunReport(self.run_id, journal.path, None, options.dry_run)
@@ -602,16 +619,28 @@ class _Run:
             self._mark_failed(error)
             self.journal.finish_run(self.run_id, self.report.status, self.report.to_json())
             raise
-        self.progress = Progress(total, enabled=options.progress)
         self.needs_pixels = self.sampler.needs_pixels
+        #: Where inference and the pixel measurements run (a thread pool here, or a cluster's
+        #: workers); the coordinator reads their answers in input order and alone decides.
+        self.executor = executor or make_executor(None, options, get_registry())
+        work = StatelessWork(model if model is not None else backend, backend, options.model_options, policy,
+                             self.sampler, options.concurrency, self.components["inference"])
+        try:
+            self.executor.start(work)
+        except BaseException as error:
+            if self.log_file is not None:
+                self.log_file.close()
+            self._mark_failed(error)
+            self.journal.finish_run(self.run_id, self.report.status, self.report.to_json())
+            raise
+        self.progress = Progress(total, enabled=options.progress)
         #: Images between the source and the decision (inference in flight or waiting in order).
-        self.window = max(4, 4 * options.concurrency)
+        self.window = self.executor.window(options.concurrency)
         #: Those images, in input order (the stream's window, then a deferred round's re-inferences).
         self.in_flight: deque[_Item] = deque()
         #: Qualifying images between the decision and a recorded send outcome; the coordinator
         #: waits only past this, so a burst of qualifying images never starves inference.
         self.send_backlog = max(8, 8 * options.concurrency)
-        self.infer_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="alpolicy-infer")
         # A send is two requests (upload, pre-label) to one inference request: twice the threads
         # keep the send stage as fast as the inference stage.
         self.send_pool = ThreadPoolExecutor(2 * options.concurrency, thread_name_prefix="alpolicy-send")
@@ -684,7 +713,7 @@ class _Run:
             for item in pending:
                 if item.future is not None:
                     item.future.cancel()
-            self.infer_pool.shutdown(wait=True, cancel_futures=True)
+            _shut(self.executor)
             self._keep_answers_in_flight()
             self._drain_after_stop()
             self.send_pool.shutdown(wait=True)
@@ -779,7 +808,7 @@ class _Run:
         sends, self.deferred_sends = self.deferred_sends, []
         for item in inference:
             self._note_retried(item)
-            item.future = self.infer_pool.submit(self._predict, item.image)
+            item.future, _ = self.executor.submit(item.image, infer=True, measure=False)
             self.in_flight.append(item)  # as in the stream: kept if the run stops before deciding it
         for item in sends:
             self._note_retried(item)
@@ -840,33 +869,17 @@ class _Run:
             item.prediction, item.model, item.fingerprint = found.prediction, found.model, found.fingerprint
             return self._prepare_pixels(item)
         if item.skip_reason is None and self.backend is not None:
-            item.future = self.infer_pool.submit(self._predict, image)
+            item.future, item.prepared = self.executor.submit(image, infer=True, measure=self.needs_pixels)
             item.model, item.fingerprint = self.model_id, self.fingerprint
-            return self._prepare_pixels(item)
+            return item
         return item
 
-    def _predict(self, image: ImageFile) -> Prediction:
-        """Worker thread: the image fetched (a remote one), the model, its answer checked by the one validator."""
-        image.materialize()
-        try:
-            prediction = self.backend.predict(image)  # type: ignore[union-attr]
-        except AlpolicyError:  # the documented failures (ImageError, ServiceError, AuthError...)
-            raise
-        except Exception as error:  # a bug in the backend's code: this image fails, not the run
-            raise PluginCrash(self.components["inference"], error) from error
-        if not prediction.checked:  # built by a backend in code: the one validator, once
-            try:
-                prediction.validated(max_detections=self.options.model_options.max_detections)
-            except PredictionFormatError as error:
-                raise ImageError(f"the model returned an invalid prediction: {error}") from None
-        return prediction
-
     def _prepare_pixels(self, item: _Item) -> _Item:
-        """What the sampling rules measure on the pixels, in a worker too. Its own task, apart
-        from the model's: a sampling rule that crashes there fails the image at its decision,
-        and the prediction the model made is kept all the same."""
+        """What the sampling rules measure on the pixels, by the executor too (apart from the
+        model's answer: a sampling rule that crashes there fails the image at its decision, and
+        the prediction the model made is kept all the same)."""
         if self.needs_pixels and item.skip_reason is None:
-            item.prepared = self.infer_pool.submit(_prepare, self.sampler, item.image)
+            _, item.prepared = self.executor.submit(item.image, infer=False, measure=True)
         return item
 
     def _finish(self, item: _Item) -> None:
