@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from alpolicy import AlpolicyError, ImageError, ImageFile, ModelOptions, PluginCrash, Policy, Prediction, UsageError
+from alpolicy import AlpolicyError, ImageFile, ModelOptions, PluginCrash, Policy, Prediction, UsageError
 from alpolicy.backends import fingerprint_of
 from alpolicy.plugins import get_registry
 from alpolicy.runtime.executors import measure_with, predict_with
