@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The core with its test extra, and the ONNX plugin (local model backend + the demo detector).
-$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml plugins/alpolicy-fsspec/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-onnx[test]'
+	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-fsspec[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

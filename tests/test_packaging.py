@@ -50,6 +50,7 @@ PROJECTS = [
     Project("alpolicy", ROOT, {"alpolicy": "alpolicy", "schemas": "alpolicy/schemas"}),
     Project("alpolicy-onnx", ROOT / "plugins" / "alpolicy-onnx", {"alpolicy_onnx": "alpolicy_onnx"}),
     Project("alpolicy-example-rule", ROOT / "plugins" / "alpolicy-example-rule", {"alpolicy_example_rule": "alpolicy_example_rule"}),
+    Project("alpolicy-fsspec", ROOT / "plugins" / "alpolicy-fsspec", {"alpolicy_fsspec": "alpolicy_fsspec"}),
 ]
 
 
