@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[3]
 POLICY = ROOT / "examples" / "demo-policy.json"
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """The real ``alpolicy`` command in a subprocess (what a user's shell runs)."""
-    return subprocess.run([sys.executable, "-m", "alpolicy", *args], capture_output=True, text=True,
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real ``alpolicy`` command in a subprocess (what a user's shell runs), in ``cwd`` (where
+    a run without ``--journal`` keeps ``.alpolicy/``)."""
+    return subprocess.run([sys.executable, "-m", "alpolicy", *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
@@ -73,12 +74,12 @@ def test_s3_gives_the_local_folders_decisions_and_queue_and_a_rerun_fetches_noth
     shutil.copy(frames / "frame_00001.jpg", frames / "sub" / "frame_99999.jpg")  # not --recursive: neither takes it
     common = ("--model", "onnx:demo", "--confidence", "20", "--policy", str(POLICY))
 
-    local = cli("run", str(frames), *common, "--to", f"folder:{tmp_path / 'q-local'}", "--journal", str(tmp_path / "local.sqlite"))
+    local = cli("run", str(frames), *common, "--to", f"folder:{tmp_path / 'q-local'}", "--journal", str(tmp_path / "local.sqlite"), cwd=tmp_path)
     assert local.returncode == 0, local.stderr
     s3.proxy.reset()
     url = f"s3://{s3.bucket}/footage/day1"
     remote = cli("run", url, *common, "--to", f"folder:{tmp_path / 'q-s3'}", "--journal", str(tmp_path / "s3.sqlite"),
-                 "--report", str(tmp_path / "report"))
+                 "--report", str(tmp_path / "report"), cwd=tmp_path)
     assert remote.returncode == 0, remote.stderr
     assert url in (tmp_path / "report" / "index.html").read_text(), "the report shows the URL"
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -100,7 +101,7 @@ def test_s3_gives_the_local_folders_decisions_and_queue_and_a_rerun_fetches_noth
     assert f"{url}/frame_00001.jpg" in (tmp_path / "decisions" / "s3-run-1.jsonl").read_text()
 
     s3.proxy.reset()
-    again = cli("run", url, *common, "--to", f"folder:{tmp_path / 'q-s3'}", "--journal", str(tmp_path / "s3.sqlite"))
+    again = cli("run", url, *common, "--to", f"folder:{tmp_path / 'q-s3'}", "--journal", str(tmp_path / "s3.sqlite"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert queue(tmp_path / "q-s3") == sent
     assert (s3.listings(), s3.gets()) == (1, 0), "a rerun lists once and downloads nothing: URL + ETag recognised"
@@ -207,18 +208,18 @@ def test_user_mistakes_are_one_line(s3, tmp_path):
         "s3://": "give the source as s3://BUCKET/PREFIX",
     }
     for url, words in cases.items():
-        result = cli("run", url, "--model", "onnx:demo", "--dry-run", env=env)
+        result = cli("run", url, "--model", "onnx:demo", "--dry-run", cwd=tmp_path, env=env)
         assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1, (url, result.stderr)
         assert SECRET not in result.stderr + result.stdout
-    deep = cli("run", f"s3://{s3.bucket}", "--recursive", "--model", "onnx:demo", "--dry-run", env=env)
+    deep = cli("run", f"s3://{s3.bucket}", "--recursive", "--model", "onnx:demo", "--dry-run", cwd=tmp_path, env=env)
     assert deep.returncode == 0, deep.stderr
 
 
-def test_a_store_whose_package_is_missing_says_what_to_install():
+def test_a_store_whose_package_is_missing_says_what_to_install(tmp_path):
     pytest.importorskip("alpolicy_onnx")
     if importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed")
-    result = cli("run", "gs://bucket/frames", "--model", "onnx:demo", "--dry-run")
+    result = cli("run", "gs://bucket/frames", "--model", "onnx:demo", "--dry-run", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "alpolicy: error: gs:// needs gcsfs, which is not installed: pip install 'alpolicy-fsspec[gcs]'"
 
@@ -242,11 +243,11 @@ def test_keys_come_in_utf8_binary_order_and_any_fsspec_store_lists_in_the_same_o
     assert [p.split("/order/", 1)[1] for p in walked] == expected, "the generic walk gives S3's order"
 
 
-#: Keys listed by the flat-memory test. A million is the issue's figure, but botocore parses a
-#: ListObjectsV2 page of 1000 keys in about 50-80 ms on the test machine (2 shared cores): 1,000,000
-#: keys take 1.5-2 minutes, more than the suite's budget allows for one test. So ``make test``
-#: lists 200,000 (10x the 20,000 baseline: holding them would add well over 100 MB), and
-#: ``ALPOLICY_FSSPEC_LISTING_KEYS=1000000`` runs the full million.
+#: Keys listed by the flat-memory test. A million is the issue's figure, and it passes
+#: (``ALPOLICY_FSSPEC_LISTING_KEYS=1000000``: about 75 s on the 2 shared cores of the test machine,
+#: botocore parsing each ListObjectsV2 page of 1000 keys being most of it), more than the suite's
+#: budget allows for one test. So ``make test`` lists 200,000 (about 15 s): 10x the 20,000 baseline,
+#: where holding the listing would add well over 100 MB.
 LISTING_KEYS = int(os.environ.get("ALPOLICY_FSSPEC_LISTING_KEYS", "200000"))
 
 PROBE = """
