@@ -11,12 +11,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The core with its test extra, the ONNX plugin (local model backend + the demo models), the
-# video source plugin (PyAV) and the Dask executor plugin (--executor dask-local:N / dask://HOST:PORT).
-$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml plugins/alpolicy-video/pyproject.toml \
-		plugins/alpolicy-dask/pyproject.toml
+# The core with its test extra and the plugins: ONNX (local model backend + the demo models),
+# object storage (fsspec), video (PyAV) and the Dask executor (--executor dask-local:N / dask://HOST:PORT).
+$(STAMP): $(BIN)/python pyproject.toml plugins/alpolicy-onnx/pyproject.toml plugins/alpolicy-fsspec/pyproject.toml \
+		plugins/alpolicy-video/pyproject.toml plugins/alpolicy-dask/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-onnx[test]'
+	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-fsspec[test]'
 	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-video[test]'
 	$(BIN)/python -m pip install --quiet -e 'plugins/alpolicy-dask[test]'
 	touch $(STAMP)

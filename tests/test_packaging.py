@@ -52,6 +52,7 @@ PROJECTS = [
     Project("alpolicy-video", ROOT / "plugins" / "alpolicy-video", {"alpolicy_video": "alpolicy_video"}),
     Project("alpolicy-dask", ROOT / "plugins" / "alpolicy-dask", {"alpolicy_dask": "alpolicy_dask"}),
     Project("alpolicy-example-rule", ROOT / "plugins" / "alpolicy-example-rule", {"alpolicy_example_rule": "alpolicy_example_rule"}),
+    Project("alpolicy-fsspec", ROOT / "plugins" / "alpolicy-fsspec", {"alpolicy_fsspec": "alpolicy_fsspec"}),
 ]
 
 
