@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pycocotools = pytest.importorskip("pycocotools")
-sv = pytest.importorskip("supervision")
+import pycocotools  # noqa: E402  (the test extra: a missing one fails, never skips)
+import supervision as sv  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402

@@ -21,8 +21,8 @@ import alpolicy
 from alpolicy.plugins import get_registry
 from alpolicy.runtime.pipeline import make_destination
 
-pytest.importorskip("distributed")
-pytest.importorskip("alpolicy_onnx")
+import distributed  # noqa: F401  (installed by make install: a missing one fails, never skips)
+import alpolicy_onnx  # noqa: F401
 from alpolicy_dask import worker  # noqa: E402
 
 #: Uncertain frames, well exposed, not near-duplicates, at most 12: every sampling stage that

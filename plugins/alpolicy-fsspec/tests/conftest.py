@@ -20,7 +20,7 @@ _buckets = itertools.count()
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
+    import moto.server as moto_server  # installed by make install: a missing one fails, never skips
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -58,7 +58,7 @@ class S3:
 
 @pytest.fixture
 def s3(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
-    boto3 = pytest.importorskip("boto3")
+    import boto3
     for name in list(os.environ):
         if name.startswith(("AWS_", "FSSPEC_")):
             monkeypatch.delenv(name)

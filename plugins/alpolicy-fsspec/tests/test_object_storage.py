@@ -107,6 +107,38 @@ def test_s3_gives_the_local_folders_decisions_and_queue_and_a_rerun_fetches_noth
     assert (s3.listings(), s3.gets()) == (1, 0), "a rerun lists once and downloads nothing: URL + ETag recognised"
 
 
+@pytest.mark.slow
+def test_s3_on_a_dask_cluster_decides_and_queues_as_a_local_run_and_a_rerun_sends_nothing(s3, tmp_path):
+    """Issue #15's "done when": a local folder, s3:// and s3:// on --executor dask-local:2 (the
+    objects fetched by the workers, which read the same environment's credentials) give the same
+    decisions and the same queue; a rerun on the cluster sends nothing new."""
+    from alpolicy_onnx.synthetic import write_footage
+
+    frames = tmp_path / "frames"
+    write_footage(frames, 12, seed=8)
+    (frames / "ground_truth.json").unlink()
+    s3.upload(frames, "cams")
+    common = ("--model", "onnx:demo", "--confidence", "20", "--policy", str(POLICY))
+    local = cli("run", str(frames), *common, "--to", f"folder:{tmp_path / 'q-local'}", "--journal", str(tmp_path / "local.sqlite"), cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    url = f"s3://{s3.bucket}/cams"
+    on_cluster = ("run", url, *common, "--to", f"folder:{tmp_path / 'q-dask'}", "--journal", str(tmp_path / "dask.sqlite"),
+                  "--executor", "dask-local:2", "--json", "--no-progress")
+    s3.proxy.reset()
+    first = cli(*on_cluster, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert decisions(tmp_path / "decisions" / "dask-run-1.jsonl") == decisions(tmp_path / "decisions" / "local-run-1.jsonl")
+    sent = queue(tmp_path / "q-dask")
+    assert sent and sent == queue(tmp_path / "q-local")
+    assert json.loads(first.stdout)["sent"] == len(sent)
+    assert s3.gets() == 12, "each object fetched once, by the workers"
+    again = cli(*on_cluster, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["sent"], report["already_sent"]) == (0, len(sent)), report
+    assert queue(tmp_path / "q-dask") == sent
+
+
 def test_a_changed_object_is_a_new_image(s3, tmp_path):
     image_folder(tmp_path / "frames", 3)
     s3.upload(tmp_path / "frames", "f")
@@ -216,7 +248,7 @@ def test_user_mistakes_are_one_line(s3, tmp_path):
 
 
 def test_a_store_whose_package_is_missing_says_what_to_install(tmp_path):
-    pytest.importorskip("alpolicy_onnx")
+    import alpolicy_onnx  # noqa: F401
     if importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed")
     result = cli("run", "gs://bucket/frames", "--model", "onnx:demo", "--dry-run", cwd=tmp_path)
