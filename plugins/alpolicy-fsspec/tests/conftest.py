@@ -11,10 +11,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from fsspec_servers import S3Proxy
+from fsspec_servers import SECRET, S3Proxy
 
-#: The secret of the tests' credentials: no log record, message, journal or report may show it.
-SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 _buckets = itertools.count()
 
 

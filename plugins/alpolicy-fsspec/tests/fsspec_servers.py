@@ -22,6 +22,9 @@ from xml.sax.saxutils import escape
 SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
              b"<Message>Please reduce your request rate.</Message><RequestId>injected</RequestId></Error>")
 
+#: The secret of the tests' credentials: no log record, message, journal or report may show it.
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
 
 class _Server:
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:

@@ -23,8 +23,7 @@ from alpolicy.runtime.pipeline import RunOptions
 from alpolicy.testing import SEND_EVERYTHING, StaticBackend, image_folder
 from alpolicy_fsspec.source import ObjectSource, walk_pages
 
-from conftest import SECRET
-from fsspec_servers import GeneratedBucket
+from fsspec_servers import SECRET, GeneratedBucket
 
 ROOT = Path(__file__).resolve().parents[3]
 POLICY = ROOT / "examples" / "demo-policy.json"
