@@ -135,8 +135,9 @@ class Prediction:
                 raise PredictionFormatError('a prediction needs "image": {"width": W, "height": H}') from None
         detections = document.get("predictions", [])
         shape_task = task_of(document)
-        found = _resolve_task(shape_task, task if task is not None else document.get("task"),
-                              not detections and shape_task == OBJECT_DETECTION)
+        hint = task if task is not None else document.get("task")
+        found = shape_task if hint is None else _resolve_task(
+            shape_task, hint, not detections and shape_task == OBJECT_DETECTION)
         # Only the common two keys? Skip building `extra` (this runs once per image).
         own = _OWN_KEYS if found in BOX_TASKS else _OWN_KEYS | _CLASSIFICATION_KEYS
         extra = {k: v for k, v in document.items() if k not in own} if len(document) > 2 else {}
@@ -272,23 +273,41 @@ def parse_prediction(data: bytes | str, *, max_bytes: int | None = DEFAULT_MAX_B
 
 def task_of(document: Mapping[str, Any]) -> str:
     """The task a Roboflow inference document's shape shows (:data:`OBJECT_DETECTION` when it
-    cannot tell: an empty list, boxes only). Reads the first entry only: a model answers one shape."""
+    cannot tell: an empty list, boxes only). Reads the first entry only: a model answers one shape.
+    Written for speed (it runs once per image): plain dicts and lists are tested by type first."""
     predictions = document.get("predictions")
+    if type(predictions) is list:
+        if "top" in document:
+            return CLASSIFICATION
+        if "predicted_classes" in document:
+            return MULTI_LABEL_CLASSIFICATION
+        if not predictions:
+            return OBJECT_DETECTION
+        first = predictions[0]
+        if type(first) is not dict and not isinstance(first, Mapping):
+            return OBJECT_DETECTION
+        if "x" in first:
+            if len(first) <= 8:  # the eight known keys at most: no polygon, no keypoints
+                if "points" not in first and "keypoints" not in first and "rle" not in first:
+                    return OBJECT_DETECTION
+            if "points" in first or "rle" in first:
+                return INSTANCE_SEGMENTATION
+            if "keypoints" in first:
+                return KEYPOINT_DETECTION
+            return OBJECT_DETECTION
+        if "points" in first or "rle" in first:
+            return INSTANCE_SEGMENTATION
+        if "keypoints" in first:
+            return KEYPOINT_DETECTION
+        if "class" in first and "width" not in first:
+            return CLASSIFICATION
+        return OBJECT_DETECTION
     if type(predictions) is dict or isinstance(predictions, Mapping):
         return MULTI_LABEL_CLASSIFICATION
     if "top" in document:
         return CLASSIFICATION
     if "predicted_classes" in document:
         return MULTI_LABEL_CLASSIFICATION
-    if type(predictions) is list and predictions:
-        first = predictions[0]
-        if isinstance(first, Mapping):
-            if "points" in first or "rle" in first:
-                return INSTANCE_SEGMENTATION
-            if "keypoints" in first:
-                return KEYPOINT_DETECTION
-            if "x" not in first and "class" in first and "width" not in first:
-                return CLASSIFICATION
     return OBJECT_DETECTION
 
 
