@@ -69,11 +69,12 @@ demo: install
 		--policy examples/demo-policy.json --to folder:$(DEMO)/queue --journal $(DEMO)/journal.sqlite \
 		--report $(DEMO)/report
 	$(BIN)/alpolicy run $(DEMO)/frames --model onnx:demo-seg --confidence 20 \
-		--policy examples/demo-seg-policy.json --to folder:$(DEMO)/queue-seg --journal $(DEMO)/journal-seg.sqlite
+		--policy examples/demo-seg-policy.json --to folder:$(DEMO)/queue-seg --journal $(DEMO)/journal-seg.sqlite \
+		--report $(DEMO)/report-seg
 	@echo
 	@echo "Results:"
 	@echo "  labeling queue:     $(DEMO)/queue/images/  (what a labeler would see)"
-	@echo "  segmentation queue: $(DEMO)/queue-seg/images/  (onnx:demo-seg, examples/demo-seg-policy.json; polygons in $(DEMO)/queue-seg/predictions/)"
+	@echo "  segmentation queue: $(DEMO)/queue-seg/images/  (onnx:demo-seg, examples/demo-seg-policy.json; polygons in annotations.coco.json and YOLO-seg labels/; report $(DEMO)/report-seg/index.html)"
 	@echo "  pre-labels:         $(DEMO)/queue/annotations.coco.json, $(DEMO)/queue/labelstudio-tasks.json"
 	@echo "  every decision:     $(DEMO)/decisions/journal-run-1.jsonl"
 	@echo "  run report:         $(DEMO)/report/index.html  (funnel, charts, chosen and rejected images; open in a browser)"
