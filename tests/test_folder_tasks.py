@@ -31,6 +31,7 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 from alpolicy import Policy, RunOptions, UsageError  # noqa: E402
 from alpolicy.destinations import DestinationOptions  # noqa: E402
 from alpolicy.destinations.folder import make_destination  # noqa: E402
+from alpolicy.policy import geometry
 from alpolicy.formats import classification, shapes, yolo  # noqa: E402
 from alpolicy.policy.prediction import CLASSIFICATION  # noqa: E402
 from alpolicy.testing import SEND_EVERYTHING, StaticBackend, make_classification, run_one  # noqa: E402
@@ -398,11 +399,11 @@ def test_a_user_s_box_dataset_refuses_a_classifier_and_a_class_csv_is_merged(tmp
 
 
 def test_polygon_clipping_and_area_by_hand() -> None:
-    assert shapes.polygon_area(shapes.clip_polygon(TRIANGLE, W, H)) == 400.0
-    assert shapes.polygon_area(shapes.clip_polygon(OVER_THE_EDGE, W, H)) == 800.0
+    assert geometry.polygon_area(shapes.clip_polygon(TRIANGLE, W, H)) == 400.0
+    assert geometry.polygon_area(shapes.clip_polygon(OVER_THE_EDGE, W, H)) == 800.0
     # a diamond centred on the top-left corner: only its quarter inside, a right triangle of legs 10
     diamond = points((-10, 0), (0, -10), (10, 0), (0, 10))
-    assert shapes.polygon_area(shapes.clip_polygon(diamond, W, H)) == 50.0
+    assert geometry.polygon_area(shapes.clip_polygon(diamond, W, H)) == 50.0
     assert shapes.clip_polygon(points((-30, -30), (-20, -30), (-20, -20)), W, H) == []
     assert shapes.flip_index(["nose", "left_eye", "right_eye", "Left_Ear", "Right_Ear"]) == [0, 2, 1, 4, 3]
     assert shapes.flip_index(["nose", "left_eye"]) is None and shapes.flip_index(["a", "b"]) is None
@@ -414,10 +415,10 @@ def test_rle_area_agrees_with_pycocotools_without_it() -> None:
         mask = np.asfortranarray((generator.random((37, 53)) > 0.6).astype(np.uint8))
         encoded = mask_utils.encode(mask)
         counts = encoded["counts"].decode("ascii")
-        assert shapes.rle_area({"size": [37, 53], "counts": counts}) == int(mask_utils.area(encoded)) == int(mask.sum())
-        runs = shapes.rle_counts(counts)
+        assert geometry.rle_area({"size": [37, 53], "counts": counts}) == int(mask_utils.area(encoded)) == int(mask.sum())
+        runs = geometry.rle_counts(counts)
         assert sum(runs) == 37 * 53
-        assert shapes.rle_area({"size": [37, 53], "counts": runs}) == int(mask.sum())
+        assert geometry.rle_area({"size": [37, 53], "counts": runs}) == int(mask.sum())
 
 
 def test_a_user_s_classification_config_is_merged_into_its_choices():

@@ -140,6 +140,7 @@ def _with(document, path, value):
     (_with(SEGMENTATION, ("predictions", 0, "points"), {"x": 1}), r"^predictions\[0\]\.points must be a list"),
     (_with(RLE, ("predictions", 0, "rle", "size"), [100]), r"^predictions\[0\]\.rle\.size must be \[height, width\]"),
     (_with(RLE, ("predictions", 0, "rle", "counts"), [3, -1]), r"^predictions\[0\]\.rle\.counts must hold run lengths"),
+    (_with(RLE, ("predictions", 0, "rle", "counts"), "PPYo"), r"^predictions\[0\]\.rle\.counts: the RLE counts string ends inside a run$"),
     (_with(KEYPOINTS, ("predictions", 0, "keypoints", 1, "confidence"), 3), r"^predictions\[0\]\.keypoints\[1\]\.confidence: 3 is not a number in 0\.\.1$"),
     (_with(KEYPOINTS, ("predictions", 0, "keypoints", 0, "class"), None), r"^predictions\[0\]\.keypoints\[0\]\.class must be a string, not null$"),
     (_with(KEYPOINTS, ("predictions", 0, "keypoints", 0, "x"), float("inf")), r"^predictions\[0\]\.keypoints\[0\]\.x: Infinity is not a finite number$"),

@@ -212,26 +212,15 @@ class RoboflowInference(InferenceBackend):
 
     def _task_from_api(self) -> str:
         """``project.type`` (and ``multilabel``) from the two reads ``Roboflow().workspace().project()``
-        makes. A refused key is an :class:`AuthError`, a project the key cannot see a
-        :class:`UsageError`, a service that stays down a :class:`ServiceError`: one line each."""
-        params = {"api_key": self.api_key}
-        root = self.api_client.request("GET", f"{self.api}/", what="checking the API key", params=params)
-        body = _json(root)
-        workspace = body.get("workspace") if isinstance(body, dict) else None
-        if root.status_code != 200 or not isinstance(workspace, str) or not workspace:
-            raise UsageError(
-                f"the Roboflow API at {self.api} did not name the key's workspace (HTTP {root.status_code}): "
-                f"check {API_URL_ENV} or --model-opt api_url, or give the task with --model-opt task=TASK"
-            )
-        found = self.api_client.request("GET", f"{self.api}/{workspace}/{self.project}",
-                                        what="looking up the model's task", params=params)
-        if found.status_code == 404:
+        makes (:func:`project_document`). A refused key is an :class:`AuthError`, a project the key
+        cannot see a :class:`UsageError`, a service that stays down a :class:`ServiceError`: one line each."""
+        workspace, found = project_document(
+            self.api_client, self.api, self.api_key, self.project, what="looking up the model's task",
+            hint=f"check {API_URL_ENV} or --model-opt api_url, or give the task with --model-opt task=TASK")
+        if found is None:
             raise UsageError(f"the model's project {self.project!r} does not exist in workspace {workspace!r}: "
                              "check the model (roboflow:PROJECT/VERSION)")
-        if found.status_code != 200:
-            raise ServiceError(f"looking up the task of Roboflow project {self.project!r} failed "
-                               f"(HTTP {found.status_code}): {server_message(found)}")
-        return task_of_project(_json(found), self.project)
+        return task_of_project(found, self.project)
 
     # ---- inference -------------------------------------------------------------------------
 
@@ -273,6 +262,28 @@ class RoboflowInference(InferenceBackend):
     def close(self) -> None:
         self.client.close()
         self.api_client.close()
+
+
+def project_document(client: HttpClient, api: str, api_key: Any, project: str, *, what: str,
+                     hint: str) -> tuple[str, Any | None]:
+    """``(workspace, project JSON)`` from the two reads ``Roboflow().workspace().project()`` makes:
+    ``GET {api}/?api_key=…`` names the key's workspace (a refused key stops the run; an answer
+    without one is a :class:`UsageError` ending with ``hint``), then
+    ``GET {api}/{workspace}/{project}?api_key=…``: ``None`` when the project does not exist there
+    (404; the caller says why that matters), a :class:`ServiceError` for any other failure. Both
+    the backend (the model's task) and the destination (the queue's project) read it this way."""
+    params = {"api_key": api_key}
+    root = client.request("GET", f"{api}/", what="checking the API key", params=params)
+    body = _json(root)
+    workspace = body.get("workspace") if isinstance(body, dict) else None
+    if root.status_code != 200 or not isinstance(workspace, str) or not workspace:
+        raise UsageError(f"the Roboflow API at {api} did not name the key's workspace (HTTP {root.status_code}): {hint}")
+    found = client.request("GET", f"{api}/{workspace}/{project}", what=what, params=params)
+    if found.status_code == 404:
+        return workspace, None
+    if found.status_code != 200:
+        raise ServiceError(f"{what} of Roboflow project {project!r} failed (HTTP {found.status_code}): {server_message(found)}")
+    return workspace, _json(found)
 
 
 def _json(response: Any) -> Any:

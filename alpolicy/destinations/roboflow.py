@@ -40,8 +40,8 @@ from typing import Any, Callable
 
 from PIL import Image, ImageOps
 
-from ..backends.roboflow import API_KEY_ENV, api_key_from
-from ..errors import AlpolicyError, ServiceError, UsageError
+from ..backends.roboflow import API_KEY_ENV, api_key_from, project_document
+from ..errors import AlpolicyError, UsageError
 from ..formats import roboflow as roboflow_format
 from ..hookspecs import hookimpl
 from ..io import checks
@@ -133,22 +133,12 @@ class RoboflowDestination(Destination):
         workspace) and ``GET {api}/{workspace}/{project}?api_key=…`` (404: the project does not
         exist there -- a typo in ``--to`` -- and every upload would fail). It writes nothing, so
         a dry run checks too."""
-        params = {"api_key": self.api_key}
-        root = self.client.request("GET", f"{self.api}/", what="checking the API key", params=params)
-        body = _json(root)
-        workspace = body.get("workspace") if isinstance(body, dict) else None
-        if root.status_code != 200 or not isinstance(workspace, str) or not workspace:
-            raise UsageError(
-                f"the Roboflow API at {self.api} did not name the key's workspace (HTTP {root.status_code}): "
-                f"check --api-url / {API_URL_ENV}"
-            )
-        found = self.client.request("GET", f"{self.api}/{workspace}/{self.project}", what="looking up the project", params=params)
-        if found.status_code == 404:
+        workspace, found = project_document(self.client, self.api, self.api_key, self.project,
+                                            what="looking up the project", hint=f"check --api-url / {API_URL_ENV}")
+        if found is None:
             raise UsageError(
                 f"Roboflow project {self.project!r} does not exist in workspace {workspace!r}{self._closest(workspace)}"
             )
-        if found.status_code != 200:
-            raise ServiceError(f"looking up Roboflow project {self.project!r} failed (HTTP {found.status_code}): {server_message(found)}")
 
     check_read_only = check
 

@@ -29,6 +29,7 @@ import json
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..policy import geometry
 from ..policy.prediction import INSTANCE_SEGMENTATION, KEYPOINT_DETECTION, Detection, Prediction
 from . import shapes
 
@@ -106,12 +107,12 @@ def shape(detection: Detection, width: int, height: int,
     if detection.get("points"):
         polygon = shapes.clip_polygon(detection["points"], width, height)
         found["segmentation"] = [shapes.flat(polygon)] if polygon else []
-        found["area"] = shapes.polygon_area(polygon)
+        found["area"] = geometry.polygon_area(polygon)
     elif detection.get("rle"):
         rle = detection["rle"]
         found["segmentation"] = {"size": list(rle["size"]), "counts": rle["counts"]}
         try:
-            found["area"] = shapes.rle_area(rle)
+            found["area"] = geometry.rle_area(rle)
         except ValueError:  # counts that do not decode: the box's area, the mask as the model gave it
             pass
     return found
@@ -192,7 +193,7 @@ def _points(segmentation: Any) -> list[dict[str, float]]:
         if not isinstance(polygon, list) or len(polygon) % 2 or not all(_number(v) for v in polygon):
             raise CocoFormatError(f"segmentation must be polygons [[x1, y1, x2, y2, ...]], not {_clip(repr(segmentation))}")
         points = list(zip(polygon[0::2], polygon[1::2]))
-        if not best or shapes.polygon_area(points) > shapes.polygon_area(best):
+        if not best or geometry.polygon_area(points) > geometry.polygon_area(best):
             best = points
     return [{"x": x, "y": y} for x, y in best]
 

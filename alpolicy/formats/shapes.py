@@ -3,7 +3,7 @@ mask's area, and keypoints laid out in their skeleton's order.
 
 Why one module: COCO and YOLO (and any later format) must clip a polygon, place a keypoint and
 tell its visibility the same way, or the two files of one dataset disagree. Pure functions, no
-dependency (pycocotools' RLE decoding is re-implemented here: the core keeps its 4 dependencies).
+dependency (the areas of polygons and RLE masks: :mod:`alpolicy.policy.geometry`).
 """
 
 from __future__ import annotations
@@ -61,52 +61,9 @@ def _crossing(a: tuple[float, float], b: tuple[float, float], axis: int, limit: 
     return point[0], point[1]
 
 
-def polygon_area(polygon: Sequence[tuple[float, float]]) -> float:
-    """The shoelace area of a simple polygon, in square pixels (orientation does not matter)."""
-    twice = 0.0
-    for index, (x1, y1) in enumerate(polygon):
-        x0, y0 = polygon[index - 1]
-        twice += x0 * y1 - x1 * y0
-    return abs(twice) / 2
-
-
 def flat(polygon: Sequence[tuple[float, float]]) -> list[float]:
     """``[x1, y1, x2, y2, ...]``: how COCO and YOLO list a polygon."""
     return [value for point in polygon for value in point]
-
-
-def rle_counts(counts: str | list[int]) -> list[int]:
-    """A COCO RLE's run lengths: a list as given, or decoded from pycocotools' compressed string
-    (``rleFrString``: 5 bits a character, offset by 48, each run after the second a delta from
-    the run two before)."""
-    if isinstance(counts, list):
-        return counts
-    runs: list[int] = []
-    position = 0
-    while position < len(counts):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(counts):
-                raise ValueError("an RLE counts string ends inside a run")
-            char = ord(counts[position]) - 48
-            value |= (char & 0x1F) << (5 * shift)
-            more = bool(char & 0x20)
-            position += 1
-            shift += 1
-            if not more and char & 0x10:
-                value |= -1 << (5 * shift)
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
-
-
-def rle_area(rle: Mapping[str, Any]) -> int:
-    """The pixels a COCO RLE mask covers: its odd runs (runs alternate, background first)."""
-    runs = rle_counts(rle["counts"])
-    if any(run < 0 for run in runs):
-        raise ValueError("an RLE has a negative run length")
-    return sum(runs[1::2])
 
 
 # -- keypoints -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 from ..io.jsonsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, JsonError, check_tree, is_finite_number, loads
 from ..io.secrets import redact_value, secret_finder
+from .geometry import rle_counts
 
 #: Roboflow's names of the task types (its project types), as :attr:`Prediction.task` spells them.
 OBJECT_DETECTION = "object-detection"
@@ -581,6 +582,11 @@ def _check_rle(rle: Any, where: str) -> None:
             raise PredictionFormatError(f"{where}.counts must hold run lengths (whole numbers >= 0)")
     elif type(counts) is not str:
         raise PredictionFormatError(f"{where}.counts must be a string or a list of run lengths, not {_show(counts)}")
+    else:
+        try:
+            rle_counts(counts)
+        except ValueError as error:
+            raise PredictionFormatError(f"{where}.counts: {error}") from None
 
 
 def _number_problem(index: int, x: float, y: float, w: float, h: float, c: float, width: int, height: int) -> str:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from ..hookspecs import hookimpl
+from ..policy import geometry
 from ..policy.prediction import (
     CLASSIFICATION_TASKS, INSTANCE_SEGMENTATION, KEYPOINT_DETECTION, Detection, Prediction,
 )
@@ -47,48 +48,14 @@ NO_LIMIT = 2**63
 
 # ---------------------------------------------------------------------- masks
 def polygon_area(points: Sequence[Mapping[str, float]]) -> float:
-    """The area of a polygon, its vertices in order (shoelace formula); fewer than 3 points: 0.
-    A self-crossing polygon's lobes count with their signs, as the formula has it."""
-    count = len(points)
-    if count < 3:
-        return 0.0
-    twice = 0.0
-    previous = points[-1]
-    for point in points:
-        twice += previous["x"] * point["y"] - point["x"] * previous["y"]
-        previous = point
-    return abs(twice) / 2
-
-
-def rle_counts(counts: str | Sequence[int]) -> list[int]:
-    """The run lengths of a COCO RLE: a list as it is, or the compressed string decoded (the
-    pycocotools encoding: 6-bit groups, each run after the second stored as the difference to the
-    run two before). A string cut short ends the runs it finished."""
-    if not isinstance(counts, str):
-        return list(counts)
-    runs: list[int] = []
-    position, size = 0, len(counts)
-    while position < size:
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= size:
-                return runs
-            group = ord(counts[position]) - 48
-            value |= (group & 0x1F) << (5 * shift)
-            more = bool(group & 0x20)
-            position += 1
-            shift += 1
-            if not more and group & 0x10:
-                value |= -1 << (5 * shift)
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
+    """The area of a prediction's polygon (``[{x, y}, ...]``), by :func:`alpolicy.policy.geometry.polygon_area`."""
+    return geometry.polygon_area(geometry.vertices(points))
 
 
 def rle_area(rle: Mapping[str, Any]) -> float:
-    """The pixels a COCO RLE mask covers: the runs of ones (odd places; the runs start with zeros)."""
-    return float(sum(run for run in rle_counts(rle["counts"])[1::2] if run > 0))
+    """The pixels of a COCO RLE mask, by :func:`alpolicy.policy.geometry.rle_area` (its counts
+    were checked where the prediction entered)."""
+    return float(geometry.rle_area(rle))
 
 
 def mask_area(detection: Detection) -> float | None:
