@@ -80,6 +80,8 @@ def check_budget(budget: int | None) -> int | None:
 def load_policy(path: str) -> Policy:
     """A policy file compiled against the installed plugins; one that does not compile is one line
     (``alpolicy validate`` lists every problem)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"no policy file at {path}")
     try:
         return Policy.from_file(path)
     except PolicyError as error:
