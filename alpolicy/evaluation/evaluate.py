@@ -171,7 +171,8 @@ def picks(policy: Policy, images: Sequence[Evaluated], budget: int | None = None
     if sampler.top_k is not None:
         chosen = rank(candidates, sampler.top_k)
     if budget is not None:
-        chosen = rank([c for c in candidates if c[0] in set(chosen)], budget)
+        kept = set(chosen)
+        chosen = rank([c for c in candidates if c[0] in kept], budget)
     return chosen
 
 

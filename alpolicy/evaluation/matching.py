@@ -116,6 +116,9 @@ def _pixels(mask: Image.Image) -> int:
 def mask_iou(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], width: int, height: int) -> float:
     """IoU of two polygons rasterised on the ``width`` x ``height`` image (only the part of the
     canvas their bounding boxes cover is drawn: the same pixels, less memory)."""
+    if (max(p["x"] for p in a) < min(p["x"] for p in b) or max(p["x"] for p in b) < min(p["x"] for p in a)
+            or max(p["y"] for p in a) < min(p["y"] for p in b) or max(p["y"] for p in b) < min(p["y"] for p in a)):
+        return 0.0  # apart: nothing to draw
     xs = [p["x"] for p in (*a, *b)]
     ys = [p["y"] for p in (*a, *b)]
     x0, y0 = max(0, math.floor(min(xs))), max(0, math.floor(min(ys)))
