@@ -377,3 +377,32 @@ def test_no_image_in_common_says_how_many_each_side_had(tmp_path):
     journal = store(tmp_path / "j.sqlite", {"c.jpg": []})
     with pytest.raises(UsageError, match="1 images have a stored prediction .* 2 a ground-truth entry"):
         evaluate(str(gt), str(journal), [])
+
+
+def test_segmentation_ground_truth_from_coco_is_matched_by_mask(tmp_path):
+    """COCO polygons read by the one COCO reader reach the mask IoU; the stored prediction's own
+    box equals the truth's, so only the masks can tell it apart."""
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 20, "height": 20}],
+        "categories": [{"id": 1, "name": "circle"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 60, "iscrowd": 0,
+                         "segmentation": [[0, 0, 5, 0, 5, 9, 0, 9]]}]}))  # columns 0..5: 60 pixels
+    journal = Journal(tmp_path / "j.sqlite")
+    stored = Prediction.from_json({"image": {"width": 20, "height": 20}, "predictions": [
+        box("circle", 0, 0, 10, 10, 0.9, points=rect(3, 0, 9, 9))]})  # columns 3..9: 70, 30 shared -> 0.3
+    journal.save_prediction(ImageFile("/f/a.jpg", 1, 1), "m", stored)
+    journal.close()
+    entry = evaluate(str(gt), str(tmp_path / "j.sqlite"), [], iou=0.25)["per_image"]["a.jpg"]
+    assert [(m["measure"], round(m["similarity"], 6)) for m in entry["matches"]] == [("mask", 0.3)]
+    assert evaluate(str(gt), str(tmp_path / "j.sqlite"), [], iou=0.5)["per_image"]["a.jpg"]["errors"] == 2
+
+
+def test_a_journal_of_several_models_is_refused_in_one_line(tmp_path):
+    gt = write_coco(tmp_path / "gt.json", {"a.jpg": []})
+    journal = Journal(tmp_path / "j.sqlite")
+    for model in ("m1", "m2"):
+        journal.save_prediction(ImageFile("/f/a.jpg", 1, 1), model, Prediction(100, 100, []))
+    journal.close()
+    with pytest.raises(UsageError, match="holds predictions of 2 models"):
+        evaluate(str(gt), str(tmp_path / "j.sqlite"), [])
