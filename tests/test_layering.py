@@ -19,7 +19,8 @@ The layers, from the bottom:
    machinery, the report or the CLI.
 5. ``plugins``: the plugin manager, which loads the built-ins and entry points (by name).
 6. ``runtime``: how a run happens, orchestrating the plugins.
-7. ``report``: reads what a run wrote.
+7. ``report``: reads what a run wrote; ``evaluation`` (``alpolicy evaluate``) measures policies
+   against ground truth from the same journal, beside it.
 8. ``cli``, ``sdk``, ``testing``, ``__main__``: the entry points, at the top.
 
 The root package ``alpolicy/__init__.py`` is the public facade above everything; a module may
@@ -47,7 +48,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("backends", "destinations", "sources"),
     ("plugins",),
     ("runtime",),
-    ("report",),
+    ("report", "evaluation"),
     ("cli", "sdk", "testing", "__main__"),
 )
 LEVEL = {component: level for level, components in enumerate(LAYERS) for component in components}

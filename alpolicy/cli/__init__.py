@@ -11,7 +11,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from ..errors import AlpolicyError, PolicyError
-from . import policy_commands, report_command, run_command
+from . import evaluate_command, policy_commands, report_command, run_command
 
 DESCRIPTION = """\
 Decide which raw images deserve a labeler's time: run a detection model over a folder of
@@ -30,6 +30,8 @@ examples:
   alpolicy schema > policy.schema.json       the policy JSON Schema, for your editor
   alpolicy report JOURNAL --out report/      an HTML page of the last run: funnel, charts, galleries
   alpolicy compare JOURNAL a.json b.json     what-if: which stored images each policy would send
+  alpolicy evaluate --ground-truth gt.coco.json --journal J --policy P
+                                             errors a policy's picks catch, vs random and the oracle
 
 Run `alpolicy COMMAND --help` for the options of a command.
 """
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_command.add_parsers(subparsers)
     policy_commands.add_parsers(subparsers)
     report_command.add_parsers(subparsers)
+    evaluate_command.add_parsers(subparsers)
     return parser
 
 

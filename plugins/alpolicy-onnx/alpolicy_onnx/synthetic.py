@@ -12,7 +12,8 @@ Two generators:
 * :func:`write_footage` writes a folder of JPEG frames shaped like real footage: a few scenes
   (static background, a fixed set of shapes), shapes drifting slowly so consecutive frames are
   near-duplicates, spans of hard frames (blur, fog, darkness, an occluder passing) and a
-  ``ground_truth.json``. It is also a command line::
+  ``ground_truth.json``, and its COCO export ``ground_truth.coco.json`` (:func:`coco_ground_truth`:
+  what ``alpolicy evaluate --ground-truth`` reads). It is also a command line::
 
       python -m alpolicy_onnx.synthetic OUT_DIR [--frames N] [--seed S] [--width W] [--height H]
 
@@ -46,6 +47,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 __all__ = [
     "CLASS_NAMES",
+    "COCO_FILE",
+    "coco_ground_truth",
     "GroundTruth",
     "random_scene",
     "write_footage",
@@ -508,7 +511,8 @@ def write_footage(out_dir: str | Path, n_frames: int = 300, seed: int = 0,
     so consecutive frames are near-duplicates. Some spans are hard: ``blur`` (Gaussian blur),
     ``fog`` (washed-out, low contrast), ``dark`` (nearly black frames), ``occluder`` (a bar passes
     in front). ``ground_truth.json`` holds, per frame, its file name, size, scene, these tags and
-    its ground-truth boxes (see the module docstring). Returns the path of ``ground_truth.json``.
+    its ground-truth boxes (see the module docstring); ``ground_truth.coco.json`` the same boxes
+    as COCO (:func:`coco_ground_truth`). Returns the path of ``ground_truth.json``.
     """
     if n_frames < 0:
         raise ValueError("n_frames must be >= 0")
@@ -572,7 +576,31 @@ def write_footage(out_dir: str | Path, n_frames: int = 300, seed: int = 0,
     document = {"classes": list(CLASS_NAMES), "seed": seed, "size": [width, height], "frames": frames}
     path = out / "ground_truth.json"
     path.write_text(json.dumps(document, indent=1) + "\n")
+    (out / COCO_FILE).write_text(json.dumps(coco_ground_truth(frames), indent=1) + "\n")
     return path
+
+
+#: The COCO export of the footage's ground truth, beside ``ground_truth.json``.
+COCO_FILE = "ground_truth.coco.json"
+
+
+def coco_ground_truth(frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """The frames of ``ground_truth.json`` as a COCO detection dataset (what ``alpolicy evaluate
+    --ground-truth`` and pycocotools read): categories circle/square/triangle with ids 1-3
+    (``class_id + 1``: 0 is background to many COCO tools), image ids from 1 in frame order,
+    ``bbox`` ``[x_min, y_min, width, height]`` from the centre-based boxes, ``area`` the box's,
+    ``iscrowd`` 0. No date or version inside: the same footage writes the same file."""
+    images, annotations = [], []
+    for image_id, frame in enumerate(frames, start=1):
+        images.append({"id": image_id, "file_name": frame["file"], "width": frame["width"], "height": frame["height"]})
+        for b in frame["boxes"]:
+            x0, y0 = round(b["x"] - b["width"] / 2, 2), round(b["y"] - b["height"] / 2, 2)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": b["class_id"] + 1,
+                                "bbox": [x0, y0, b["width"], b["height"]], "area": round(b["width"] * b["height"], 4),
+                                "iscrowd": 0, "segmentation": []})
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)]
+    return {"info": {"description": "alpolicy_onnx.synthetic footage ground truth"}, "licenses": [],
+            "categories": categories, "images": images, "annotations": annotations}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -580,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m alpolicy_onnx.synthetic",
         description="Write synthetic footage (JPEG frames of circles, squares and triangles) and its ground truth.",
     )
-    parser.add_argument("out_dir", help="folder to write frame_00001.jpg... and ground_truth.json into")
+    parser.add_argument("out_dir", help="folder to write frame_00001.jpg..., ground_truth.json and ground_truth.coco.json into")
     parser.add_argument("--frames", type=int, default=300, help="number of frames (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--width", type=int, default=640, help="frame width in pixels (default 640)")

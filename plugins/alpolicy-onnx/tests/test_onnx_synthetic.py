@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from alpolicy_onnx.synthetic import CLASS_NAMES, main, random_scene, write_footage
+from alpolicy_onnx.synthetic import CLASS_NAMES, COCO_FILE, main, random_scene, write_footage
 
 
 def test_random_scene_is_deterministic_and_seeds_differ():
@@ -84,7 +85,7 @@ def test_write_footage_frames_and_ground_truth(tmp_path):
     # the same seed and length write the same frames
     again = tmp_path / "again"
     write_footage(again, n_frames=60, seed=5, size=(320, 240))
-    for name in ("frame_00003.jpg", "frame_00060.jpg", "ground_truth.json"):
+    for name in ("frame_00003.jpg", "frame_00060.jpg", "ground_truth.json", COCO_FILE):
         assert (again / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
@@ -92,3 +93,28 @@ def test_footage_cli(tmp_path, capsys):
     assert main([str(tmp_path / "out"), "--frames", "12", "--seed", "2", "--width", "160", "--height", "120"]) == 0
     assert len(list((tmp_path / "out").glob("frame_*.jpg"))) == 12
     assert "wrote 12 frames" in capsys.readouterr().out
+
+
+def test_footage_ground_truth_as_coco_reads_back_through_pycocotools(tmp_path):
+    """``ground_truth.coco.json`` holds the same boxes as ``ground_truth.json``, in COCO's
+    corner form, read by the reference implementation (and by ``alpolicy evaluate``)."""
+    from pycocotools.coco import COCO
+
+    frames = json.loads(write_footage(tmp_path, n_frames=20, seed=3, size=(160, 120)).read_text())["frames"]
+    coco = COCO(str(tmp_path / COCO_FILE))
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASS_NAMES)
+    assert sorted(image["file_name"] for image in coco.loadImgs(coco.getImgIds())) == [f["file"] for f in frames]
+    assert len(coco.getAnnIds()) == sum(len(f["boxes"]) for f in frames) > 0
+    for image_id, frame in enumerate(frames, start=1):
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        assert coco.loadImgs([image_id])[0]["file_name"] == frame["file"]
+        assert len(annotations) == len(frame["boxes"])
+        for annotation, b in zip(annotations, frame["boxes"]):
+            x0, y0, w, h = annotation["bbox"]
+            assert coco.loadCats([annotation["category_id"]])[0]["name"] == b["class"]
+            assert (x0 + w / 2, y0 + h / 2, w, h) == pytest.approx((b["x"], b["y"], b["width"], b["height"]), abs=0.01)
+
+    from alpolicy.evaluation import read_ground_truth
+
+    truth = read_ground_truth(tmp_path / COCO_FILE)
+    assert [len(truth.images[f["file"]].detections) for f in frames] == [len(f["boxes"]) for f in frames]
