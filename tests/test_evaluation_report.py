@@ -288,3 +288,19 @@ def test_paths_given_by_name_override_the_journal_and_a_bad_document_is_one_usag
     assert not (tmp_path / "out" / "index.html").exists()  # no run report there: nothing to link from
     with pytest.raises(UsageError, match="no list of policies"):
         write_evaluation_report({"per_image": {}}, evaluated["journal"], tmp_path / "bad")
+
+
+def test_wrong_class_entries_marked_by_kind_pair_up_without_a_pair_list_and_boxless_entries_are_listed(evaluated, tmp_path):
+    """The shape ``alpolicy evaluate`` may print instead: each unmatched entry says its ``kind``,
+    the wrong-class ones pair up in order, a match is ``{"prediction": ..., "truth": ...}``."""
+    entry = {"miss": 1, "false_positive": 1, "wrong_class": 1, "errors": 4,
+             "matches": [{"class": "car", "prediction": CAR, "truth": box("car", 101, 100, 40, 20)}],
+             "unmatched_predictions": [FP_DOG | {"kind": "false_positive"}, WC_PRED | {"kind": "wrong_class", "truth_class": "dog"}],
+             "unmatched_truths": [WC_TRUTH | {"kind": "wrong_class", "predicted_class": "cat"}, PERSON | {"kind": "miss"}]}
+    classifier = {"miss": 1, "false_positive": 0, "wrong_class": 0, "errors": 1, "matches": [],
+                  "unmatched_predictions": [], "unmatched_truths": [{"class": "sunny", "kind": "miss"}]}
+    doc = document() | {"per_image": PER_IMAGE | {"frame_00000.jpg": entry, "frame_00002.jpg": classifier}}
+    first, second = read(write_evaluation_report(doc, evaluated["journal"], tmp_path / "out")).figures[:2]
+    assert sorted(rect["class"] for rect in first["rects"]) == ["false-positive", "match", "miss", "wrong-class", "wrong-class"]
+    assert "wrong class: predicted cat 0.6, truth dog" in "".join(first["caption"])
+    assert not second["rects"] and len(second["imgs"]) == 1 and "miss: sunny" in "".join(second["caption"])

@@ -22,8 +22,11 @@ recomputed here, so the page cannot disagree with ``--json``):
 ``per_image[name]`` holds ``matches`` (predictions, or ``[prediction, truth]`` pairs),
 ``unmatched_predictions`` and ``unmatched_truths`` (detections in the Roboflow shape: ``class``,
 centre ``x``/``y``, ``width``, ``height``, a prediction's ``confidence``; ``points`` and
-``keypoints`` when the task has them) and ``wrong_class_pairs`` (``[prediction, truth]``). A
-detection of a pair is drawn as wrong class even when the unmatched lists hold it too.
+``keypoints`` when the task has them; ``kind`` may say which error each is) and
+``wrong_class_pairs`` (``[prediction, truth]``; without it, the unmatched entries of ``"kind":
+"wrong_class"`` pair up in the order listed). A detection of a pair is drawn as wrong class,
+not a second time as a miss or a false positive. Entries without a box (a classifier's) are not
+drawn, only listed.
 
 The files: ``images`` (name -> path) first, else the journal's stored paths (``predictions.path``,
 matched by file name, the newest row winning; its prediction gives the pixel size the boxes are
@@ -133,17 +136,19 @@ def policy_rows(document: Mapping[str, Any]) -> list[PolicyRow]:
 
 # ====================================================================== errors of one image
 def _detection(entry: Any) -> dict[str, Any] | None:
-    """A drawable copy of one detection of the document (a box in pixels), or None."""
-    if not isinstance(entry, Mapping) or not all(_optional(entry.get(k)) is not None for k in ("x", "y", "width", "height")):
+    """A drawable copy of one detection of the document (a box in pixels; a classifier's entry
+    has only a class: listed, not drawn), or None when it is not a detection at all."""
+    if not isinstance(entry, Mapping) or "class" not in entry:
         return None
-    detection: dict[str, Any] = {key: _number(entry[key]) for key in ("x", "y", "width", "height")}
-    detection["class"] = str(entry.get("class", ""))
+    detection: dict[str, Any] = {"class": str(entry["class"])}
     if _optional(entry.get("confidence")) is not None:
         detection["confidence"] = _number(entry["confidence"])
-    for key in ("points", "keypoints"):  # a segmentation's polygon, a pose's keypoints
-        points = [point for point in _list(entry.get(key)) if _is_point(point)]
-        if points:
-            detection[key] = points
+    if all(_optional(entry.get(key)) is not None for key in ("x", "y", "width", "height")):
+        detection.update({key: _number(entry[key]) for key in ("x", "y", "width", "height")})
+        for key in ("points", "keypoints"):  # a segmentation's polygon, a pose's keypoints
+            points = [point for point in _list(entry.get(key)) if _is_point(point)]
+            if points:
+                detection[key] = points
     return detection
 
 
@@ -166,21 +171,23 @@ def _list(value: Any) -> list[Any]:
 
 def image_errors(entry: Any) -> Errors:
     """The detections of ``per_image[name]`` sorted for drawing; a detection that is part of a
-    wrong-class pair is drawn as such, not a second time as a miss or a false positive."""
+    wrong-class pair is drawn as such, not a second time as a miss or a false positive.
+
+    The pairs: ``wrong_class_pairs`` when the entry has it; else the unmatched predictions and
+    truths whose ``"kind"`` is ``"wrong_class"``, paired in the order listed."""
     entry = entry if isinstance(entry, Mapping) else {}
+    predictions, truths = _list(entry.get("unmatched_predictions")), _list(entry.get("unmatched_truths"))
+    if "wrong_class_pairs" in entry:
+        pairs = [pair for pair in (_pair(item) for item in _list(entry["wrong_class_pairs"])) if pair is not None]
+    else:
+        pairs = list(zip(_of_kind(predictions, "wrong_class"), _of_kind(truths, "wrong_class")))
     errors = Errors()
-    paired_predictions, paired_truths = [], []
-    for item in _list(entry.get("wrong_class_pairs")):
-        pair = _pair(item)
-        if pair is None:
-            continue
-        prediction, truth = _detection(pair[0]), _detection(pair[1])
-        if prediction is not None and truth is not None:
-            errors.pairs.append((prediction, truth))
-            paired_predictions.append(pair[0])
-            paired_truths.append(pair[1])
-    errors.false_positives = _drawable(_without(_list(entry.get("unmatched_predictions")), paired_predictions))
-    errors.misses = _drawable(_without(_list(entry.get("unmatched_truths")), paired_truths))
+    for prediction, truth in pairs:
+        drawn = _detection(prediction), _detection(truth)
+        if drawn[0] is not None and drawn[1] is not None:
+            errors.pairs.append((drawn[0], drawn[1]))
+    errors.false_positives = _drawable(_without(predictions, [p for p, _ in pairs]))
+    errors.misses = _drawable(_without(truths, [t for _, t in pairs]))
     for item in _list(entry.get("matches")):
         pair = _pair(item)
         detection = _detection(pair[0] if pair is not None else item)
@@ -189,14 +196,19 @@ def image_errors(entry: Any) -> Errors:
     return errors
 
 
+def _of_kind(items: list[Any], kind: str) -> list[Any]:
+    return [item for item in items if isinstance(item, Mapping) and item.get("kind") == kind]
+
+
 def _without(items: list[Any], taken: list[Any]) -> list[Any]:
-    """``items`` minus one occurrence of each of ``taken`` (equal JSON values)."""
+    """``items`` minus one occurrence of each of ``taken`` (equal JSON values) and minus any
+    other entry marked ``"kind": "wrong_class"`` (drawn with its pair)."""
     left = list(taken)
     kept = []
     for item in items:
         if item in left:
             left.remove(item)
-        else:
+        elif not (isinstance(item, Mapping) and item.get("kind") == "wrong_class"):
             kept.append(item)
     return kept
 
@@ -216,6 +228,8 @@ def marked(errors: Errors) -> tuple[list[dict[str, Any]], list[svg.Mark]]:
     marks: list[svg.Mark] = []
 
     def add(detection: dict[str, Any], kind: str, title: str, width: float = 2) -> None:
+        if "x" not in detection:  # a class without a box
+            return
         detections.append(detection)
         marks.append(svg.Mark(kind.replace("_", "-"), COLOURS[kind], width, title, _LAYERS[kind]))
 
