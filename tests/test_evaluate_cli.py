@@ -177,3 +177,17 @@ def test_every_user_mistake_is_one_line_and_exit_2(tmp_path, case, message):
     assert result.err.count("\n") == 1 and result.err.startswith("alpolicy: error: "), result.err
     assert message in result.err and (case != "bad policy" or "does not compile: $." in result.err)
     assert not (tmp_path / "nope.sqlite").exists()  # a missing journal is not created
+
+
+def test_report_writes_the_evaluation_page_from_the_same_document(footage, tmp_path):
+    """``--report DIR``: the page w13's module writes, from the document ``--json`` prints."""
+    out = tmp_path / "report"
+    result = evaluate(footage, "--json", "--report", str(out))
+    assert result.code == 0, result.err
+    document = json.loads(result.out)
+    assert result.err.strip() == f"report: {out / 'evaluation.html'}", "with --json the report line goes to stderr"
+    html = (out / "evaluation.html").read_text()
+    for outcome in document["policies"]:
+        assert outcome["name"] in html and str(outcome["errors_captured"]) in html
+    table = evaluate(footage, "--report", str(out))
+    assert table.code == 0 and table.out.splitlines()[-1] == f"report: {out / 'evaluation.html'}"

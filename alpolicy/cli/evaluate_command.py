@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..evaluation.evaluate import check_budget, check_iou, evaluate, load_policy
+from ..io.images import display_path
+from ..report.evaluation import write_evaluation_report
 
 DESCRIPTION = """\
 Decide every image that has a stored prediction in JOURNAL and an entry in the COCO ground truth
@@ -57,6 +60,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iou", type=float, default=0.5, metavar="IOU",
                         help="the overlap a match needs, in (0, 1] (default 0.5; OKS for keypoints)")
     parser.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write DIR/evaluation.html: a bar per policy between random picks and the oracle, "
+                             "the picked images with their errors drawn (linked from DIR/index.html when a run report is there)")
     parser.set_defaults(handler=cmd_evaluate)
 
 
@@ -66,6 +72,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     policies = [(path, load_policy(path)) for path in args.policy]
     document = evaluate(args.ground_truth, args.journal, policies, budget=args.budget, iou=args.iou)
     print(json.dumps(document, indent=2) if args.json else summary(document))
+    if args.report:
+        page = write_evaluation_report(document, args.journal, args.report)
+        print(f"report: {display_path(str(page))}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -139,6 +139,10 @@ class Shot:
     lines: list[str]
     link: tuple[str, str] | None = None  # (url, text): where the image went
     klass: str = ""
+    #: One :class:`~alpolicy.report.svg.Mark` per detection of ``prediction``: the caller colours
+    #: each (the evaluation page: misses, false positives...); its boxes are then drawn in SVG,
+    #: with their tooltips, and none into the JPEG.
+    marks: list[svg.Mark] | None = None
 
 
 @dataclass
@@ -433,7 +437,7 @@ def thumbnail(shot: Shot, thumbs: Path, size: int = THUMB_SIZE) -> tuple[str, in
             image.thumbnail((size, size))
     except ImageDecodeError as error:
         return "image no longer on disk" if not os.path.lexists(shot.path) else f"image unreadable: {error}"
-    if shot.prediction is not None:
+    if shot.prediction is not None and shot.marks is None:
         draw_boxes(image, shot.prediction, shot.witnesses)
     thumbs.mkdir(parents=True, exist_ok=True)
     image.save(thumbs / name, "JPEG", quality=82)
@@ -499,12 +503,13 @@ table.fail td{padding:1px 8px;font-size:12px;vertical-align:top}
 """)
 
 
-def page(title: str, body: Iterable[Markup | str]) -> Markup:
-    """A complete HTML document (UTF-8, inline CSS, no script); plain strings in ``body`` are text."""
+def page(title: str, body: Iterable[Markup | str], *, css: Markup = Markup("")) -> Markup:
+    """A complete HTML document (UTF-8, inline CSS, no script); plain strings in ``body`` are text;
+    ``css``: a page's own rules, after the shared ones (a trusted constant, as :data:`CSS`)."""
     return html('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                 '<meta name="viewport" content="width=device-width,initial-scale=1">'
                 "<title>{title}</title><style>{css}</style></head><body>\n{body}\n</body></html>\n",
-                title=title, css=CSS, body=join(body, "\n"))
+                title=title, css=CSS + css, body=join(body, "\n"))
 
 
 def href(url: str, out_dir: Path) -> str | None:
@@ -564,6 +569,8 @@ def _overlay(shot: Shot, width: int, height: int) -> Markup | None:
     prediction = shot.prediction
     if prediction is None or not prediction.has_boxes:
         return None
+    if shot.marks is not None:
+        return svg.overlay(scaled(prediction, width, height), marks=shot.marks)
     chosen = witness_indices(prediction, shot.witnesses)
     return svg.overlay(scaled(prediction, width, height), chosen)
 
@@ -658,12 +665,12 @@ def _failures_table(failures: Sequence[dict[str, str]], total: int) -> Markup:
     return html('<table class="fail">{}</table>{}', rows, more)
 
 
-def write_page(out_dir: str | os.PathLike[str], page_html: Markup) -> Path:
-    """Write ``out_dir/index.html``; only :class:`Markup` (a page built by :mod:`alpolicy.report.markup`)
+def write_page(out_dir: str | os.PathLike[str], page_html: Markup, name: str = "index.html") -> Path:
+    """Write ``out_dir/index.html`` (or ``name``); only :class:`Markup` (a page built by :mod:`alpolicy.report.markup`)
     is written, so a page pasted together from unescaped strings cannot reach a browser."""
     if not isinstance(page_html, Markup):
         raise TypeError("write_page() takes Markup built with alpolicy.report.markup.html(), not a plain str")
-    index = Path(out_dir) / "index.html"
+    index = Path(out_dir) / name
     index.write_text(page_html, encoding="utf-8")
     return index
 

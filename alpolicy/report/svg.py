@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Collection, Iterable, Sequence
 
+from ..formats.coco import box as corner_box
 from ..policy.prediction import Prediction, detection_label
 from .markup import Markup, html, join
 
@@ -126,33 +127,59 @@ def bar_chart(items: Sequence[tuple[str, int]], *, title: str, width: int = 560,
     return html("{}</svg>", join(parts))
 
 
-def overlay(prediction: Prediction, witnesses: Collection[int] = ()) -> Markup | None:
+@dataclass(frozen=True)
+class Mark:
+    """How :func:`overlay` draws one detection when the caller decides instead of the witness
+    rule (the evaluation page: a miss, a false positive, a wrong-class pair, a match): ``kind``
+    is its CSS class, ``title`` its tooltip (a ground-truth box has no confidence to show), and
+    a higher ``layer`` is drawn later (on top)."""
+
+    kind: str
+    colour: str
+    width: float
+    title: str
+    layer: int = 0
+
+
+def overlay(prediction: Prediction, witnesses: Collection[int] = (), *, marks: Sequence[Mark] | None = None) -> Markup | None:
     """An SVG in the prediction's own pixels (the caller scales it to the thumbnail first, with
     :func:`alpolicy.formats.roboflow.scaled`) with each detection's polygon (``points``) as a
     ``<polygon>`` and its keypoints as small circles, each titled with its class and confidence
     (the browser's tooltip); the detections at the indices ``witnesses`` in orange, drawn last
     (on top), the others grey; a keypoint below :data:`LOW_KEYPOINT_CONFIDENCE` hollow and
     dashed. ``None`` when there is nothing of the kind (boxes are drawn into the thumbnail).
+
+    ``marks`` (one :class:`Mark` per detection) replaces the witness colouring, and then the
+    boxes are drawn here too, as ``<rect class="KIND">``: each carries its own colour and
+    tooltip, which a box burnt into the JPEG could not.
     Every text goes through :func:`~alpolicy.report.markup.html`: a class name stays text."""
-    order = sorted(range(len(prediction.detections)), key=lambda index: index in witnesses)
+    styles = marks if marks is not None else [
+        Mark("witness", WITNESS, 2, "", 1) if index in witnesses else Mark("other", OTHER, 1, "", 0)
+        for index in range(len(prediction.detections))
+    ]
+    order = sorted(range(len(prediction.detections)), key=lambda index: styles[index].layer)
     parts: list[Markup] = []
     for index in order:
-        detection = prediction.detections[index]
-        chosen = index in witnesses
-        colour = WITNESS if chosen else OTHER
+        detection, style = prediction.detections[index], styles[index]
+        title = style.title or detection_label(detection)
+        if marks is not None and prediction.has_boxes:
+            x, y, w, h = corner_box(detection, prediction.width, prediction.height)
+            parts.append(html('<rect class="{}" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="none" '
+                              'stroke="{}" stroke-width="{}"><title>{}</title></rect>',
+                              style.kind, x, y, w, h, style.colour, style.width, title))
         points = detection.get("points")
         if isinstance(points, list) and len(points) >= 2:
             parts.append(html('<polygon class="{}" points="{}" fill="{c}" fill-opacity="0.25" stroke="{c}" stroke-width="{}">'
-                              '<title>{}</title></polygon>', "witness" if chosen else "other",
-                              " ".join(f"{point['x']:.1f},{point['y']:.1f}" for point in points), 2 if chosen else 1,
-                              detection_label(detection), c=colour))
+                              '<title>{}</title></polygon>', style.kind,
+                              " ".join(f"{point['x']:.1f},{point['y']:.1f}" for point in points), style.width,
+                              title, c=style.colour))
         for keypoint in detection.get("keypoints") or ():
             confidence = float(keypoint.get("confidence", 1.0))
             low = confidence < LOW_KEYPOINT_CONFIDENCE
             parts.append(html('<circle class="keypoint{}" cx="{:.1f}" cy="{:.1f}" r="3" fill="{}" stroke="{c}" stroke-width="1.5"{}>'
                               '<title>{} {:.2f} ({})</title></circle>', " low" if low else "", keypoint["x"], keypoint["y"],
-                              "none" if low else colour, Markup(' stroke-dasharray="2 1.5"') if low else "",
-                              keypoint.get("class", ""), confidence, detection["class"], c=colour))
+                              "none" if low else style.colour, Markup(' stroke-dasharray="2 1.5"') if low else "",
+                              keypoint.get("class", ""), confidence, detection["class"], c=style.colour))
     if not parts:
         return None
     return html('<svg class="overlay" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}">'
