@@ -49,13 +49,13 @@ def pixel_embedding(image: ImageFile | str) -> list[float]:
         rgb = opened.convert("RGB")
         colour = rgb.resize(COLOUR_SIZE, Image.Resampling.BOX)
         grey = colour.convert("L").resize(LAYOUT_SIZE, Image.Resampling.BOX)
-        layout = list(grey.getdata())
-        pixels = list(colour.getdata())
+        layout = list(grey.tobytes())
+        raw = colour.tobytes()
     mean = sum(layout) / len(layout)
     structure = _unit([value - mean for value in layout])
     shift = 8 - BINS.bit_length() + 1  # 256 levels -> BINS levels
     counts = [0] * BINS**3
-    for r, g, b in pixels:
+    for r, g, b in zip(raw[0::3], raw[1::3], raw[2::3]):
         counts[((r >> shift) * BINS + (g >> shift)) * BINS + (b >> shift)] += 1
     palette = _unit([math.sqrt(count) for count in counts])
     half = 1 / math.sqrt(2)

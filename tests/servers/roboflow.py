@@ -604,7 +604,7 @@ def clip_embedding(image: Image.Image) -> list[float]:
     """The fake CLIP vector of an image: its 16x12 RGB thumbnail (0..1, mean removed) through a
     fixed seeded projection, normalised. Deterministic, and near for similar images."""
     thumb = image.convert("RGB").resize((16, 12), Image.Resampling.BOX)
-    values = [channel / 255 for pixel in thumb.getdata() for channel in pixel]
+    values = [channel / 255 for channel in thumb.tobytes()]
     mean = sum(values) / len(values)
     centred = [v - mean for v in values]
     vector = [sum(w * v for w, v in zip(row, centred)) for row in _CLIP_PROJECTION]
