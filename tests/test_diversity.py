@@ -210,6 +210,8 @@ def test_the_rule_and_its_embedders_are_listed(tmp_path):
     assert plugins.code == 0, plugins.err
     listed = {name for plugin in json.loads(plugins.out) for name in plugin["embedders"]}
     assert {"pixels", "clip"} <= listed
+    text = cli("plugins").out
+    assert "embedders: pixels" in text and "embedders: clip" in text
 
 
 # ---------------------------------------------------------------------- the clip embedder
