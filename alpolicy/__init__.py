@@ -33,7 +33,7 @@ from .policy.decision import Decision, Verdict
 from .policy.engine import Policy
 from .policy.prediction import TASKS, Detection, Prediction, PredictionFormatError
 from .policy.rule import DetectionRule, ImageRule, ParameterError, SamplingRule
-from .registry import DestinationSpec, ExecutorSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
+from .registry import DestinationSpec, EmbedderSpec, ExecutorSpec, InferenceBackendSpec, Registry, RuleSpec, SourceSpec, Stage
 from .rules.base import load_schema
 from .runtime.executors import Executor, StatelessWork, ThreadExecutor, make_executor
 from .runtime.pipeline import RunOptions, run
@@ -60,6 +60,7 @@ __all__ = [
     "DestinationSpec",
     "Detection",
     "DetectionRule",
+    "EmbedderSpec",
     "Executor",
     "ExecutorSpec",
     "ImageDecodeError",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
-    from .registry import DestinationSpec, ExecutorSpec, InferenceBackendSpec, RuleSpec, SourceSpec
+    from .registry import DestinationSpec, EmbedderSpec, ExecutorSpec, InferenceBackendSpec, RuleSpec, SourceSpec
 
 PROJECT_NAME = "alpolicy"
 
@@ -66,4 +66,13 @@ def alpolicy_executors(register: "Callable[[ExecutorSpec], None]") -> None:
 
     An executor is chosen by the scheme of ``--executor SPEC`` (``threads``, ``dask-local:2``);
     it runs inference and the pixel measurements, the run decides at the driver in input order.
+    """
+
+
+@hookspec
+def alpolicy_embedders(register: "Callable[[EmbedderSpec], None]") -> None:
+    """Register image embedders: call ``register(EmbedderSpec(...))`` once per name.
+
+    An embedder turns an image into a vector (``pixels``, ``clip``); the ``diversity`` sampling
+    rule chooses one by name (``"embedder": "clip"``) and picks images far apart in its space.
     """

@@ -31,7 +31,7 @@ from . import hookspecs
 from .errors import PluginError, exception_line
 from .plugin_options import schema_problem
 from .policy.prediction import TASKS
-from .registry import (DestinationSpec, ExecutorSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec,
+from .registry import (DestinationSpec, EmbedderSpec, ExecutorSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec,
                        did_you_mean, provide_default)
 
 ENTRY_POINT_GROUP = "alpolicy"
@@ -44,9 +44,12 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alpolicy.rules.sampling",
     "alpolicy.rules.frames",
     "alpolicy.rules.tasks",
+    "alpolicy.rules.diversity",
+    "alpolicy.pixels.embedding",
     "alpolicy.backends.roboflow",
     "alpolicy.backends.replay",
     "alpolicy.backends.workflow",
+    "alpolicy.backends.clip",
     "alpolicy.destinations.roboflow",
     "alpolicy.destinations.folder",
     "alpolicy.destinations.labelstudio",
@@ -262,6 +265,7 @@ def build_registry(manager: pluggy.PluginManager) -> Registry:
         _collect(manager, "alpolicy_destinations", lambda spec, plugin: _add_destination(registry, spec, plugin))
         _collect(manager, "alpolicy_sources", lambda spec, plugin: _add_source(registry, spec, plugin))
         _collect(manager, "alpolicy_executors", lambda spec, plugin: _add_executor(registry, spec, plugin))
+        _collect(manager, "alpolicy_embedders", lambda spec, plugin: _add_embedder(registry, spec, plugin))
     except _BrokenPlugin as error:
         raise _way_out(error, getattr(manager, "entry_points", ())) from None
     return registry
@@ -329,6 +333,23 @@ def _add_source(registry: Registry, spec: Any, plugin: str) -> None:
 
 def _add_executor(registry: Registry, spec: Any, plugin: str) -> None:
     _add_scheme(registry.executors, registry.plugins[plugin].executors, spec, plugin, ExecutorSpec, "executor")
+
+
+def _add_embedder(registry: Registry, spec: Any, plugin: str) -> None:
+    if not isinstance(spec, EmbedderSpec):
+        raise _BrokenPlugin(f"plugin {plugin!r} registered {spec!r}, expected alpolicy.EmbedderSpec", plugin)
+    if not _RULE_NAME.match(spec.name):
+        raise _BrokenPlugin(
+            f"plugin {plugin!r} registered embedder {spec.name!r}: names are lower_snake_case ([a-z][a-z0-9_]*)", plugin
+        )
+    if spec.name in registry.embedders:
+        raise _twice(f"embedder {spec.name!r}", registry.embedders[spec.name].plugin, plugin)
+    if spec.options_schema is not None:
+        problem = schema_problem(spec.options_schema)
+        if problem is not None:
+            raise _BrokenPlugin(f"plugin {plugin!r}: embedder {spec.name!r}: {problem}", plugin)
+    registry.embedders[spec.name] = dataclasses.replace(spec, plugin=plugin)
+    registry.plugins[plugin].embedders.append(spec.name)
 
 
 def _add_scheme(table: dict[str, Any], listing: list[str], spec: Any, plugin: str, kind: type, noun: str) -> None:

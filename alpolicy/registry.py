@@ -143,6 +143,29 @@ class ExecutorSpec:
     accepts_empty_target: bool = False
 
 
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """An image embedder, chosen by name in a rule's ``embedder`` parameter (the ``diversity``
+    sampling rule): ``pixels`` (built in, from the pixels), ``clip`` (a Roboflow Inference server).
+
+    ``factory(options)`` gets the rule's ``embedder_options`` (checked against ``options_schema``
+    when the policy is validated) and returns an object with ``embed(image) -> list[float]``,
+    called in the run's worker threads (next to inference: an embedder may be slow or remote). It
+    may raise :class:`~alpolicy.io.images.ImageDecodeError` (that image is not embedded),
+    :class:`~alpolicy.ServiceError` (the service is down: the image is retried later, as an
+    inference) or :class:`~alpolicy.UsageError` (one line: the run stops). It is built when a run
+    starts, never when a policy is only validated (no key, no connection needed then); an optional
+    ``close()`` is called when the run ends. Vectors of one embedder have one length.
+    """
+
+    name: str
+    factory: Callable[[dict[str, Any]], Any]
+    summary: str
+    plugin: str = ""
+    #: JSON Schema (Draft 2020-12) of ``embedder_options``, as :attr:`InferenceBackendSpec.options_schema`.
+    options_schema: Mapping[str, Any] | None = None
+
+
 @dataclass
 class PluginInfo:
     """One loaded plugin, for ``alpolicy plugins``."""
@@ -155,6 +178,7 @@ class PluginInfo:
     destinations: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     executors: list[str] = field(default_factory=list)
+    embedders: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,13 +190,14 @@ class PluginInfo:
             "destinations": self.destinations,
             "sources": self.sources,
             "executors": self.executors,
+            "embedders": self.embedders,
         }
 
 
 @dataclass
 class Registry:
     """Everything the loaded plugins provide, keyed by name (rules) or scheme (backends,
-    destinations, sources, executors), in registration order (built-ins first)."""
+    destinations, sources, executors; embedders by name), in registration order (built-ins first)."""
 
     rules: dict[str, RuleSpec] = field(default_factory=dict)
     backends: dict[str, InferenceBackendSpec] = field(default_factory=dict)
@@ -180,6 +205,7 @@ class Registry:
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     sources: dict[str, SourceSpec] = field(default_factory=dict)
     executors: dict[str, ExecutorSpec] = field(default_factory=dict)
+    embedders: dict[str, EmbedderSpec] = field(default_factory=dict)
     #: Things derived from the registry and built once (the composed policy validator).
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -660,3 +660,43 @@ def test_workspace_and_project_routes_answer_like_the_rest_api(session: requests
     with FakeRoboflow(KEY) as server:  # auto-created projects: every name exists, as for an upload
         answer = session.get(f"{server.url}/{server.workspace}/anything", params={"api_key": KEY})
         assert answer.status_code == 200 and answer.json()["project"]["images"] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# CLIP image embeddings (/clip/embed_image)
+# --------------------------------------------------------------------------------------------
+
+
+def clip_embed(session: requests.Session, url: str, image: bytes, key: str = KEY) -> requests.Response:
+    """The request ``InferenceHTTPClient.get_clip_image_embeddings`` makes."""
+    body = {"api_key": key, "image": {"type": "base64", "value": base64.b64encode(image).decode("ascii")}}
+    return session.post(f"{url}/clip/embed_image", params={"api_key": key}, json=body, timeout=10)
+
+
+def test_clip_embeddings_are_deterministic_unit_vectors_near_for_similar_images(server, session):
+    first = clip_embed(session, server.url, make_image(seed=3))
+    assert first.status_code == 200
+    (vector,) = first.json()["embeddings"]
+    assert len(vector) == 64 and abs(sum(v * v for v in vector) - 1) < 1e-4
+    assert clip_embed(session, server.url, make_image(seed=3)).json()["embeddings"] == [vector]
+    resized = clip_embed(session, server.url, make_image(width=128, height=96, seed=3)).json()["embeddings"][0]
+    other = clip_embed(session, server.url, make_image(seed=90)).json()["embeddings"][0]
+
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b))
+
+    assert cos(vector, resized) > 0.99 and cos(vector, resized) > cos(vector, other)
+    assert server.requests["clip"].total == 4 and server.requests["clip"].by_status == {200: 4}
+    assert all(call["query_key"] and call["body_key"] and call["images"] == 1 for call in server.clip_calls())
+
+
+def test_clip_refuses_a_wrong_key_a_broken_body_and_answers_404_without_clip(server, session):
+    assert clip_embed(session, server.url, make_image(), key="nope").status_code == 401
+    assert session.post(f"{server.url}/clip/embed_image", params={"api_key": KEY}, data=b"{", timeout=10).status_code == 422
+    assert clip_embed(session, server.url, b"not an image").status_code == 400
+    server.set_faults("clip", down=True)
+    assert clip_embed(session, server.url, make_image()).status_code == 503
+    with FakeRoboflow(KEY, clip=False) as bare:
+        missing = clip_embed(session, bare.url, make_image())
+        assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+        assert bare.requests["clip"].total == 1

@@ -142,6 +142,7 @@ CONTRACT: dict[str, tuple[type, ...]] = {
                               alpolicy.Delivery, alpolicy.Receipt),
     "alpolicy_sources": (alpolicy.SourceSpec, alpolicy.Source, alpolicy.SourceOptions),
     "alpolicy_executors": (alpolicy.ExecutorSpec, alpolicy.Executor, alpolicy.StatelessWork),
+    "alpolicy_embedders": (alpolicy.EmbedderSpec,),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import alpolicy
-from alpolicy import (DestinationSpec, ExecutorSpec, InferenceBackendSpec, PluginError, Policy, RuleSpec, SourceSpec, Stage,
+from alpolicy import (DestinationSpec, EmbedderSpec, ExecutorSpec, InferenceBackendSpec, PluginError, Policy, RuleSpec, SourceSpec, Stage,
                       UsageError, hookimpl)
 from alpolicy.plugins import DEFAULT_PLUGINS, build_registry, make_plugin_manager
 from alpolicy.rules.image import make_witnesses
@@ -88,6 +88,29 @@ def test_hook_alpolicy_executors():
         alpolicy.make_executor("inlin:4", None, registry)
 
 
+def test_hook_alpolicy_embedders():
+    class Embedders:
+        @hookimpl
+        def alpolicy_embedders(self, register):
+            register(EmbedderSpec("flat", lambda options: None, "a test embedder", options_schema={"type": "object", "properties": {}}))
+
+    registry = registry_with(("embedders", Embedders()))
+    assert registry.embedders["flat"].plugin == "embedders"
+    assert registry.plugins["embedders"].embedders == ["flat"]
+    assert registry.embedders["pixels"].plugin == "alpolicy.pixels.embedding"
+    assert registry.plugins["alpolicy.backends.clip"].embedders == ["clip"]
+    with pytest.raises(PluginError, match="embedder 'flat' is registered twice: by plugin 'embedders' and by plugin 'again'"):
+        registry_with(("embedders", Embedders()), ("again", Embedders()))
+
+    class BadName:
+        @hookimpl
+        def alpolicy_embedders(self, register):
+            register(EmbedderSpec("Flat", lambda options: None, "a test embedder"))
+
+    with pytest.raises(PluginError, match="registered embedder 'Flat': names are lower_snake_case"):
+        registry_with(("bad", BadName()))
+
+
 def test_builtins_are_registered_through_the_same_hooks():
     registry = registry_with()
     assert set(DEFAULT_PLUGINS) <= set(registry.plugins)
@@ -127,7 +150,7 @@ def test_a_misspelt_hook_fails_loudly():
         registry_with(("other", Unrelated()))
     assert str(caught.value) == (
         "plugin 'other' implements unknown hook 'on_startup'; "
-        "known hooks: alpolicy_destinations, alpolicy_executors, alpolicy_inference_backends, alpolicy_rules, alpolicy_sources"
+        "known hooks: alpolicy_destinations, alpolicy_embedders, alpolicy_executors, alpolicy_inference_backends, alpolicy_rules, alpolicy_sources"
     )
 
 

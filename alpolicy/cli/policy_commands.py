@@ -232,6 +232,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 ("destinations", info["destinations"]),
                 ("sources", info["sources"]),
                 ("executors", info["executors"]),
+                ("embedders", info["embedders"]),
             )
             if items
         ]

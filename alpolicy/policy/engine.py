@@ -429,6 +429,18 @@ class _Compiler:
                 leaf = self._leaf(obj, ("sampling", index), Stage.SAMPLING)
                 if leaf is not None:
                     self.sampling.append(leaf)
+            self._one_selector()
+
+    def _one_selector(self) -> None:
+        """At most one end-of-stream selector (a deferred rule with ``select``: ``diversity``),
+        and not with ``top_k``: each would spend the run's budget its own way."""
+        deferred = [leaf for leaf in self.sampling if getattr(leaf.rule, "role", None) == "deferred"]
+        selectors = [leaf for leaf in deferred if callable(getattr(leaf.rule, "select", None))]
+        if selectors and len(deferred) > 1:
+            other = next(leaf for leaf in deferred if leaf is not selectors[0])
+            self.problems.append(Problem(
+                other.path, f"{other.name!r} cannot be combined with {selectors[0].name!r} at {selectors[0].path}: "
+                "a policy has one end-of-stream selector (top_k or diversity)"))
 
     def _rule_objects(self, document: dict[str, Any]) -> list[tuple[dict, tuple]]:
         found: list[tuple[dict, tuple]] = []

@@ -10,6 +10,7 @@ them in ``alpolicy.rules.base``, which still gives them with a DeprecationWarnin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from .prediction import Detection, Prediction
@@ -92,3 +93,14 @@ class SamplingRule(ABC):
 
     def commit(self, image: "ImageFile", decision: "Decision") -> None:
         """The image was sampled: update whatever state the rule keeps."""
+
+
+@dataclass
+class Candidate:
+    """One candidate an end-of-stream selector (a ``"deferred"`` sampling rule with ``select``,
+    e.g. ``diversity``) chooses from: the image (its ``derived`` pixel measurements included),
+    its priority score and its place in the stream. The pipeline holds them to the end."""
+
+    image: "ImageFile"
+    score: float | None
+    seq: int

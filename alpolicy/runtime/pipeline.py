@@ -41,6 +41,7 @@ from ..plugins import get_registry
 from ..policy.decision import Decision
 from ..policy.engine import Policy
 from ..policy.prediction import Prediction, PredictionFormatError
+from ..policy.rule import Candidate
 from ..registry import Registry, SourceSpec, did_you_mean
 from ..sources import Source, SourceOptions
 from ..sources.folder import FolderSource
@@ -187,6 +188,9 @@ class _Item:
     last_error: Exception | None = None
     #: Retried in a deferred round (counted once in the report).
     retried_later: bool = False
+    #: Its pixel measurement failed for a service reason (a remote embedder): measured again in a
+    #: deferred round, its prediction (kept in ``prediction``) decided then.
+    remeasure: bool = False
 
 
 # ---------------------------------------------------------------------- building blocks from specs
@@ -647,6 +651,8 @@ class _Run:
         self.sending: dict[Future[Receipt], tuple[_Item, dict[str, Any]]] = {}
         #: Candidates held for a ``top_k`` budget: a min-heap of (score, -seq, item, prediction, decision, record).
         self.top_k: list[tuple[Any, ...]] = []
+        #: Every candidate held for an end-of-stream selector (``diversity``), in stream order.
+        self.held: list[tuple[Candidate, _Item, Prediction, Decision, dict[str, Any]]] = []
         #: Consecutive service failures, refusals and plugin crashes per stage ("inference",
         #: "policy", "sending"): the circuit breaker.
         self.failures_in_a_row = {"inference": 0, "policy": 0, "sending": 0}
@@ -718,7 +724,7 @@ class _Run:
             self._drain_after_stop()
             self.send_pool.shutdown(wait=True)
             self._settle_deferred()
-            _close(self.backend, self.destination)
+            _close(self.backend, self.destination, self.sampler)
             self.report.elapsed = time.monotonic() - started
             self.report.retries = _retries(self.backend) + _retries(self.destination)
             self.progress.update(self.done, self._detail(), force=True)
@@ -808,7 +814,10 @@ class _Run:
         sends, self.deferred_sends = self.deferred_sends, []
         for item in inference:
             self._note_retried(item)
-            item.future, _ = self.executor.submit(item.image, infer=True, measure=False)
+            if item.remeasure:
+                _, item.prepared = self.executor.submit(item.image, infer=False, measure=True)
+            else:
+                item.future, _ = self.executor.submit(item.image, infer=True, measure=False)
             self.in_flight.append(item)  # as in the stream: kept if the run stops before deciding it
         for item in sends:
             self._note_retried(item)
@@ -912,7 +921,11 @@ class _Run:
         record: dict[str, Any] | None = None
         try:  # the whole policy: its image rules, then (for a qualifying image) its sampling rules
             if item.prepared is not None:
-                item.prepared.result()
+                try:
+                    item.prepared.result()
+                except ServiceError as error:  # a remote measurement (an embedder) is down: later
+                    self._remeasure_later(item, prediction, error)
+                    return
             decision = self.policy.evaluate(prediction)
             record = self._record(item, decision)  # every derived value, once; a crashing explain() fails here
             admission = self._admit(item, decision, record) if decision.qualifies else None
@@ -926,11 +939,18 @@ class _Run:
         self.failures_in_a_row["policy"] = 0
         self._route(item, prediction, decision, record, admission)
 
+    def _remeasure_later(self, item: _Item, prediction: Prediction, error: ServiceError) -> None:
+        """Keep the prediction, measure the pixels again in a deferred round (as an inference)."""
+        self.done -= 1
+        item.prediction, item.future, item.remeasure = prediction, None, True
+        self._defer(self.deferred_inference, item, error)
+        self._service_failed("inference", error, "nothing is lost: run again to resume")
+
     def _prediction_of(self, item: _Item) -> Prediction | None:
         if item.error is not None:
             raise ImageError(item.error)
         if item.future is None:
-            if item.prediction is not None:
+            if item.prediction is not None and not item.remeasure:
                 fingerprint = item.fingerprint or item.model or "unknown"
                 self.report.add_reuse(fingerprint, self._settings_note(fingerprint))
             return item.prediction
@@ -977,6 +997,9 @@ class _Run:
             self._log(item, record)
             return
         item.sampling_tags = admission.tags
+        if self.sampler.selector is not None:
+            self.held.append((Candidate(item.image, decision.score, item.seq), item, prediction, decision, record))
+            return
         if self.sampler.top_k is not None:
             self._hold_for_top_k(item, prediction, decision, record)
             return
@@ -998,6 +1021,9 @@ class _Run:
 
     def _release_top_k(self) -> None:
         """End of the stream: send the best candidates; images already sent count toward k."""
+        if self.sampler.selector is not None:
+            self._release_selection(self.sampler.selector)
+            return
         if self.sampler.top_k is None:
             return
         room = max(0, self.sampler.top_k - self.report.already_sent)
@@ -1008,6 +1034,31 @@ class _Run:
                 self._dispatch(item, prediction, decision, record)
             else:
                 self._not_in_top_k(item, record)
+
+    def _release_selection(self, step: Any) -> None:
+        """End of the stream: the selector picks among every held candidate (images already sent
+        count toward its budget, as with top_k); the others are turned down, each with its reason."""
+        held, self.held = self.held, []
+        if not held:
+            return
+        candidates = [entry[0] for entry in held]
+        room = max(0, step.rule.size(len(candidates)) - self.report.already_sent)
+        try:
+            chosen, reasons = step.call("select", candidates, room)
+        except PluginCrash as error:  # the selector's code raised: its candidates fail, the run goes on
+            for _, item, _, _, record in held:
+                self._fail(item, "policy", str(error), record)
+            return
+        picked = set(chosen)
+        for index, (_, item, _, _, record) in enumerate(held):
+            record["sampling"] = f"{step.name}: {reasons[index]}"
+            if index not in picked:
+                record["sampled"] = False
+                self.report.rejected_by[step.name] += 1
+                self._log(item, record)
+        for index in chosen:
+            _, item, prediction, decision, record = held[index]
+            self._dispatch(item, prediction, decision, record)
 
     def _dispatch(self, item: _Item, prediction: Prediction, decision: Decision, record: dict[str, Any]) -> None:
         """A sampled image: send it (or count it, in a dry run)."""

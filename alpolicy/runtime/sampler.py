@@ -115,10 +115,15 @@ class Sampler:
         self.strategies: list[_Step] = []
         #: ``k`` of a ``top_k`` rule: the pipeline sends only the k best-scored sampled images, at the end.
         self.top_k: int | None = None
+        #: A deferred rule that picks from all the candidates at the end (``diversity``: it has
+        #: ``select``); the policy allows one end-of-stream selector (see ``Policy`` validation).
+        self.selector: _Step | None = None
         for leaf in policy.sampling_leaves:
             step = self._fresh(leaf)
             role = getattr(step.rule, "role", "strategy")
-            if role == "deferred":
+            if role == "deferred" and callable(getattr(step.rule, "select", None)):
+                self.selector = step
+            elif role == "deferred":
                 self.top_k = step.rule.k if self.top_k is None else min(self.top_k, step.rule.k)
             else:
                 (self.gates if role == "gate" else self.strategies).append(step)
@@ -136,15 +141,26 @@ class Sampler:
         return _Step(leaf.label, rule, tags, limits, leaf)
 
     @property
+    def steps(self) -> list[_Step]:
+        """Every rule of the sampling stage: gates, strategies, the end-of-stream selector."""
+        return self.gates + self.strategies + ([self.selector] if self.selector is not None else [])
+
+    @property
     def needs_pixels(self) -> bool:
         """True when a rule measures the image itself (worth doing in the worker threads)."""
-        return any(callable(getattr(step.rule, "prepare", None)) for step in self.gates + self.strategies)
+        return any(callable(getattr(step.rule, "prepare", None)) for step in self.steps)
 
     def prepare(self, image: ImageFile) -> None:
         """Compute what the rules will need from the pixels (called from a worker thread)."""
-        for step in self.gates + self.strategies:
+        for step in self.steps:
             if callable(getattr(step.rule, "prepare", None)):
                 step.call("prepare", image)
+
+    def close(self) -> None:
+        """The run is over: rules holding a connection (an embedder's) let it go."""
+        for step in self.steps:
+            if callable(getattr(step.rule, "close", None)):
+                step.call("close")
 
     def admit(self, image: ImageFile, decision: Decision) -> Admission:
         """Raises :class:`RuleError` when a rule's code does; state committed by the gates before

@@ -115,6 +115,16 @@ server's legacy ``/{dataset_id}/{version_id}`` route and its ``legacy/errors.py`
    a Workflow serialises them (:func:`workflow_answer`). Counted as route ``workflow``; what each
    request carried is kept (:meth:`FakeRoboflow.workflow_calls`).
 
+7. CLIP image embeddings: ``POST /clip/embed_image?api_key=…`` with Inference's
+   ``ClipImageEmbeddingRequest`` body (``{"api_key", "image": {"type": "base64", "value"},
+   "clip_version_id"?}``; ``image`` may be a list) answers ``{"embeddings": [[...]], "time"}``,
+   one 64-number unit vector per image (:func:`clip_embedding`: a fixed seeded projection of a
+   16x12 RGB thumbnail, so similar images get near vectors, like the real model's). 401 for a
+   wrong key, 422 for a body FastAPI refuses, 400 for an image that does not decode. A server
+   started without CLIP (``FakeRoboflow(clip=False)``) answers 404 ``{"detail": "Not Found"}``,
+   as FastAPI does for a route Inference did not register. Counted as route ``clip``; what each
+   request carried is kept (:meth:`FakeRoboflow.clip_calls`).
+
 Test-only additions
 ===================
 * Latency per route (``inference_latency``, ``upload_latency``, ``annotate_latency``) is slept
@@ -171,7 +181,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_API_KEY = "rf_test_key"
 DEFAULT_CLASSES: tuple[str, ...] = ("car", "person", "bicycle")
-ROUTES: tuple[str, ...] = ("infer", "upload", "annotate", "root", "workspace", "project", "workflow")
+ROUTES: tuple[str, ...] = ("infer", "upload", "annotate", "root", "workspace", "project", "workflow", "clip")
 #: The routes answered on GET (the others on POST).
 GET_ROUTES = frozenset({"root", "workspace", "project"})
 FAULT_KINDS: tuple[str, ...] = ("down", "reset", "throttle", "error", "lose_response", "slow")
@@ -461,7 +471,7 @@ def _inference_error(status: int, message: str) -> HttpError:
 
 def _route_error(route: str, status: int, message: str, type_: str) -> Response:
     """An injected-fault answer in the shape of the route's host."""
-    if route in ("infer", "workflow"):
+    if route in ("infer", "workflow", "clip"):
         return Response(status, {"message": message})
     return Response(status, {"error": {"message": message, "type": type_}})
 
@@ -581,6 +591,25 @@ def _open_image(data: bytes) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:  # Pillow's decode errors
         raise ImageDecodeError(str(error)) from error
+
+
+#: The fake CLIP's projection: 64 fixed pseudo-random directions in the 16x12x3 thumbnail space.
+_CLIP_DIMENSIONS = 64
+_CLIP_PROJECTION: list[list[float]] = [
+    [random.Random(f"clip-{row}").gauss(0.0, 1.0) for _ in range(16 * 12 * 3)] for row in range(_CLIP_DIMENSIONS)
+]
+
+
+def clip_embedding(image: Image.Image) -> list[float]:
+    """The fake CLIP vector of an image: its 16x12 RGB thumbnail (0..1, mean removed) through a
+    fixed seeded projection, normalised. Deterministic, and near for similar images."""
+    thumb = image.convert("RGB").resize((16, 12), Image.Resampling.BOX)
+    values = [channel / 255 for channel in thumb.tobytes()]
+    mean = sum(values) / len(values)
+    centred = [v - mean for v in values]
+    vector = [sum(w * v for w, v in zip(row, centred)) for row in _CLIP_PROJECTION]
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [round(v / norm, 6) for v in vector]
 
 
 def _parse_ratio(raw: str | None, default: float, name: str) -> float:
@@ -815,8 +844,12 @@ class FakeRoboflow:
         reject_reannotation: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        clip: bool = True,
     ) -> None:
         self.api_key = api_key
+        #: Whether ``/clip/embed_image`` exists (an Inference server started with CLIP).
+        self.clip = clip
+        self._clip_calls: list[dict[str, Any]] = []
         self.workspace = "test-workspace"
         self.classes = tuple(classes)
         #: Seconds slept per request on each route; may be changed while serving.
@@ -828,6 +861,7 @@ class FakeRoboflow:
             "workspace": 0.0,
             "project": 0.0,
             "workflow": 0.0,
+            "clip": 0.0,
         }
         self.auto_create_projects = auto_create_projects
         self.reject_reannotation = reject_reannotation
@@ -1044,6 +1078,7 @@ class FakeRoboflow:
             self._faults = {route: _RouteFaults() for route in ROUTES}
             self._stats = {route: RouteStats() for route in ROUTES}
             self._workflow_calls = []
+            self._clip_calls = []
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -1223,6 +1258,8 @@ class FakeRoboflow:
             return "annotate", self._handle_annotate
         if seg[0].startswith("__"):
             return None
+        if seg == ["clip", "embed_image"]:
+            return "clip", self._handle_clip
         if (len(seg) == 3 and seg[1] == "workflows") or (len(seg) == 4 and seg[:2] == ["infer", "workflows"]):
             return "workflow", self._handle_workflow
         # /{a}/{b} is inference on the inference host (POST) and a project on the API host (GET).
@@ -1382,6 +1419,39 @@ class FakeRoboflow:
         except ImageDecodeError as error:
             raise _inference_error(400, f"Could not load input image. Cause: {error}") from None
         return Response(200, answer)
+
+    def _handle_clip(self, request: Request) -> Response:
+        """``POST /clip/embed_image``: Inference's ``clip_embed_image`` (see the module docstring)."""
+        if not self.clip:
+            raise HttpError(404, {"detail": "Not Found"})
+        try:
+            body = json.loads(request.body.decode("utf-8") or "null")
+        except (ValueError, UnicodeDecodeError):
+            raise HttpError(422, {"detail": [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}]}) from None
+        images = body.get("image") if isinstance(body, dict) else None
+        images = images if isinstance(images, list) else [images]
+        if not all(isinstance(i, dict) and i.get("type") == "base64" and isinstance(i.get("value"), str) for i in images):
+            raise HttpError(422, {"detail": [{"type": "missing", "loc": ["body", "image"], "msg": "Field required"}]})
+        if request.param("api_key") != self.api_key and body.get("api_key") != self.api_key:
+            raise _inference_error(401, _UNAUTHORIZED_INFERENCE)
+        vectors = []
+        for item in images:
+            data = _decode_base64(item["value"].encode("ascii", "replace"))
+            try:
+                vectors.append(clip_embedding(_open_image(data or b"")))
+            except ImageDecodeError as error:
+                raise _inference_error(400, f"Could not load input image. Cause: {error}") from None
+        with self._lock:
+            self._clip_calls.append({"query_key": request.param("api_key") == self.api_key,
+                                     "body_key": body.get("api_key") == self.api_key,
+                                     "clip_version_id": body.get("clip_version_id"), "images": len(images)})
+        return Response(200, {"embeddings": vectors, "time": 0.001})
+
+    def clip_calls(self) -> list[dict[str, Any]]:
+        """What each ``/clip/embed_image`` request carried (whether the key was in the query and
+        the body, ``clip_version_id``, how many images), in arrival order."""
+        with self._lock:
+            return copy.deepcopy(self._clip_calls)
 
     def _handle_workflow(self, request: Request) -> Response:
         """``POST /{workspace}/workflows/{workflow_id}``: run a saved Workflow, as the inference
