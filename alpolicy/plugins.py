@@ -28,7 +28,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from . import hookspecs
-from .errors import PluginError, exception_line
+from .errors import AlpolicyError, PluginCrash, PluginError, exception_line
 from .plugin_options import schema_problem
 from .policy.prediction import TASKS
 from .registry import (DestinationSpec, EmbedderSpec, ExecutorSpec, InferenceBackendSpec, PluginInfo, Registry, RuleSpec, SourceSpec,
@@ -381,3 +381,15 @@ def _twice(what: str, first: str, second: str) -> _BrokenPlugin:
         f"{what} is registered twice: by plugin {first!r} and by plugin {second!r}", second, first,
         advice="rename it in plugin {plugin!r} or start without that plugin",
     )
+
+
+def construct(entry: Any, target: str, options: Any, noun: str) -> Any:
+    """``entry.factory(target, options)`` -- a backend, destination, source or executor built
+    from its registered spec. An exception the contract does not document is the plugin's bug:
+    one line naming it (:class:`~alpolicy.errors.PluginCrash`), never a traceback."""
+    try:
+        return entry.factory(target, options)
+    except AlpolicyError:
+        raise
+    except Exception as error:
+        raise PluginCrash(f"{noun} {entry.scheme!r} (plugin {entry.plugin})", error, verb="failed to start:") from error

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..backends import ImageError, InferenceBackend, ModelOptions
 from ..errors import AlpolicyError, PluginCrash, UsageError
 from ..hookspecs import hookimpl
+from ..plugins import construct
 from ..io.images import ImageFile
 from ..policy.prediction import Prediction, PredictionFormatError
 from ..registry import ExecutorSpec, Registry, did_you_mean
@@ -168,12 +169,7 @@ def make_executor(spec: str | Executor | None, options: Any, registry: Registry)
         raise UsageError(f"no executor for {scheme!r}{did_you_mean(scheme, registry.executors)}; installed: {installed}{hint}")
     if not target and not entry.accepts_empty_target:
         raise UsageError(f"executor {spec!r} should look like SCHEME:TARGET, e.g. dask-local:2 or dask://HOST:8786")
-    try:
-        built = entry.factory(target, options)
-    except AlpolicyError:
-        raise
-    except Exception as error:
-        raise PluginCrash(f"executor {entry.scheme!r} (plugin {entry.plugin})", error, verb="failed to start:") from error
+    built = construct(entry, target, options, "executor")
     if isinstance(built, Executor):
         built.spec = spec
     return built

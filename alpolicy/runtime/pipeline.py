@@ -37,7 +37,7 @@ from ..destinations import Delivery, Destination, DestinationOptions, PermanentE
 from ..errors import AlpolicyError, AuthError, PluginCrash, ServiceError, UsageError
 from ..io.images import DEFAULT_EXTENSIONS, ImageDecodeError, ImageFile, display_path
 from ..io.secrets import redact
-from ..plugins import get_registry
+from ..plugins import construct, get_registry
 from ..policy.decision import Decision
 from ..policy.engine import Policy
 from ..policy.prediction import Prediction, PredictionFormatError
@@ -299,15 +299,9 @@ def _build(spec: str, options: Any, table: Mapping[str, Any], kind: str, noun: s
 
 
 def _construct(entry: Any, target: str, options: Any, spec: str, noun: str) -> Any:
-    """``entry.factory(target, options)``, with the spec it came from (the base classes derive
-    ``name`` from it); an exception the contract does not document is the plugin's bug, in one line."""
-    try:
-        built = entry.factory(target, options)
-    except AlpolicyError:
-        raise
-    except Exception as error:
-        raise PluginCrash(f"{noun} {entry.scheme!r} (plugin {entry.plugin})", error, verb="failed to start:") from error
-    return attach_spec(built, spec)
+    """:func:`alpolicy.plugins.construct`, with the spec it came from (the base classes derive
+    ``name`` from it)."""
+    return attach_spec(construct(entry, target, options, noun), spec)
 
 
 def folder_source(folder: str, extensions: Iterable[str] = DEFAULT_EXTENSIONS, *, recursive: bool = False,
