@@ -61,7 +61,8 @@ test: install labelstudio
 	$(BIN)/python -m pytest
 
 # Synthetic footage -> the shipped demo detector -> a policy -> a labeling queue in $(DEMO)/queue;
-# the same footage -> the shipped demo segmentation model -> its policy -> $(DEMO)/queue-seg.
+# the same footage -> the shipped demo segmentation model -> its policy -> $(DEMO)/queue-seg;
+# then the demo policy measured against the footage's ground truth (random picks, the oracle).
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/python -m alpolicy_onnx.synthetic $(DEMO)/frames --frames 300 --seed 7
@@ -72,12 +73,18 @@ demo: install
 		--policy examples/demo-seg-policy.json --to folder:$(DEMO)/queue-seg --journal $(DEMO)/journal-seg.sqlite \
 		--report $(DEMO)/report-seg
 	@echo
+	@echo "How many of the detector's errors the demo policy's 30 picks (10% of the frames) hold, against"
+	@echo "30 random picks and the best possible 30 (the ground truth the footage was drawn from):"
+	$(BIN)/alpolicy evaluate --ground-truth $(DEMO)/frames/ground_truth.coco.json --journal $(DEMO)/journal.sqlite \
+		--policy examples/demo-policy.json --budget 30 --report $(DEMO)/report
+	@echo
 	@echo "Results:"
 	@echo "  labeling queue:     $(DEMO)/queue/images/  (what a labeler would see)"
 	@echo "  segmentation queue: $(DEMO)/queue-seg/images/  (onnx:demo-seg, examples/demo-seg-policy.json; polygons in annotations.coco.json and YOLO-seg labels/; report $(DEMO)/report-seg/index.html)"
 	@echo "  pre-labels:         $(DEMO)/queue/annotations.coco.json, $(DEMO)/queue/labelstudio-tasks.json"
 	@echo "  every decision:     $(DEMO)/decisions/journal-run-1.jsonl"
 	@echo "  run report:         $(DEMO)/report/index.html  (funnel, charts, chosen and rejected images; open in a browser)"
+	@echo "  evaluation:         $(DEMO)/report/evaluation.html  (the demo policy between random picks and the oracle)"
 	@echo "  try another policy: $(BIN)/alpolicy run $(DEMO)/frames --reuse-predictions --policy YOUR.json --dry-run --journal $(DEMO)/journal.sqlite"
 
 bench: install
