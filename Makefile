@@ -94,6 +94,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_onnx.py
 	$(BIN)/python benchmarks/bench_dedupe.py
 	$(BIN)/python benchmarks/bench_cluster.py
+	$(BIN)/python benchmarks/bench_triage.py
 	$(BIN)/python benchmarks/bench_test_speeds.py
 	@if test -x $(UL_VENV)/bin/python; then $(BIN)/python benchmarks/bench_ultralytics.py --ultralytics-python $(UL_VENV)/bin/python; \
 	else echo "bench_ultralytics: skipped, no $(UL_VENV) (run 'make ultralytics' to compare with Ultralytics' predictor)"; fi
