@@ -36,6 +36,11 @@ DEFAULT_IMAGE_NODE: dict[str, Any] = {"rule": "witnesses", "min": 1}
 _COMPOSITIONS = ("all", "any", "not")
 
 
+#: A decision in a form that travels (see :meth:`Policy.verdict`): qualifies, witness positions,
+#: the trace as (rule position, passed).
+Verdict = tuple[bool, tuple[int, ...], tuple[tuple[int, "bool | None"], ...]]
+
+
 @dataclass(slots=True, eq=False)
 class Leaf:
     """A compiled rule object: the rule, its name, a label unique in the policy, and its place."""
@@ -287,6 +292,40 @@ class Policy:
                          f"({because}{only})")
 
     # ----------------------------------------------------------------- use
+    # ----------------------------------------------------------------- decisions made elsewhere
+    def verdict(self, prediction: Prediction) -> Verdict | None:
+        """:meth:`evaluate` in a form that travels between processes: ``(qualifies, the witnesses'
+        positions in prediction.detections, the trace as (rule position, passed))``, the rule
+        positions those of :attr:`leaves`. A worker that inferred an image decides it here and
+        the driver, with the same policy document, turns it back into its own :class:`Decision`
+        with :meth:`decision_from`, identical to its own evaluation. ``None`` when the witnesses
+        are not the prediction's own detections (a rule that built new ones): the driver then
+        evaluates. A rule's crash is raised as by :meth:`evaluate`."""
+        decision = self.evaluate(prediction)
+        positions = {id(detection): index for index, detection in enumerate(decision.prediction.detections)}
+        index = self._leaf_positions
+        try:
+            witnesses = tuple(positions[id(witness)] for witness in decision.witnesses)
+        except KeyError:
+            return None
+        return decision.qualifies, witnesses, tuple((index[leaf], passed) for leaf, passed in decision.trace)
+
+    def decision_from(self, prediction: Prediction, verdict: Verdict) -> Decision:
+        """The :class:`Decision` a :meth:`verdict` of ``prediction`` (made by this policy's
+        document, in any process) stands for, with this policy's own rules."""
+        qualifies, witnesses, trace = verdict
+        leaves, detections = self.leaves, prediction.detections
+        return Decision(qualifies, prediction, [detections[i] for i in witnesses],
+                        [(leaves[i], passed) for i, passed in trace], self)
+
+    @property
+    def _leaf_positions(self) -> dict[Leaf, int]:
+        try:
+            return self.__dict__["_leaf_positions_cache"]
+        except KeyError:
+            found = self.__dict__["_leaf_positions_cache"] = {leaf: i for i, leaf in enumerate(self.leaves)}
+            return found
+
     def evaluate(self, prediction: Prediction | Mapping[str, Any]) -> Decision:
         """Decide one image from its prediction (a :class:`Prediction` or the Roboflow inference JSON).
 

@@ -1,4 +1,5 @@
-"""Where a run's stateless stage runs: fetch, decode, inference and the pixel measurements.
+"""Where a run's stateless stage runs: fetch, decode, inference, the pixel measurements and the
+policy's detection and image rules.
 
 A run has two stages. The *stateless* one turns an image into a prediction (and the values the
 sampling rules measure on the pixels, ``image.derived``): any process can do it, in any order.
@@ -11,9 +12,14 @@ is a thread pool in this process. A plugin registers others through the ``alpoli
 hook (:class:`alpolicy.ExecutorSpec`): plugins/alpolicy-dask runs the stage on Dask workers
 (``dask-local:N``, ``dask://HOST:PORT``); a Ray one would fit the same contract.
 
-The policy's detection and image rules are evaluated at the driver: they cost microseconds per
-image, and one place of evaluation makes "the same decisions on every executor" true by
-construction rather than by care.
+An executor that infers elsewhere also decides there: its workers evaluate the policy's
+detection and image rules on each prediction they made and send back the verdict in a form that
+travels (:meth:`alpolicy.Policy.verdict`: positions of the witnesses and of the rules, not
+objects); the driver turns it into its own :class:`~alpolicy.Decision`
+(:meth:`~alpolicy.Policy.decision_from`), identical to the one it would have made, and evaluates
+itself only what came without one (a stored prediction; a rule that raised on the worker, so that
+its crash is reported as a local run reports it). The sampling rules, which read and charge the
+journal's usage, stay at the driver.
 """
 
 from __future__ import annotations
@@ -101,6 +107,10 @@ class Executor:
       futures the coordinator reads in input order (their ``result()`` raising what the stage
       raised: ``ImageError``, ``ServiceError``, ``PluginCrash``...). A measurement future's
       result is ``None``; by then ``image.derived`` holds the values;
+    * :meth:`take_verdict` per inferred image, once its prediction is read: the policy's
+      verdict on it when the executor decided it where it inferred
+      (:meth:`alpolicy.Policy.verdict`: the detection and image rules run in the stateless
+      stage too), else ``None`` and the coordinator evaluates the rules itself;
     * :meth:`shutdown` once, at the end (the run stopped early: what is queued is dropped).
 
     ``spec`` is the spec it was built from (``dask-local:2``), shown in the run's options.
@@ -116,6 +126,11 @@ class Executor:
 
     def submit(self, image: ImageFile, *, infer: bool, measure: bool) -> tuple[Future[Prediction] | None, Future[None] | None]:
         raise NotImplementedError
+
+    def take_verdict(self, image: ImageFile) -> Any:
+        """The verdict made with ``image``'s latest prediction, removed (``None``: none was made;
+        the threads executor makes none: the coordinator's evaluation costs what a worker's would)."""
+        return None
 
     def check(self, model: str | InferenceBackend | None) -> None:
         """Called once before the run starts: a :class:`UsageError` for a model this executor

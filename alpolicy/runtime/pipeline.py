@@ -99,10 +99,11 @@ class RunOptions:
     retry_for: float = DEFAULT_RETRY_FOR
     #: First wait in seconds before a deferred round; doubled each round, at most 30 s.
     round_backoff: float = 1.0
-    #: Where the stateless stage (inference, pixel measurements) runs: ``None`` or ``"threads"``,
-    #: a thread pool here; ``"dask-local:2"``, ``"dask://HOST:PORT"`` with plugins/alpolicy-dask
-    #: (see :mod:`alpolicy.runtime.executors`). Decisions are the same on every executor.
-    executor: str | None = None
+    #: Where the stateless stage (inference, pixel measurements, the detection and image rules)
+    #: runs: ``None`` or ``"threads"``, a thread pool here; ``"dask-local:2"``,
+    #: ``"dask://HOST:PORT"`` with plugins/alpolicy-dask, or an :class:`Executor` object (see
+    #: :mod:`alpolicy.runtime.executors`). Decisions are the same on every executor.
+    executor: "str | Executor | None" = None
     model_options: ModelOptions = field(default_factory=ModelOptions)
     destination_options: DestinationOptions = field(default_factory=DestinationOptions)
 
@@ -117,8 +118,8 @@ class RunOptions:
         checks.number(self.retry_for, "retry_for", minimum=0)
         checks.number(self.wait_for_journal, "wait_for_journal", minimum=0)
         checks.number(self.round_backoff, "round_backoff", minimum=0)
-        if self.executor is not None and not isinstance(self.executor, str):
-            raise UsageError(f"executor should be a spec such as 'dask-local:2', not {type(self.executor).__name__}")
+        if self.executor is not None and not isinstance(self.executor, (str, Executor)):
+            raise UsageError(f"executor should be a spec such as 'dask-local:2' (or an Executor), not {type(self.executor).__name__}")
         self.model_options.validate()
         self.destination_options.validate()
 
@@ -920,7 +921,9 @@ class _Run:
                 except ServiceError as error:  # a remote measurement (an embedder) is down: later
                     self._remeasure_later(item, prediction, error)
                     return
-            decision = self.policy.evaluate(prediction)
+            verdict = self.executor.take_verdict(item.image) if item.future is not None else None
+            decision = (self.policy.decision_from(prediction, verdict) if verdict is not None
+                        else self.policy.evaluate(prediction))
             record = self._record(item, decision)  # every derived value, once; a crashing explain() fails here
             admission = self._admit(item, decision, record) if decision.qualifies else None
         except ImageDecodeError as error:  # a pixel measurement found the file unreadable

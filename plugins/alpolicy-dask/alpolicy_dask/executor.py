@@ -61,6 +61,10 @@ class DaskExecutor(Executor):
         self._tasks: dict[Any, list[tuple[Unit, _Answer | None, _Answer | None]]] = {}
         self._lock = threading.RLock()
         self._closed = False
+        #: The workers' verdicts, by the driver's image (see :meth:`take_verdict`).
+        self._verdicts: dict[int, Any] = {}
+        #: Verdicts the coordinator took (a decision made on a worker): diagnostics and tests.
+        self.verdicts_taken = 0
 
     # ---------------------------------------------------------------- the contract
     def check(self, model: str | InferenceBackend | None) -> None:
@@ -77,7 +81,7 @@ class DaskExecutor(Executor):
             model=work.model if isinstance(work.model, str) else None,
             model_options=work.model_options,
             fingerprint=fingerprint_of(backend) if backend is not None else None,
-            policy=work.policy.to_json(indent=None) if work.needs_pixels else None,
+            policy=work.policy.to_json(indent=None),
             component=work.component,
             threads=work.concurrency,
         )
@@ -167,7 +171,20 @@ class DaskExecutor(Executor):
                 if outcome.error is not None:
                     predicted.set_exception(outcome.error.rebuild())
                 else:
+                    with self._lock:  # before the answer: the coordinator takes it right after reading it
+                        if outcome.verdict is None:
+                            self._verdicts.pop(id(unit.image), None)
+                        else:
+                            self._verdicts[id(unit.image)] = outcome.verdict
                     predicted.set_result(outcome.prediction)
+
+    def take_verdict(self, image: ImageFile) -> Any:
+        """The workers' verdict on ``image``'s latest prediction (their detection and image rules),
+        removed; ``None`` when they made none (a rule raised there: the coordinator evaluates)."""
+        with self._lock:
+            verdict = self._verdicts.pop(id(image), None)
+            self.verdicts_taken += verdict is not None
+        return verdict
 
 
 def _distributed() -> Any:

@@ -35,9 +35,10 @@ from alpolicy.runtime.sampler import Sampler
 _BACKENDS: dict[str, Any] = {}
 #: Samplers for the pixel measurements, by policy text (their state is never used: the driver's decides).
 _SAMPLERS: dict[str, Sampler] = {}
+_POLICIES: dict[str, Policy] = {}
 #: Backend builds in this process, by model spec.
 LOADS: Counter[str] = Counter()
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 @dataclass
@@ -77,7 +78,8 @@ class Batch:
     model_options: ModelOptions
     #: The driver's backend fingerprint: a worker whose model differs would decide differently.
     fingerprint: str | None
-    #: The policy document (JSON), when some image needs pixel measurements.
+    #: The policy document (JSON): its detection and image rules decide each prediction here, its
+    #: sampling rules measure the pixels.
     policy: str | None
     component: str
     #: Predictions in flight at once within the batch (``--concurrency``): a batching backend
@@ -90,6 +92,9 @@ class Batch:
 class Outcome:
     prediction: Prediction | None = None
     error: Carried | None = None
+    #: The policy's detection and image rules on the prediction, decided here
+    #: (:meth:`alpolicy.Policy.verdict`); ``None``: the driver decides.
+    verdict: Any = None
     derived: dict[str, Any] = field(default_factory=dict)
     measure_error: Carried | None = None
 
@@ -118,6 +123,8 @@ def run_batch(batch: Batch) -> list[Outcome]:
                 outcome.prediction, outcome.error = _attempt(lambda: predict_with(backend, unit.image, batch.component,
                                                                                   batch.model_options.max_detections),
                                                              batch.component)
+                if outcome.prediction is not None and batch.policy is not None:
+                    outcome.verdict = _verdict(batch.policy, outcome.prediction)
         if unit.measure and sampler is not None:
             if missing is not None:
                 outcome.measure_error = missing
@@ -167,11 +174,29 @@ def _backend(spec: str, options: ModelOptions, fingerprint: str | None) -> Any:
     return backend
 
 
+def _verdict(policy: str, prediction: Prediction) -> Any:
+    """The detection and image rules' verdict on ``prediction``, or ``None`` when they raise (the
+    driver then evaluates, and reports the crash with the rule's name as a local run does)."""
+    try:
+        return _policy(policy).verdict(prediction)
+    except Exception:  # noqa: BLE001 -- never a worker's failure: the driver decides instead
+        return None
+
+
+def _policy(policy: str) -> Policy:
+    """The policy of a document, compiled once per worker process."""
+    with _lock:
+        compiled = _POLICIES.get(policy)
+        if compiled is None:
+            compiled = _POLICIES[policy] = Policy.from_dict(json.loads(policy), registry=get_registry())
+    return compiled
+
+
 def _sampler(policy: str) -> Sampler:
     with _lock:
         sampler = _SAMPLERS.get(policy)
         if sampler is None:
-            sampler = Sampler(Policy.from_dict(json.loads(policy), registry=get_registry()))
+            sampler = Sampler(_policy(policy))
             _SAMPLERS[policy] = sampler
     return sampler
 
