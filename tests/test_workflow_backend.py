@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import alpolicy
+from alpolicy.policy import geometry
 from alpolicy import Policy, UsageError
 
 from .cli import alpolicy as alpolicy_cli
@@ -67,6 +68,7 @@ def test_rle_masks_and_empty_answers_are_normalised(roboflow, env, frames):
     assert report.failed == 0
     with_masks = [p for _, p in seen if p.detections]
     assert with_masks and all("rle" in d and "rle_mask" not in d for p in with_masks for d in p.detections)
+    assert all(geometry.rle_area(d["rle"]) > 0 for p in with_masks for d in p.detections), "real masks, read whole"
     empty = [(image, p) for image, p in seen if not p.detections]
     assert empty, "the seeded model should leave some images empty"
     for image, prediction in empty:  # {"width": null, "height": null} filled from the image

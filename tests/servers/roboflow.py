@@ -759,6 +759,20 @@ def _keypoints(detection: Mapping[str, Any], names: Sequence[str]) -> list[dict[
     ]
 
 
+def _box_rle(detection: Mapping[str, Any], width: int, height: int) -> dict[str, Any]:
+    """The detection's box as a real COCO RLE (pycocotools' compressed string, as Inference's
+    ``serialise_rle_sv_detections`` sends it): a fake server must speak the format it fakes."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((height, width), dtype=np.uint8, order="F")
+    x0, y0 = max(0, int(detection["x"] - detection["width"] / 2)), max(0, int(detection["y"] - detection["height"] / 2))
+    x1, y1 = min(width, int(detection["x"] + detection["width"] / 2) + 1), min(height, int(detection["y"] + detection["height"] / 2) + 1)
+    mask[y0:y1, x0:x1] = 1
+    encoded = mask_utils.encode(mask)
+    return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
+
+
 def workflow_answer(answer: Mapping[str, Any], *, rle: bool = False) -> dict[str, Any]:
     """A legacy-route answer (:meth:`FakeRoboflow.infer`) as a Workflow's output serialises it.
 
@@ -781,7 +795,7 @@ def workflow_answer(answer: Mapping[str, Any], *, rle: bool = False) -> dict[str
         item: dict[str, Any] = {key: detection[key] for key in ("width", "height", "x", "y", "confidence", "class_id")}
         if "points" in detection:
             if rle:
-                item["rle_mask"] = {"size": [image["height"], image["width"]], "counts": "fake" + detection["detection_id"][:8]}
+                item["rle_mask"] = _box_rle(detection, image["width"], image["height"])
             else:
                 item["points"] = detection["points"]
         item["class"], item["detection_id"], item["parent_id"] = detection["class"], detection["detection_id"], "image"
