@@ -135,6 +135,11 @@ class Prediction:
             except (TypeError, KeyError, ValueError, OverflowError):
                 raise PredictionFormatError('a prediction needs "image": {"width": W, "height": H}') from None
         detections = document.get("predictions", [])
+        if (task is None and len(document) == 2 and type(detections) is list
+                and (not detections or _plain_box(detections[0]))):
+            # The common answer, boxes and nothing else: no task to tell, no extra fields (hot path).
+            prediction = cls(width, height, detections, None, {})
+            return prediction._checked(max_detections) if check else prediction
         shape_task = task_of(document)
         hint = task if task is not None else document.get("task")
         found = shape_task if hint is None else _resolve_task(
@@ -310,6 +315,12 @@ def task_of(document: Mapping[str, Any]) -> str:
     if "predicted_classes" in document:
         return MULTI_LABEL_CLASSIFICATION
     return OBJECT_DETECTION
+
+
+def _plain_box(first: Any) -> bool:
+    """A detection of the eight known keys at most, none of them a mask or keypoints: a box."""
+    return (type(first) is dict and "x" in first and len(first) <= 8
+            and "points" not in first and "keypoints" not in first and "rle" not in first)
 
 
 def _resolve_task(shape: str, hint: Any, empty: bool) -> str:
